@@ -1,0 +1,179 @@
+"""The ``streamrank`` command.
+
+Configuration is read from the environment once here (``Config.from_env``), flags override it,
+and the resulting frozen ``Config`` is passed down. Expected failures (bad arguments, an
+unreachable broker, a refused model) print one line and exit non-zero; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from consumer.config import Config
+from consumer.errors import StreamrankError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _add_kafka_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+
+
+def _add_registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", metavar="DIR", help="model registry directory (default: $STREAMRANK_REGISTRY)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = Config.from_env()
+    overrides = {
+        "bootstrap": getattr(args, "bootstrap", None),
+        "registry_dir": getattr(args, "registry", None),
+        "partitions": getattr(args, "partitions", None),
+        "replication": getattr(args, "replication", None),
+    }
+    cfg = cfg.with_overrides(**overrides)
+    cfg.validate()
+    return cfg
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _port(text: str) -> int:
+    v = _positive_int(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"{v} is not a TCP port")
+    return v
+
+
+# ---------------------------------------------------------------------------------------- broker
+def cmd_broker(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"bootstrap={broker.bootstrap}", flush=True)
+        while not stop.is_set():
+            if not broker.running:
+                print("error: the embedded broker exited", file=sys.stderr)
+                return EXIT_FAILURE
+            stop.wait(0.5)
+    print("broker stopped", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- topics
+def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer.kafka import create_topics
+
+    if args.action == "create":
+        for name, outcome in create_topics(cfg).items():
+            print(f"{name}: {outcome}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- generate
+def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
+    from sim.world import WorldConfig, generate_records
+
+    world = WorldConfig(businesses=args.businesses, days=args.days, seed=args.seed)
+    t0 = time.perf_counter()
+    if args.out:
+        from consumer.eventlog import write_log
+
+        n = write_log(args.out, generate_records(world))
+        dt = time.perf_counter() - t0
+        print(f"generated {n} events into {args.out} in {dt:.1f}s ({n / dt:,.0f} events/s)")
+        return 0
+    from consumer.kafka import create_topics
+    from consumer.publish import publish_records
+
+    create_topics(cfg)
+    stats = publish_records(cfg, generate_records(world), progress=lambda n: print(f"  {n:,} events published", file=sys.stderr))
+    print(
+        f"generated {stats.total} events ({stats.business} business, {stats.activity} activity) into "
+        f"{cfg.business_topic}/{cfg.activity_topic} in {stats.seconds:.1f}s ({stats.total / max(stats.seconds, 1e-9):,.0f} events/s)"
+    )
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer.eventlog import read_log
+    from consumer.kafka import create_topics
+    from consumer.publish import publish_records
+
+    create_topics(cfg)
+    stats = publish_records(cfg, read_log(args.file))
+    print(f"published {stats.total} events from {args.file} in {stats.seconds:.1f}s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamrank", description="Score local businesses from Kafka event streams.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Tansu broker on 127.0.0.1 until SIGINT/SIGTERM")
+    p.add_argument("--port", type=_port, help="listen port (default: a free one)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="manage streamrank's topics")
+    p.add_argument("action", choices=["create"], help="create: make missing topics (idempotent, co-partitioned inputs)")
+    p.add_argument("--partitions", type=_positive_int, help="partitions per topic (default: $STREAMRANK_PARTITIONS or 4)")
+    p.add_argument("--replication", type=_positive_int, help="replication factor (default: $STREAMRANK_REPLICATION or 1)")
+    _add_kafka_args(p)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("generate", help="write a simulated event history to the input topics or a file")
+    p.add_argument("--businesses", type=_positive_int, default=200)
+    p.add_argument("--days", type=_positive_int, default=14)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", metavar="FILE", help="write an Avro container file instead of publishing")
+    p.add_argument("--partitions", type=_positive_int, help="partitions if topics must be created")
+    _add_kafka_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("publish", help="publish an event-log file (from generate --out) onto the input topics")
+    p.add_argument("file")
+    p.add_argument("--partitions", type=_positive_int, help="partitions if topics must be created")
+    _add_kafka_args(p)
+    p.set_defaults(func=cmd_publish)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = _config(args)
+        return args.func(args, cfg)
+    except StreamrankError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        from kafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError):
+            print(f"error: Kafka: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The one configuration object, read from the environment once at the entry point.
+
+Every setting has an environment variable; command-line flags override them (see ``cli``).
+Secrets (SASL password, SSL key password) are read here and never printed: ``Config.__repr__``
+and ``Config.describe()`` mask them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from consumer.errors import ConfigError
+
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+
+
+def _env_field(env: str, default: Any, doc: str, *, kind: type = str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "kind": kind})
+
+
+@dataclass(frozen=True)
+class Config:
+    # Kafka connection
+    bootstrap: str = _env_field("KAFKA_BOOTSTRAP_SERVERS", "", "Kafka bootstrap servers, host:port[,host:port]")
+    client_id: str = _env_field("STREAMRANK_CLIENT_ID", "streamrank", "Kafka client.id prefix")
+    security_protocol: str = _env_field("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: str = _env_field("KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (SASL only)")
+    sasl_username: str = _env_field("KAFKA_SASL_USERNAME", "", "SASL user name")
+    sasl_password: str = _env_field("KAFKA_SASL_PASSWORD", "", "SASL password (secret: never logged)")
+    ssl_cafile: str = _env_field("KAFKA_SSL_CAFILE", "", "CA bundle to verify the brokers")
+    ssl_certfile: str = _env_field("KAFKA_SSL_CERTFILE", "", "Client certificate (mutual TLS)")
+    ssl_keyfile: str = _env_field("KAFKA_SSL_KEYFILE", "", "Client private key (mutual TLS)")
+    ssl_password: str = _env_field("KAFKA_SSL_PASSWORD", "", "Password of the client key (secret: never logged)")
+
+    # Topics
+    business_topic: str = _env_field("STREAMRANK_BUSINESS_TOPIC", "business-events", "Input: business profile changes (compacted)")
+    activity_topic: str = _env_field("STREAMRANK_ACTIVITY_TOPIC", "activity-events", "Input: user activity")
+    predictions_topic: str = _env_field("STREAMRANK_PREDICTIONS_TOPIC", "predictions", "Output: predictions")
+    dead_letter_topic: str = _env_field("STREAMRANK_DEAD_LETTER_TOPIC", "dead-letters", "Output: records that could not be processed")
+    changelog_topic: str = _env_field("STREAMRANK_CHANGELOG_TOPIC", "streamrank-state-changelog", "Feature-state changelog (compacted)")
+    partitions: int = _env_field("STREAMRANK_PARTITIONS", 4, "Partitions for topics that `topics create` makes", kind=int)
+    replication: int = _env_field("STREAMRANK_REPLICATION", 1, "Replication factor for topics that `topics create` makes", kind=int)
+
+    # Worker
+    group_id: str = _env_field("STREAMRANK_GROUP", "streamrank-worker", "Consumer group of the workers")
+    batch_size: int = _env_field("STREAMRANK_BATCH_SIZE", 500, "Max records per poll batch (one XGBoost call each)", kind=int)
+    poll_timeout_ms: int = _env_field("STREAMRANK_POLL_TIMEOUT_MS", 200, "Poll timeout", kind=int)
+    model_poll_s: float = _env_field("STREAMRANK_MODEL_POLL_S", 5.0, "How often a worker looks for a newly promoted model", kind=float)
+    metrics_port: int = _env_field("STREAMRANK_METRICS_PORT", 0, "Port for /metrics, /healthz, /readyz (0: off)", kind=int)
+
+    # Models and schemas
+    registry_dir: str = _env_field("STREAMRANK_REGISTRY", "./registry", "Model registry directory (shared volume)")
+    schema_registry: str = _env_field("STREAMRANK_SCHEMA_REGISTRY", "", "Writable schema-registry JSON file (empty: the packaged one)")
+
+    # Labels (trainer and reports)
+    conversion_kinds: str = _env_field("STREAMRANK_CONVERSION_KINDS", "BIZSITE_VISIT,CALL,DIRECTIONS", "Activity kinds counted as conversions")
+    horizon_ms: int = _env_field("STREAMRANK_HORIZON_MS", 86_400_000, "Label horizon H: conversions in (t, t+H]", kind=int)
+
+    def __repr__(self) -> str:
+        return f"Config({self.describe()})"
+
+    def describe(self) -> dict[str, Any]:
+        """All settings, secrets masked: safe to log."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = "***" if f.name in SECRET_FIELDS and v else v
+        return out
+
+    def with_overrides(self, **overrides: Any) -> "Config":
+        """Apply command-line flags; ``None`` means "not given"."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def input_topics(self) -> tuple[str, str]:
+        return (self.business_topic, self.activity_topic)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            raw = env[name]
+            kind = f.metadata["kind"]
+            try:
+                values[f.name] = kind(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.partitions < 1 or self.replication < 1:
+            raise ConfigError("STREAMRANK_PARTITIONS and STREAMRANK_REPLICATION must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("STREAMRANK_BATCH_SIZE must be >= 1")
+        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={self.security_protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ConfigError("KAFKA_SASL_MECHANISM is required with a SASL security protocol")
+        if self.horizon_ms <= 0:
+            raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
+
+
+def env_settings() -> list[tuple[str, str, Any]]:
+    """(variable, description, default) for every setting: the README table is built from this."""
+    return [(f.metadata["env"], f.metadata["doc"], f.default) for f in fields(Config)]

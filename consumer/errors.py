@@ -1,0 +1,40 @@
+"""Errors raised by the Kafka side of streamrank. One root, specific subclasses.
+
+Messages carry their coordinates (``topic[partition]@offset``) so a log line alone says which
+record to look at.
+"""
+
+
+class StreamrankError(Exception):
+    """Root of every error the ``consumer`` package raises."""
+
+
+class ConfigError(StreamrankError):
+    """A setting is missing, malformed or inconsistent."""
+
+
+class BrokerUnavailable(StreamrankError):
+    """No broker answered at the bootstrap address within the timeout."""
+
+
+class EmbeddedBrokerError(StreamrankError):
+    """The embedded Tansu broker could not be found or started."""
+
+
+class SchemaRegistryError(StreamrankError):
+    """A schema id is unknown, or a schema could not be registered."""
+
+
+class DecodeError(StreamrankError):
+    """A record's bytes are not a valid event. Names the record it came from."""
+
+    def __init__(self, reason: str, topic: str = "?", partition: int = -1, offset: int = -1):
+        self.reason = reason
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        super().__init__(f"{topic}[{partition}]@{offset}: {reason}")
+
+
+class TopicLayoutError(StreamrankError):
+    """Topics are missing or not co-partitioned."""

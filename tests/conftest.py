@@ -1,0 +1,88 @@
+"""Shared fixtures: one real broker per test session, a unique topic set per test.
+
+The broker is chosen in this order: an existing cluster from ``KAFKA_BOOTSTRAP_SERVERS``;
+testcontainers' ``KafkaContainer`` (KRaft) when a Docker daemon answers; else the embedded Tansu.
+Tests marked ``real_kafka`` need Apache Kafka semantics (compaction, transactions, correct
+``offsets_for_times``) and are skipped on Tansu.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from consumer.config import Config
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    bootstrap: str
+    kind: str  # "external" | "testcontainers" | "tansu"
+
+    @property
+    def is_real_kafka(self) -> bool:
+        return self.kind in ("external", "testcontainers") and os.environ.get("STREAMRANK_EXTERNAL_IS_TANSU") != "1"
+
+
+def _docker_answers() -> bool:
+    if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # any failure means "no usable daemon"
+        return False
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> BrokerInfo:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield BrokerInfo(external, "external")
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield BrokerInfo(kafka.get_bootstrap_server(), "testcontainers")
+        return
+    from consumer.broker import EmbeddedBroker
+
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with EmbeddedBroker(log_path=str(log)) as embedded:
+        yield BrokerInfo(embedded.bootstrap, "tansu")
+
+
+@pytest.fixture(autouse=True)
+def _skip_real_kafka_only(request):
+    if request.node.get_closest_marker("real_kafka"):
+        info = request.getfixturevalue("broker")
+        if not info.is_real_kafka:
+            pytest.skip("needs Apache Kafka semantics; the embedded Tansu broker lacks them")
+
+
+@pytest.fixture
+def kafka_config(broker, tmp_path) -> Config:
+    """A Config on the session broker with topic names unique to this test; topics created."""
+    from consumer.kafka import create_topics
+
+    suffix = uuid.uuid4().hex[:10]
+    cfg = Config(
+        bootstrap=broker.bootstrap,
+        business_topic=f"business-events-{suffix}",
+        activity_topic=f"activity-events-{suffix}",
+        predictions_topic=f"predictions-{suffix}",
+        dead_letter_topic=f"dead-letters-{suffix}",
+        changelog_topic=f"changelog-{suffix}",
+        group_id=f"streamrank-{suffix}",
+        partitions=2,
+        registry_dir=str(tmp_path / "registry"),
+        schema_registry=str(tmp_path / "schemas.json"),
+    )
+    create_topics(cfg)
+    return cfg
