@@ -4,6 +4,12 @@ Imports neither Kafka nor xgboost. Reading order:
 
 1. ``events``  - the two input event types (plain data mirroring the Avro contracts);
 2. ``spec``    - the feature set: ordered names, windows, and the version hash derived from them;
-3. ``state``   - per-business state and the pure ``update(state, event) -> state``;
-4. ``extract`` - ``extract(state, as_of) -> vector``, in event time.
+3. ``state``   - per-business state, the deterministic fold ``update(state, event) -> state`` (it
+   mutates and returns its argument) and the compact changelog encoding;
+4. ``extract`` - ``extract(state, as_of) -> vector``, in event time;
+5. ``scoring`` - the one rule for which events are scored and as of when (trainer and worker);
+6. ``order``   - the deterministic order in which a partition's two input streams are applied.
+
+``errors`` holds the exception types; ``bench_features`` times the hot paths
+(``python -m features.bench_features``).
 """

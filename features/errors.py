@@ -11,3 +11,7 @@ class InvalidEvent(FeatureError):
 
 class StateVersionError(FeatureError):
     """Serialized state was written by an incompatible state version."""
+
+
+class SpecError(FeatureError):
+    """A feature spec is malformed, or does not match the spec a state or model was built with."""
