@@ -35,6 +35,8 @@ def _config(args: argparse.Namespace) -> Config:
         "registry_dir": getattr(args, "registry", None),
         "partitions": getattr(args, "partitions", None),
         "replication": getattr(args, "replication", None),
+        "group_id": getattr(args, "group", None),
+        "batch_size": getattr(args, "batch_size", None),
     }
     cfg = cfg.with_overrides(**overrides)
     cfg.validate()
@@ -122,6 +124,22 @@ def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    import json
+
+    from consumer import logs
+    from consumer.worker import Worker
+
+    logs.setup(args.log_level)
+    worker = Worker(cfg, exit_when_idle_s=args.exit_when_idle)
+    worker.install_signal_handlers()
+    stats = worker.run()
+    if args.summary:
+        print(json.dumps(stats.summary(), indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamrank", description="Score local businesses from Kafka event streams.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -151,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=_positive_int, help="partitions if topics must be created")
     _add_kafka_args(p)
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("run", help="the long-running scoring worker (joins the consumer group)")
+    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="exit after this long with nothing to do (batch runs, tests)")
+    p.add_argument("--group", help="consumer group (default: $STREAMRANK_GROUP)")
+    p.add_argument("--batch-size", type=_positive_int, help="max records per batch (default: $STREAMRANK_BATCH_SIZE)")
+    p.add_argument("--summary", action="store_true", help="print a JSON summary on exit")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_kafka_args(p)
+    _add_registry_args(p)
+    p.set_defaults(func=cmd_run)
 
     return parser
 

@@ -111,3 +111,16 @@ class Config:
 def env_settings() -> list[tuple[str, str, Any]]:
     """(variable, description, default) for every setting: the README table is built from this."""
     return [(f.metadata["env"], f.metadata["doc"], f.default) for f in fields(Config)]
+
+
+def markdown_table() -> str:
+    """The configuration table of the README (kept in sync by a test)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for env, doc, default in env_settings():
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        rows.append(f"| `{env}` | {shown} | {doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -69,10 +69,21 @@ def consumer_kwargs(cfg: Config, group_id: str | None, **overrides: Any) -> dict
     kw.update(
         group_id=group_id,
         enable_auto_commit=False,
+        # A fetch that gets no answer is retried after this long. The embedded broker now and then
+        # leaves a fetch unanswered; kafka-python's 30 s default would stall the worker that long.
+        request_timeout_ms=10_000,
+        # The embedded broker holds a fetch for the full max wait whenever some partitions in it
+        # are at their end, even when others have data; a short wait bounds that stall. On real
+        # Kafka it only means more frequent empty fetches while idle.
+        fetch_max_wait_ms=100,
         auto_offset_reset="earliest",
         max_poll_records=cfg.batch_size,
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        # The per-partition limit times the partition count stays under the response limit, so
+        # every assigned partition gets data in every fetch: the per-partition merge of the two
+        # input topics waits for the slower one, and a broker that fills a response partition by
+        # partition (the embedded one does) would otherwise starve the business topic.
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=512 * 1024,
         **GROUP_TIMING,
     )
     kw.update(overrides)

@@ -1,0 +1,402 @@
+"""The worker: a thin Kafka shell around ``process``.
+
+One loop iteration is one batch:
+
+    poll → decode → order (per-partition head merge) → process (fold, extract, ONE model call)
+         → sink: predictions + dead letters, flush → changelog, flush → commit
+
+Offsets are committed only after everything the batch produced is acknowledged (at-least-once);
+see ``sink`` for why that order makes crashes safe. Partitions are assigned with the range
+assignor, so partition *p* of both input topics always lands on the same worker, with its state
+(restored from changelog partition *p* on assignment).
+
+Error policy (one place, :meth:`Worker._run_batch` callers): a record that cannot be decoded or
+validated is a dead letter, never an exception; a delivery or commit failure aborts the batch
+without committing, and the worker re-reads from the last commit after a back-off; anything else
+is a bug and stops the worker (non-zero exit), leaving offsets at the last good batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.config import Config
+from consumer.decode import Decoded, DeadLetter, Decoder
+from consumer.errors import StreamrankError, TopicLayoutError
+from consumer.kafka import check_copartitioned, check_reachable, consumer_kwargs, create_topics, partition_counts
+from consumer.process import BatchOutput, RowBuffer, Tombstone, process
+from consumer.score import ModelHolder
+from consumer.sink import DeliveryError, Sink
+from consumer.statestore import PartitionState, encode_entry, restore_partitions
+from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
+from features.spec import DEFAULT_SPEC, FeatureSpec
+from models.registry import ModelRegistry
+
+log = logging.getLogger("streamrank.worker")
+
+
+@dataclass
+class WorkerStats:
+    consumed: Counter = field(default_factory=Counter)  # per topic
+    outcomes: Counter = field(default_factory=Counter)
+    dead_letters: Counter = field(default_factory=Counter)  # per reason
+    predictions: int = 0
+    batches: int = 0
+    restores: list[dict[str, Any]] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "consumed": dict(self.consumed),
+            "predictions": self.predictions,
+            "dead_letters": dict(self.dead_letters),
+            "outcomes": dict(self.outcomes),
+            "batches": self.batches,
+            "models": self.models,
+            "restores": self.restores,
+        }
+
+
+class Worker:
+    def __init__(self, cfg: Config, *, exit_when_idle_s: float | None = None, spec: FeatureSpec = DEFAULT_SPEC, worker_id: str | None = None):
+        self.cfg = cfg
+        self.spec = spec
+        self.exit_when_idle_s = exit_when_idle_s
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self.store: dict[int, PartitionState] = {}
+        self.mergers: dict[int, HeadMerger] = {}
+        self._last_time: dict[tuple[int, int], int] = {}  # (partition, rank) -> last pushed event time
+        self._next: dict[Any, int] = {}  # TopicPartition -> offset after the last record received
+        self._commit: dict[Any, int] = {}  # TopicPartition -> offset after the last record processed
+        self._rows = RowBuffer(len(spec.names))
+        self._ranks = {cfg.business_topic: BUSINESS_RANK, cfg.activity_topic: ACTIVITY_RANK}
+        self.models = ModelHolder(ModelRegistry(cfg.registry_dir), cfg.model_poll_s)
+        self._swapped_to: str | None = None
+        self._joined = False  # idle time counts only once the group has given us an assignment
+        self._to_restore: set[int] = set()
+        self._backlog = False  # the last batch left releasable items queued
+        self.consumer: Any = None
+        self.sink: Sink | None = None
+
+    # ------------------------------------------------------------------------- lifecycle
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _prepare_topics(self) -> int:
+        check_reachable(self.cfg.bootstrap)
+        n = check_copartitioned(self.cfg)
+        cfg = self.cfg.with_overrides(partitions=n)
+        outputs = [(t, n, c) for t, _, c in
+                   [(cfg.predictions_topic, n, {}), (cfg.dead_letter_topic, n, {}), (cfg.changelog_topic, n, {"cleanup.policy": "compact"})]]
+        create_topics(cfg, outputs)
+        changelog = partition_counts(cfg, [cfg.changelog_topic])[cfg.changelog_topic]
+        if changelog != n:
+            raise TopicLayoutError(f"changelog {cfg.changelog_topic} has {changelog} partitions, inputs have {n}: they must match")
+        return n
+
+    def _wait_for_model(self) -> bool:
+        t0 = time.monotonic()
+        announced = False
+        while not self._stop.is_set():
+            self.models.check_now()
+            model = self.models.take_swap()
+            if model is not None:
+                self._note_swap(model.version)
+                return True
+            if not announced:
+                log.warning("no promoted model yet; waiting", extra={"registry": self.cfg.registry_dir})
+                announced = True
+            if self.exit_when_idle_s is not None and time.monotonic() - t0 > self.exit_when_idle_s:
+                return False
+            self._stop.wait(min(self.cfg.model_poll_s, 1.0))
+        return False
+
+    def _note_swap(self, version: str) -> None:
+        self._swapped_to = version
+        self.stats.models.append({"version": version, "first_scored": None})
+        log.info("serving model", extra={"model_version": version})
+
+    def run(self) -> WorkerStats:
+        from kafka import KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+        self._prepare_topics()
+        if not self._wait_for_model():
+            log.warning("stopping before any model was promoted")
+            return self.stats
+        self.models.start()
+        self.sink = Sink(self.cfg, self.worker_id)
+        self.consumer = KafkaConsumer(
+            **consumer_kwargs(self.cfg, self.cfg.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
+        )
+        self.consumer.subscribe(list(self.cfg.input_topics), listener=_Rebalance(self))
+        log.info("worker started", extra={"worker_id": self.worker_id, "group": self.cfg.group_id, "topics": list(self.cfg.input_topics)})
+        try:
+            self._loop()
+        finally:
+            self.models.stop()
+            try:
+                self.consumer.close()  # leaves the group: partitions move at once, not after a session timeout
+            finally:
+                self.sink.close()
+        log.info("worker stopped", extra=self.stats.summary())
+        return self.stats
+
+    def _loop(self) -> None:
+        backoff = 0.5
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                progressed = self._run_batch()
+                backoff = 0.5
+            except (DeliveryError, _CommitFailed) as exc:
+                # Nothing of this batch was committed: rewind to the last commit and try again.
+                log.error("batch not delivered; rewinding to the last commit", extra={"error": str(exc), "retry_in_s": backoff})
+                self._rewind()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            now = time.monotonic()
+            if progressed or not self._joined:
+                idle_since = now
+                self.stats.last_progress = now
+            elif self.exit_when_idle_s is not None and now - idle_since >= self.exit_when_idle_s and self._fully_merged():
+                log.info("idle; exiting", extra={"idle_s": self.exit_when_idle_s})
+                return
+
+    def _fully_merged(self) -> bool:
+        return all(m.pending() == 0 for m in self.mergers.values())
+
+    # ------------------------------------------------------------------------- one batch
+    def _run_batch(self) -> bool:
+        cfg = self.cfg
+        swapped = self.models.take_swap()
+        if swapped is not None:
+            self._note_swap(swapped.version)
+        # With decided items still queued, poll must not wait: they are this batch's work.
+        timeout = 0 if self._backlog else cfg.poll_timeout_ms
+        records = self.consumer.poll(timeout_ms=timeout, max_records=cfg.batch_size)
+        decoder = self._decoder
+        for tp, recs in records.items():
+            rank = self._ranks[tp.topic]
+            merger = self.mergers.get(tp.partition)
+            if merger is None:
+                merger = self.mergers[tp.partition] = HeadMerger()
+            key = (tp.partition, rank)
+            last_t = self._last_time.get(key, 0)
+            for r in recs:
+                if r.value is None and rank == BUSINESS_RANK and r.key:
+                    item: Any = Tombstone(tp.topic, tp.partition, r.offset, r.key.decode("utf-8", "replace"))
+                else:
+                    item = decoder.decode(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp)
+                if type(item) is Decoded:
+                    last_t = item.event.event_time
+                # Dead letters and tombstones keep their place in the queue (time of the record before).
+                merger.push(rank, last_t, r.offset, item)
+            self._last_time[key] = last_t
+            self._next[tp] = recs[-1].offset + 1
+            self.stats.consumed[tp.topic] += len(recs)
+        # No pause-based back-pressure on the merge queues: the fetcher holds at most one
+        # response per partition, so they stay within a few fetches (and see _restore_pending).
+        if self._to_restore:
+            self._restore_pending()  # before anything of a newly assigned partition is processed
+        released = self._release(cfg.batch_size)
+        self._backlog = len(released) == cfg.batch_size
+        if not released:
+            return False
+        model = self.models.current
+        out = process(released, self.store, model, spec=self.spec, rows=self._rows)
+        self._deliver(out, model.version)
+        self._commit_released(released)
+        self._account(out, model.version)
+        return True
+
+    def _release(self, budget: int) -> list[Any]:
+        """Up to ``budget`` items whose order is decided, taken round-robin across partitions."""
+        released: list[Any] = []
+        parts = sorted(p for p, m in self.mergers.items() if m.pending())
+        if not parts:
+            return released
+        self._rr = (getattr(self, "_rr", -1) + 1) % len(parts)
+        for p in parts[self._rr:] + parts[: self._rr]:
+            room = budget - len(released)
+            if room <= 0:
+                break
+            b_done = self._caught_up(self.cfg.business_topic, p)
+            a_done = self._caught_up(self.cfg.activity_topic, p)
+            released.extend(islice(self.mergers[p].pop_ready(b_done, a_done), room))
+        return released
+
+    def _caught_up(self, topic: str, partition: int) -> bool:
+        from kafka import TopicPartition
+
+        tp = TopicPartition(topic, partition)
+        hw = self.consumer.highwater(tp)
+        if hw is None:
+            return False
+        nxt = self._next.get(tp)
+        if nxt is None:
+            nxt = self._next[tp] = self.consumer.position(tp, timeout_ms=5000) or 0
+        return nxt >= hw
+
+    def _deliver(self, out: BatchOutput, model_version: str) -> None:
+        sink = self.sink
+        ptopic = self.cfg.predictions_topic
+        encode = self._prediction_codec.encode
+        for pred in out.predictions:
+            sink.send(ptopic, pred["business_id"].encode(), encode(pred))
+        for dl in out.dead_letters:
+            sink.dead_letter(dl)
+        sink.flush()
+        # State strictly after its predictions: a state that says "applied" implies they were acked.
+        ctopic = self.cfg.changelog_topic
+        for p, part in self.store.items():
+            if part.dirty:
+                for bid, entry in part.drain_dirty():
+                    value = encode_entry(entry) if bid in part.entries else None
+                    sink.send(ctopic, bid.encode(), value, partition=p)
+        sink.flush()
+
+    def _commit_released(self, released: list[Any]) -> None:
+        from kafka import OffsetAndMetadata, TopicPartition
+        from kafka.errors import KafkaError
+
+        offsets: dict[Any, Any] = {}
+        for item in released:
+            tp = TopicPartition(item.topic, item.partition)
+            offsets[tp] = item.offset + 1  # released in offset order per topic-partition
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except KafkaError as exc:
+            raise _CommitFailed(str(exc)) from exc
+        self._commit.update(offsets)
+
+    def _account(self, out: BatchOutput, model_version: str) -> None:
+        s = self.stats
+        s.batches += 1
+        s.predictions += len(out.predictions)
+        s.outcomes.update(out.outcomes)
+        for dl in out.dead_letters:
+            s.dead_letters[dl.reason] += 1
+            log.warning("dead letter", extra={"topic": dl.topic, "partition": dl.partition, "offset": dl.offset, "reason": dl.reason, "detail": dl.detail[:300]})
+        if out.predictions and s.models and s.models[-1]["first_scored"] is None:
+            first = out.predictions[0]
+            s.models[-1]["first_scored"] = f"{first['source_topic']}[{first['source_partition']}]@{first['source_offset']}"
+            log.info("first offset scored by model", extra={"model_version": model_version, "topic": first["source_topic"],
+                                                             "partition": first["source_partition"], "offset": first["source_offset"]})
+
+    def _rewind(self) -> None:
+        """After a failed batch: drop buffered input and unsaved state; re-read from the last commit."""
+        parts = sorted(self.store)
+        self._drop(parts)
+        self._restore(parts)
+        for tp in list(self.consumer.assignment()):
+            committed = self._commit.get(tp)
+            if committed is None:
+                committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+            self._next.pop(tp, None)
+
+    # ------------------------------------------------------------------------- rebalance
+    def _drop(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.store.pop(p, None)
+            self.mergers.pop(p, None)
+            self._last_time.pop((p, BUSINESS_RANK), None)
+            self._last_time.pop((p, ACTIVITY_RANK), None)
+        for tp in [tp for tp in self._next if tp.partition in partitions]:
+            del self._next[tp]
+
+    def _restore(self, partitions: list[int]) -> None:
+        from kafka import KafkaConsumer
+
+        if not partitions:
+            return
+        parts, rs = restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(self.cfg, None)), self.cfg.changelog_topic, partitions)
+        self.store.update(parts)
+        info = {"partitions": partitions, "entities": rs.entities, "records": rs.records,
+                "seconds": round(rs.seconds, 3), "entities_per_s": round(rs.rate)}
+        self.stats.restores.append(info)
+        log.info("state restored", extra=info)
+
+    def _restore_pending(self) -> None:
+        """Restore partitions assigned during the last poll. Done here, outside the rebalance
+        callback, so the group's heartbeats keep flowing however long it takes. Their records
+        already fetched wait in the merge queues meanwhile. (No pause/resume: kafka-python 3.0 can
+        strand a paused partition's parked fetch after resume.)"""
+        parts, self._to_restore = sorted(self._to_restore), set()
+        self._restore([p for p in parts if p not in self.store])
+
+    @property
+    def _decoder(self) -> Decoder:
+        if not hasattr(self, "_decoder_obj"):
+            registry = FileSchemaRegistry(self.cfg.schema_registry or None)
+            self._decoder_obj = Decoder(self.cfg, registry)
+            self._prediction_codec_obj = AvroCodec(registry, "Prediction")
+        return self._decoder_obj
+
+    @property
+    def _prediction_codec(self) -> AvroCodec:
+        self._decoder  # noqa: B018 - builds both codecs
+        return self._prediction_codec_obj
+
+
+class _CommitFailed(StreamrankError):
+    pass
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Revocation: buffered input is dropped (its offsets are uncommitted, the next owner re-reads
+    it). Assignment: partitions new to this worker have their state restored from the changelog;
+    partitions it keeps keep their state (it matches the committed offsets: every batch commits)."""
+
+    def __init__(self, worker: Worker):
+        self.w = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        parts = sorted({tp.partition for tp in revoked})
+        for p in parts:
+            self.w.mergers.pop(p, None)
+            self.w._last_time.pop((p, BUSINESS_RANK), None)
+            self.w._last_time.pop((p, ACTIVITY_RANK), None)
+        for tp in [tp for tp in self.w._next if tp.partition in parts]:
+            del self.w._next[tp]
+        log.info("partitions revoked", extra={"partitions": parts})
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        w = self.w
+        by_part: dict[int, set[str]] = {}
+        for tp in assigned:
+            by_part.setdefault(tp.partition, set()).add(tp.topic)
+        lopsided = [p for p, topics in by_part.items() if len(topics) != 2]
+        if lopsided:
+            log.error("assignment is not co-partitioned", extra={"partitions": lopsided})
+        keep = set(by_part)
+        w._drop([p for p in list(w.store) if p not in keep])
+        new = sorted(p for p in keep if p not in w.store)
+        w._to_restore.update(new)
+        w._joined = True
+        log.info("partitions assigned", extra={"partitions": sorted(keep), "to_restore": new})

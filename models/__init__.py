@@ -1,0 +1,22 @@
+"""Training, evaluation and serving-side loading of the XGBoost ranking model.
+
+Depends on ``features`` (and is the only package that imports xgboost); never on Kafka or
+``consumer``: the trainer takes an iterable of log records (``consumer.logreader`` yields them),
+the worker takes a :class:`~models.registry.ModelRegistry`. Reading order:
+
+1. ``dataset``  - the log -> labelled examples: compacted business table, the per-partition merge
+   order, :func:`~models.dataset.scoring_moments` (the scoring-moment rule), deterministic
+   sampling, features via ``extract_into``, next-horizon conversion labels, popularity baseline;
+2. ``train``    - time split with a gap >= the label horizon, the (group, business) frame, the
+   XGBoost fit (``rank:ndcg`` or ``binary:logistic``) with early stopping;
+3. ``evaluate`` - NDCG@10, AUC, top-k conversion capture (model vs popularity vs random), lift,
+   gain importance and its shifts;
+4. ``sanity``   - the hand-written sanity set (``models/sanity/*.json``) and ``check_sanity``;
+5. ``registry`` - the model directory: versions, metadata, atomic promotion pointer, refusing
+   loads (``ModelRefused``), ``LoadedModel.score``;
+6. ``report``   - the markdown report and PNG charts of a run;
+7. ``trainer``  - :func:`~models.trainer.train_and_register`: all of the above plus the gates.
+
+Errors: ``models.errors`` (root ``ModelError``). ``python -m models.bench`` measures the build
+throughput and the fit on a simulated world.
+"""

@@ -1,0 +1,300 @@
+"""One training run, end to end: build -> split -> fit -> evaluate -> gate -> register -> promote.
+
+:func:`train_and_register` is what ``streamrank train`` calls with the records of
+``consumer.logreader.read_input_log`` and its ``LogRange``.
+
+Gates (all must pass to promote; a skipped gate does not block):
+
+1. ``sanity``: the candidate orders the hand-written sanity set correctly (``models.sanity``).
+2. ``beats_popularity``: its top-k capture on validation is above the popularity baseline's
+   (past conversions), by more than ``options.min_improvement_over_popularity`` (default 0).
+3. ``not_worse_than_current``: its capture is at least the promoted model's on the *same*
+   validation rows minus ``options.tolerance`` (default 0.02 absolute). Skipped when nothing is
+   promoted, or the promoted model cannot be loaded for this feature set (another feature-set
+   version: its rows cannot be built by this code, so it is not comparable).
+
+Every run registers its model (metadata records the gates and the decision with its reason), and
+promotes only if the gates pass. Each decision is logged on ``streamrank.models.trainer`` as a JSON
+message with the same dict under ``extra={"decision": ...}``, and kept in ``metadata["decisions"]``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features.spec import DEFAULT_SPEC, FeatureSpec
+from models.dataset import BuildStats, LabelConfig, TrainingSet, build_training_set
+from models.errors import ModelRefused, RegistryError, TrainingError
+from models.evaluate import (
+    Evaluation,
+    evaluate,
+    frame_metrics,
+    gain_importance,
+    importance_shifts,
+)
+from models.registry import LoadedModel, ModelRegistry, code_version
+from models.report import write_report
+from models.sanity import check_sanity
+from models.train import FitResult, TrainOptions, fit, time_split
+
+log = logging.getLogger("streamrank.models.trainer")
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool | None  # None: skipped (not applicable)
+    detail: str
+    value: float | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, "value": self.value, "threshold": self.threshold}
+
+
+@dataclass
+class TrainOutcome:
+    version: str
+    promoted: bool
+    reason: str
+    gates: list[Gate]
+    evaluation: Evaluation
+    current: dict[str, Any] | None
+    importance: dict[str, float]
+    shifts: list[dict[str, Any]]
+    build: BuildStats
+    fit: FitResult
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "gates": [g.to_dict() for g in self.gates],
+            "metrics": self.evaluation.to_dict(),
+            "importance_shifts": self.shifts,
+        }
+
+
+class _Decisions:
+    """Collects decisions and logs each one as it is made."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        entry = {"event": event, **fields}
+        self.items.append(entry)
+        log.info(json.dumps(entry, sort_keys=True, default=_json_default), extra={"decision": entry})
+
+
+def train_and_register(
+    records: Iterable[Any],
+    registry: ModelRegistry,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    label_cfg: LabelConfig = LabelConfig(),
+    options: TrainOptions = TrainOptions(),
+    data_range: Any = None,
+) -> TrainOutcome:
+    """Train on ``records`` and register the model in ``registry``; promote it if the gates pass.
+
+    ``data_range``: what the records cover (``consumer.logreader.LogRange``, or its ``to_dict()``,
+    or any mapping), recorded as is; the observed offsets and event-time span are recorded too.
+    Raises :class:`TrainingError` when the data cannot support a train/validation split.
+    """
+    decide = _Decisions()
+    started = time.time()
+
+    ts = build_training_set(records, spec, label_cfg, options.sample_rate, options.seed, start_ms=options.start_ms)
+    decide("built", examples=len(ts), events=ts.stats.records, events_per_s=_finite(ts.stats.events_per_s),
+           seconds=round(ts.stats.seconds, 3))
+    if len(ts) == 0:
+        raise TrainingError("no training examples: the log has no complete scoring moments")
+
+    split = time_split(ts.as_of, label_cfg.horizon_ms, options.validation_days, options.gap_ms)
+    train, val = ts.take(split.train_idx), ts.take(split.val_idx)
+    n_val_groups = len(np.unique(val.groups))
+    decide("split", **split.to_dict(), validation_groups=n_val_groups)
+    if len(train) < options.min_train_examples:
+        raise TrainingError(
+            f"{len(train)} training examples before {split.train_end_ms} (need {options.min_train_examples}): "
+            f"the log is too short for {options.validation_days} validation days plus a {split.gap_ms} ms gap"
+        )
+    if n_val_groups < options.min_validation_groups:
+        raise TrainingError(f"{n_val_groups} validation groups (need {options.min_validation_groups})")
+
+    fr = fit(train, val, options)
+    decide("fitted", best_iteration=fr.best_iteration, rounds_run=fr.rounds_run, seconds=round(fr.seconds, 3))
+    candidate = LoadedModel("candidate", spec, fr.booster)
+    evaluation = evaluate(candidate.score(val.X), val.y, val.groups, val.business, val.as_of, val.popularity,
+                          k=options.top_k, seed=options.seed)
+    decide("evaluated", metrics=evaluation.to_dict())
+
+    current = _current_model(registry, spec, val, options, decide)
+    importance = gain_importance(fr.booster, spec.names)
+    previous_version, previous_importance = _previous_importance(registry)
+    shifts = [s.to_dict() for s in importance_shifts(importance, previous_importance, options.importance_threshold)] \
+        if previous_version else []
+    if previous_version:
+        decide("importance_shifts", against=previous_version, threshold=options.importance_threshold,
+               moved=[s["feature"] for s in shifts])
+
+    sanity_failures = check_sanity(candidate)
+    gates = _gates(evaluation, current, sanity_failures, options)
+    for g in gates:
+        decide("gate", **g.to_dict())
+    promote = all(g.passed is not False for g in gates)
+    failed = [g for g in gates if g.passed is False]
+    if promote:
+        reason = "all gates passed: " + "; ".join(f"{g.name}: {g.detail}" for g in gates)
+    else:
+        reason = "gates failed: " + "; ".join(f"{g.name}: {g.detail}" for g in failed)
+    decide("promotion", promote=promote, reason=reason)
+
+    meta = {
+        "run_started_at": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(timespec="seconds"),
+        "feature_set": {"version": spec.version, "spec": spec.to_dict()},
+        "code": code_version(),
+        "data": {
+            "range": _range_dict(data_range),
+            "observed_offsets": ts.stats.offsets,
+            "build": ts.stats.to_dict(),
+            "label": label_cfg.to_dict(),
+            "split": split.to_dict(),
+            "frame": options.frame,
+        },
+        "options": options.to_dict(),
+        "params": fr.params,
+        "training": {k: v for k, v in fr.to_dict().items() if k != "params"},
+        "metrics": evaluation.to_dict(),
+        "current_model": current,
+        "importance": importance,
+        "importance_shifts": {
+            "against": previous_version,
+            "threshold": options.importance_threshold,
+            "shifts": shifts,
+            "previous_importance": previous_importance or None,
+        },
+        "sanity_failures": sanity_failures,
+        "gates": [g.to_dict() for g in gates],
+        "promotion": {"promoted": promote, "reason": reason},
+        "decisions": decide.items,
+        "model": {"objective": options.objective, "best_iteration": fr.best_iteration,
+                  "n_features": len(spec.names), "predict_nthread": 1},
+    }
+    version = registry.register(
+        bytes(fr.booster.save_raw("ubj")),
+        meta,
+        write_extra=lambda folder, v, m: write_report(folder, m),
+    )
+    decide("registered", version=version)
+    if promote:
+        registry.promote(version, reason, decided_by="trainer", details={"capture": evaluation.model.capture})
+        decide("promoted", version=version)
+    return TrainOutcome(
+        version=version, promoted=promote, reason=reason, gates=gates, evaluation=evaluation, current=current,
+        importance=importance, shifts=shifts, build=ts.stats, fit=fr, metadata=registry.metadata(version),
+    )
+
+
+# ------------------------------------------------------------------------------- helpers
+def _current_model(registry: ModelRegistry, spec: FeatureSpec, val: TrainingSet, options: TrainOptions, decide) -> dict | None:
+    try:
+        version = registry.promoted_version()
+    except RegistryError as exc:
+        decide("current_model", version=None, comparable=False, note=f"unreadable pointer: {exc}")
+        return {"version": None, "metrics": None, "note": f"unreadable pointer: {exc}"}
+    if version is None:
+        decide("current_model", version=None, comparable=False, note="nothing promoted yet")
+        return None
+    try:
+        model = registry.load(version, spec)
+    except ModelRefused as exc:
+        decide("current_model", version=version, comparable=False, note=str(exc))
+        return {"version": version, "metrics": None, "note": f"not comparable: {exc}"}
+    metrics = frame_metrics(model.score(val.X), val.y, val.groups, val.business, val.as_of, options.top_k)
+    decide("current_model", version=version, comparable=True, metrics=metrics.to_dict())
+    return {"version": version, "metrics": metrics.to_dict(), "note": "evaluated on this run's validation set"}
+
+
+def _previous_importance(registry: ModelRegistry) -> tuple[str | None, dict[str, float]]:
+    """The importance of the promoted model, else of the latest registered one."""
+    candidates = []
+    try:
+        p = registry.promoted_version()
+        if p:
+            candidates.append(p)
+    except RegistryError:
+        pass
+    latest = registry.latest_version()
+    if latest and latest not in candidates:
+        candidates.append(latest)
+    for v in candidates:
+        try:
+            imp = registry.metadata(v).get("importance")
+        except RegistryError:
+            continue
+        if isinstance(imp, dict):
+            return v, {str(k): float(x) for k, x in imp.items() if x is not None}
+    return None, {}
+
+
+def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions) -> list[Gate]:
+    k = ev.k
+    gates = [
+        Gate("sanity", not sanity_failures,
+             "sanity set passes" if not sanity_failures else f"{len(sanity_failures)} failures: " + "; ".join(sanity_failures)),
+    ]
+    mc, pc = ev.model.capture, ev.popularity.capture
+    margin = options.min_improvement_over_popularity
+    ok = math.isfinite(mc) and math.isfinite(pc) and mc > pc + margin
+    gates.append(Gate("beats_popularity", ok,
+                      f"top-{k} capture {_fmt(mc)} vs popularity {_fmt(pc)}" + (f" (+{margin} required)" if margin else ""),
+                      _finite(mc), _finite(pc + margin)))
+    cur_metrics = (current or {}).get("metrics")
+    if not cur_metrics or cur_metrics.get("capture") is None:
+        note = "no promoted model" if current is None else (current.get("note") or "current model not comparable")
+        gates.append(Gate("not_worse_than_current", None, f"skipped: {note}"))
+    else:
+        cc = float(cur_metrics["capture"])
+        ok = math.isfinite(mc) and mc >= cc - options.tolerance
+        gates.append(Gate("not_worse_than_current", ok,
+                          f"top-{k} capture {_fmt(mc)} vs current {current['version']} {_fmt(cc)} (tolerance {options.tolerance})",
+                          _finite(mc), _finite(cc - options.tolerance)))
+    return gates
+
+
+def _range_dict(data_range: Any) -> Any:
+    if data_range is None:
+        return None
+    if hasattr(data_range, "to_dict"):
+        return data_range.to_dict()
+    if isinstance(data_range, Mapping):
+        return dict(data_range)
+    return str(data_range)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "n/a"
+
+
+def _finite(v: float | None) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)

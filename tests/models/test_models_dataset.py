@@ -1,0 +1,286 @@
+"""The training set: compacted table, scoring moments, labels, sampling, start time, throughput."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from models_testkit import (
+    DAY,
+    HOUR,
+    T0,
+    Rec,
+    act,
+    biz,
+    partition_of,
+    to_records,
+    world_records,
+)
+
+from features.spec import DEFAULT_SPEC
+from features.state import update
+from models.dataset import (
+    LabelConfig,
+    Tombstone,
+    _conversion_counts_loop,
+    build_training_set,
+    compact_table,
+    conversion_counts,
+    sampled,
+    scoring_moments,
+)
+
+H = DAY
+
+
+# ------------------------------------------------------------------------- compact_table
+def test_compact_table_latest_by_offset_and_tombstones():
+    a1, a2, b1 = biz("a", T0, n=1), biz("a", T0 + 1, "UPDATED", n=2), biz("b", T0, n=3)
+    c1 = biz("c", T0, n=4)
+    records = [
+        Rec(0, 0, 5, a2),
+        Rec(0, 0, 1, a1),  # older offset, listed later: loses
+        Rec(0, 1, 0, b1),
+        Rec(0, 1, 3, None, "b"),  # tombstone deletes b
+        Rec(0, 0, 7, c1),
+        Rec(0, 0, 2, None, b"c"),  # tombstone older than c's value: c survives; bytes keys work
+        Rec(1, 0, 9, act("a", T0 + 5)),  # activity is not part of the table
+        Rec(0, 1, 4, None),  # a tombstone without a key cannot be attributed
+    ]
+    assert compact_table(records) == {"a": a2, "c": c1}
+
+
+def test_compact_table_value_after_tombstone_revives():
+    v1, v2 = biz("a", T0, n=1), biz("a", T0 + 5, "REOPENED", n=2)
+    assert compact_table([Rec(0, 0, 0, v1), Rec(0, 0, 1, None, "a"), Rec(0, 0, 2, v2)]) == {"a": v2}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.sampled_from("abcdef"), st.booleans()), max_size=40),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compact_table_matches_replay_property(ops, seed):
+    """Whatever the input order, the table equals replaying the log in offset order."""
+    offsets: dict[int, int] = {}
+    records = []
+    expected: dict[str, object] = {}
+    for i, (key, is_tombstone) in enumerate(ops):
+        p = partition_of(key)
+        off = offsets.get(p, 0)
+        offsets[p] = off + 1
+        if is_tombstone:
+            records.append(Rec(0, p, off, None, key))
+            expected.pop(key, None)
+        else:
+            ev = biz(key, T0 + i, n=i)
+            records.append(Rec(0, p, off, ev))
+            expected[key] = ev
+    random.Random(seed).shuffle(records)
+    assert compact_table(records) == expected
+
+
+# ---------------------------------------------------------------------- scoring moments
+def test_scoring_moment_rule():
+    events = [
+        act("x", T0 + 1),  # unknown business: folded, not a moment
+        biz("x", T0 + 2),
+        act("x", T0 + 10 * HOUR, eid="e1"),  # moment
+        act("x", T0 + 10 * HOUR, eid="e1"),  # duplicate delivery: not a moment
+        act("x", T0 + 2 * HOUR, eid="late"),  # older than the 6 h allowed lateness: dropped
+        act("x", T0 + 9 * HOUR, eid="e2"),  # out of order but in time: a moment, as_of stays at the clock
+        biz("x", T0 + 11 * HOUR, "CLOSED", is_open=False),
+        act("x", T0 + 12 * HOUR, eid="e3"),  # closed: not a moment
+        biz("x", T0 + 13 * HOUR, "REOPENED"),
+        act("x", T0 + 14 * HOUR, eid="e4"),  # moment again
+        Tombstone("x"),
+        act("x", T0 + 15 * HOUR, eid="e5"),  # forgotten: unknown again
+    ]
+    moments = [(ev.event_id, st.max_event_ms) for ev, st in scoring_moments(events)]
+    assert moments == [("e1", T0 + 10 * HOUR), ("e2", T0 + 10 * HOUR), ("e4", T0 + 14 * HOUR)]
+
+
+# -------------------------------------------------------------------------------- labels
+def _label_log():
+    a = T0 + 10 * HOUR
+    events = [
+        biz("b1", T0),
+        act("b1", a, "PAGE_VIEW"),
+        act("b1", a + 1, "CALL", eid="call"),
+        act("b1", a + 2, "PAGE_VIEW"),
+        act("b2", a + 5, "CALL"),  # another (unknown) business: never in b1's label
+        act("b1", a + 1, "CALL", eid="call"),  # duplicate delivery: counts once
+        act("b1", a + H, "DIRECTIONS"),  # exactly at the horizon: included
+        act("b1", a + H + 1, "BIZSITE_VISIT"),  # just past it: excluded
+        act("b1", a + 3 * H, "PAGE_VIEW"),  # the end of the data
+    ]
+    return a, to_records(events)
+
+
+def test_labels_window_dedup_and_popularity():
+    a, records = _label_log()
+    ts = build_training_set(records, label_cfg=LabelConfig(horizon_ms=H))
+    got = {(int(t), float(y), float(p)) for t, y, p in zip(ts.as_of, ts.y, ts.popularity)}
+    assert got == {
+        (a, 2.0, 0.0),  # call@a+1 and directions@a+H; nothing converted before
+        (a + 1, 2.0, 1.0),  # directions@a+H and bizsite@a+H+1; the call at as_of is past
+        (a + 2, 2.0, 1.0),
+        (a + H, 1.0, 2.0),  # bizsite@a+H+1
+        (a + H + 1, 0.0, 3.0),
+    }
+    assert set(ts.business_ids) == {"b1"}
+    assert ts.stats.conversions == 4  # the duplicate counted once, b2's call included in the log
+    # The last moment's horizon runs past the end of the data: dropped, not labelled 0.
+    assert ts.stats.dropped_incomplete == 1
+    assert ts.stats.data_end_ms == a + 3 * H
+    assert np.all(ts.as_of + H <= ts.stats.data_end_ms)
+
+
+def test_label_kinds_and_horizon_configurable():
+    a, records = _label_log()
+    ts = build_training_set(records, label_cfg=LabelConfig(kinds=("CALL",), horizon_ms=2 * HOUR))
+    first = int(np.flatnonzero(ts.as_of == a)[0])
+    assert ts.y[first] == 1.0  # only the call, within 2 h
+    assert ts.y[ts.as_of == a + 2].tolist() == [0.0]
+
+
+def test_conversion_counts_vectorised_matches_loop():
+    rng = np.random.default_rng(3)
+    cb = rng.integers(0, 20, 500)
+    ct = rng.integers(0, 10_000, 500)
+    eb = rng.integers(0, 25, 300)
+    ea = rng.integers(0, 10_000, 300)
+    got = conversion_counts(eb, ea, cb, ct, 700)
+    want = [int(((cb == b) & (ct > t) & (ct <= t + 700)).sum()) for b, t in zip(eb, ea)]
+    assert got.tolist() == want
+    # the fallback used when the combined (business, time) key would overflow int64
+    assert _conversion_counts_loop(eb, ea, cb, ct, 700).tolist() == want
+
+
+def test_features_and_labels_never_use_data_after_as_of():
+    """Cutting the log at T changes no feature and no label of an example whose horizon ends before T."""
+    records = world_records(60, 12, seed=5)
+    T = T0 + 8 * DAY
+    cut = [r for r in records if r.event.event_time <= T]
+    full = build_training_set(records, sample_rate=0.3)
+    part = build_training_set(cut, sample_rate=0.3)
+    assert part.stats.data_end_ms <= T
+    assert np.all(part.as_of + H <= part.stats.data_end_ms)
+    # Late deliveries are at most an hour late in the simulator: keep a margin before the cut.
+    limit = T - H - 2 * HOUR
+
+    def rows(ts):
+        sel = np.flatnonzero(ts.as_of <= limit)
+        return sorted((ts.business_table[ts.business[i]], int(ts.as_of[i]), ts.X[i].tobytes(), float(ts.y[i])) for i in sel)
+
+    a, b = rows(full), rows(part)
+    assert len(a) > 500
+    assert a == b
+
+
+def test_input_order_within_partition_does_not_matter():
+    records = world_records(20, 6, seed=2)
+    shuffled = records[:]
+    random.Random(0).shuffle(shuffled)
+    a = build_training_set(records)
+    b = build_training_set(shuffled)
+    assert len(a) == len(b) > 0
+    assert np.array_equal(a.X, b.X, equal_nan=True)
+    assert np.array_equal(a.y, b.y) and np.array_equal(a.as_of, b.as_of)
+
+
+# ------------------------------------------------------------------------------ sampling
+def test_sampling_is_deterministic_and_at_rate():
+    ids = [f"e{i}" for i in range(20_000)]
+    picked = [sampled(i, 0.3, seed=7) for i in ids]
+    assert picked == [sampled(i, 0.3, seed=7) for i in ids]
+    assert abs(sum(picked) / len(ids) - 0.3) < 0.02
+    assert picked != [sampled(i, 0.3, seed=8) for i in ids]
+    assert all(sampled(i, 1.0) for i in ids[:100])
+
+
+def test_sampled_training_set_is_a_subset():
+    records = world_records(20, 6, seed=2)
+    full = build_training_set(records)
+    half = build_training_set(records, sample_rate=0.5, seed=1)
+    again = build_training_set(records, sample_rate=0.5, seed=1)
+    assert 0.4 * len(full) < len(half) < 0.6 * len(full)
+    assert np.array_equal(half.X, again.X, equal_nan=True)
+    key = lambda ts: {(ts.business_table[b], int(t)) for b, t in zip(ts.business, ts.as_of)}
+    assert key(half) <= key(full)
+
+
+# ---------------------------------------------------------------------------- start time
+def test_start_uses_compacted_business_table():
+    start = T0 + 2 * DAY
+    events = [
+        biz("b1", T0, city="Phoenix", n=1),
+        biz("b1", T0 + DAY, "UPDATED", city="Tempe", n=2),  # the table keeps this one
+        biz("b2", T0, n=3),
+        act("b1", T0 + DAY + HOUR, "CALL"),  # before the start: not folded, but popularity counts it
+        act("b1", T0 + DAY + HOUR, "CALL"),  # (once)
+    ]
+    records = to_records(events)
+    p2 = partition_of("b2")
+    records.append(Rec(0, p2, 1 + max(r.offset for r in records if r.rank == 0 and r.partition == p2), None, "b2"))
+    later = [biz("b3", T0 + 3 * DAY, n=4)]
+    for i in range(48):
+        t = start + HOUR + i * HOUR
+        later += [act("b1", t), act("b2", t), act("b3", t)]
+    later.append(act("b1", T0 + 6 * DAY))
+    offsets = {(r.rank, r.partition): r.offset + 1 for r in records}
+    for e in later:
+        rank = 0 if e.__class__.__name__ == "BusinessEvent" else 1
+        p = partition_of(e.business_id)
+        o = offsets.get((rank, p), 0)
+        offsets[(rank, p)] = o + 1
+        records.append(Rec(rank, p, o, e))
+
+    ts = build_training_set(records, start_ms=start)
+    ids = ts.business_ids
+    assert "b2" not in set(ids)  # tombstoned before the start: unknown, never scorable
+    groups = {ts.group_table[g][0] for g, b in zip(ts.groups, ids) if b == "b1"}
+    assert groups == {"Tempe|Restaurants"}
+    assert ts.as_of[ids == "b3"].min() >= T0 + 3 * DAY
+    assert np.all(ts.as_of >= start)
+    assert set(ts.popularity[ids == "b1"].tolist()) == {1.0}
+    assert ts.stats.prefix_business_records == 4 and ts.stats.activity_before_start == 2
+
+
+def test_tombstone_without_key_is_counted():
+    records = to_records([biz("a", T0), act("a", T0 + 1)])
+    records.append(Rec(0, 0, 99, None))
+    ts = build_training_set(records)
+    assert ts.stats.unkeyed_tombstones == 1 and ts.stats.tombstones == 1
+
+
+# ---------------------------------------------------------------------------- throughput
+def test_throughput_is_measured(small_world):
+    ts = build_training_set(small_world, sample_rate=0.1)
+    s = ts.stats
+    print(
+        f"\ntraining-set build: {s.records} events in {s.seconds:.2f} s = {s.events_per_s:,.0f} events/s "
+        f"(read {s.seconds_read:.2f}, fold {s.seconds_fold:.2f}, label {s.seconds_label:.2f}); "
+        f"{s.scoring_moments} moments, {len(ts)} examples"
+    )
+    assert s.events_per_s > 0
+    assert ts.X.dtype == np.float32 and ts.X.shape == (len(ts), len(DEFAULT_SPEC.names))
+
+
+def test_features_match_extract_on_a_replayed_state():
+    """Each row equals ``extract`` of the state folded up to that moment (no reordering by the build)."""
+    from features.extract import extract
+
+    events = [biz("z", T0)] + [act("z", T0 + i * 37 * 60_000, k) for i, k in
+                               enumerate(["PAGE_VIEW", "CALL", "PAGE_VIEW", "DIRECTIONS"] * 10)]
+    events.append(act("z", T0 + 5 * DAY))
+    ts = build_training_set(to_records(events))
+    st = None
+    want = []
+    for e in events:
+        st = update(st, e)
+        if e.__class__.__name__ == "ActivityEvent" and st.max_event_ms + H <= T0 + 5 * DAY:
+            want.append(np.array(extract(st, st.max_event_ms), dtype=np.float32))
+    assert np.array_equal(ts.X, np.array(want), equal_nan=True)

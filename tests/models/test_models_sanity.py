@@ -1,0 +1,77 @@
+"""The hand-written sanity set and check_sanity, independently of any training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.events import ActivityEvent
+from features.spec import DEFAULT_SPEC
+from models.sanity import case_matrix, check_sanity, load_cases
+
+NAMES = DEFAULT_SPEC.names
+
+
+class Scorer:
+    spec = DEFAULT_SPEC
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def score(self, X):
+        return np.asarray(self.fn(X), dtype=np.float64)
+
+
+def _col(X, name):
+    return X[:, NAMES.index(name)].astype(np.float64)
+
+
+def heuristic(X):
+    """Recent conversions first, then recent page views: what a sane model learns."""
+    conv = ("bizsite_visit", "call", "directions")
+    s = sum(3 * _col(X, f"count_{k}_1d") + _col(X, f"count_{k}_7d") for k in conv)
+    return s + 0.01 * _col(X, "count_page_view_7d")
+
+
+def test_cases_load_and_are_well_formed():
+    cases = load_cases()
+    assert {c.name for c in cases} >= {"activity-ladder", "trend", "closed"}
+    for c in cases:
+        assert c.expect
+        for events in c.histories.values():
+            times = [e.event_time for e in events]
+            assert times == sorted(times) and all(t < c.as_of_ms for t in times)
+        ids, X, _ = case_matrix(c)
+        assert X.shape == (len(ids), len(NAMES)) and X.dtype == np.float32
+    ladder = next(c for c in cases if c.name == "activity-ladder")
+    # "dead": nothing but the page view that triggers the scoring moment
+    dead = [e for e in ladder.histories["dead"] if isinstance(e, ActivityEvent)]
+    assert [(e.kind, ladder.as_of_ms - e.event_time) for e in dead] == [("PAGE_VIEW", 60_000)]
+    closed = next(c for c in cases if c.name == "closed")
+    assert case_matrix(closed)[2] == {"open": True, "closed": False}
+
+
+def test_a_sane_scorer_passes():
+    assert check_sanity(Scorer(heuristic)) == []
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda X: np.zeros(len(X)),  # learned nothing: ties everywhere
+        lambda X: -heuristic(X),  # learned backwards
+        lambda X, _rng=np.random.default_rng(1): _rng.random(len(X)),  # noise, fresh numbers per case
+        lambda X: np.full(len(X), np.nan),
+    ],
+    ids=["constant", "reversed", "random", "nan"],
+)
+def test_insane_scorers_fail(fn):
+    assert check_sanity(Scorer(fn))
+
+
+def test_a_scorer_that_raises_is_reported_not_raised():
+    def boom(X):
+        raise RuntimeError("kaput")
+
+    failures = check_sanity(Scorer(boom))
+    assert failures and all("scoring failed" in f for f in failures)
