@@ -60,6 +60,19 @@ def _port(text: str) -> int:
     return v
 
 
+# Shared helpers for command modules (consumer/commands/*).
+def add_kafka_args(p: argparse.ArgumentParser) -> None:
+    _add_kafka_args(p)
+
+
+def add_registry_args(p: argparse.ArgumentParser) -> None:
+    _add_registry_args(p)
+
+
+def positive_int(text: str) -> int:
+    return _positive_int(text)
+
+
 # ---------------------------------------------------------------------------------------- broker
 def cmd_broker(args: argparse.Namespace, cfg: Config) -> int:
     from consumer.broker import EmbeddedBroker
@@ -92,7 +105,7 @@ def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
     from sim.world import WorldConfig, generate_records
 
-    world = WorldConfig(businesses=args.businesses, days=args.days, seed=args.seed)
+    world = WorldConfig(businesses=args.businesses, days=args.days, seed=args.seed, cities=args.cities, categories=args.categories)
     t0 = time.perf_counter()
     if args.out:
         from consumer.eventlog import write_log
@@ -121,6 +134,127 @@ def cmd_publish(args: argparse.Namespace, cfg: Config) -> int:
     create_topics(cfg)
     stats = publish_records(cfg, read_log(args.file))
     print(f"published {stats.total} events from {args.file} in {stats.seconds:.1f}s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- train
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '6h', '1d' (or plain seconds) → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 6h, 1d") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def parse_time_ms(text: str) -> int:
+    """An ISO-8601 time (UTC unless it says otherwise) or epoch milliseconds → epoch ms."""
+    import datetime as dt
+
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch ms nor an ISO-8601 time") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+def label_config(cfg: Config):
+    from models.dataset import LabelConfig
+
+    kinds = tuple(k.strip() for k in cfg.conversion_kinds.split(",") if k.strip())
+    try:
+        return LabelConfig(kinds=kinds, horizon_ms=cfg.horizon_ms)
+    except ValueError as exc:
+        from consumer.errors import ConfigError
+
+        raise ConfigError(f"STREAMRANK_CONVERSION_KINDS: {exc}") from exc
+
+
+def file_log_records(path: str):
+    """An event-log file as trainer records: one partition, offsets counted per topic."""
+    from consumer.logreader import LogRecord
+    from features.errors import InvalidEvent
+    from features.events import ActivityEvent, BusinessEvent
+    from features.order import ACTIVITY_RANK, BUSINESS_RANK
+
+    from consumer.eventlog import read_log
+
+    offsets = [0, 0]
+    for kind, rec in read_log(path):
+        rank = BUSINESS_RANK if kind == "business" else ACTIVITY_RANK
+        offset = offsets[rank]
+        offsets[rank] += 1
+        try:
+            event = (BusinessEvent if rank == BUSINESS_RANK else ActivityEvent).from_record(rec)
+        except InvalidEvent:
+            continue
+        yield LogRecord(rank, 0, offset, event, event.business_id)
+
+
+def _train_once(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer.logreader import LogRange, read_input_log
+    from models.errors import TrainingError
+    from models.registry import ModelRegistry
+    from models.train import TrainOptions
+    from models.trainer import train_and_register
+
+    options = TrainOptions(objective=args.objective, sample_rate=args.sample_rate, start_ms=args.start, validation_days=args.validation_days)
+    rng = LogRange()
+    if args.from_file:
+        records = file_log_records(args.from_file)
+    else:
+        def progress(n: int, pending: int) -> None:
+            if n and n % 200_000 < 5000:
+                print(f"  read {n:,} records ({pending} partitions to go)", file=sys.stderr, flush=True)
+
+        records = read_input_log(cfg, rng, progress=progress)
+    t0 = time.perf_counter()
+    try:
+        outcome = train_and_register(records, ModelRegistry(cfg.registry_dir), label_cfg=label_config(cfg), options=options, data_range=rng)
+    except TrainingError as exc:
+        print(f"error: training failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    dt = time.perf_counter() - t0
+    ev = outcome.evaluation
+    b = outcome.build
+    print(f"model {outcome.version}: {'PROMOTED' if outcome.promoted else 'not promoted'} ({outcome.reason})")
+    print(f"  training set: {b.records:,} events -> {b.examples:,} examples in {dt:.1f}s ({b.records / dt:,.0f} events/s overall); fit {outcome.fit.seconds:.2f}s")
+    print(f"  top-{ev.k} capture: model {ev.model.capture:.3f}  popularity {ev.popularity.capture:.3f}  random {ev.random.capture:.3f}")
+    print(f"  NDCG@10: model {ev.model.ndcg10:.3f}  popularity {ev.popularity.ndcg10:.3f}   AUC: model {ev.model.auc:.3f}  popularity {ev.popularity.auc:.3f}")
+    for g in outcome.gates:
+        print(f"  gate {g.name}: {'skipped' if g.passed is None else 'pass' if g.passed else 'FAIL'} - {g.detail}")
+    for shift in outcome.shifts:
+        print(f"  importance shift: {shift}")
+    print(f"  report: {ModelRegistry(cfg.registry_dir).version_dir(outcome.version) / 'report.md'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer import logs
+
+    logs.setup("WARNING")
+    if args.every is None:
+        return _train_once(args, cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            _train_once(args, cfg)
+        except StreamrankError as exc:  # a broker hiccup must not end a periodic trainer
+            print(f"error: {exc}; retrying at the next period", file=sys.stderr)
+        stop.wait(max(0.0, args.every - (time.monotonic() - started)))
     return 0
 
 
@@ -159,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--businesses", type=_positive_int, default=200)
     p.add_argument("--days", type=_positive_int, default=14)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cities", type=_positive_int, default=12, help="number of cities (default 12)")
+    p.add_argument("--categories", type=_positive_int, default=12, help="number of categories (default 12)")
     p.add_argument("--out", metavar="FILE", help="write an Avro container file instead of publishing")
     p.add_argument("--partitions", type=_positive_int, help="partitions if topics must be created")
     _add_kafka_args(p)
@@ -170,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_args(p)
     p.set_defaults(func=cmd_publish)
 
+    p = sub.add_parser("train", help="train a model from the event log; register it, promote it if it passes the gates")
+    p.add_argument("--every", type=parse_duration, metavar="DURATION", help="retrain periodically (e.g. 6h) until SIGTERM")
+    p.add_argument("--start", type=parse_time_ms, metavar="TIME", help="fold activity from this time (ISO-8601 or epoch ms); default: earliest")
+    p.add_argument("--objective", default="rank:ndcg", choices=["rank:ndcg", "binary:logistic"])
+    p.add_argument("--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)")
+    p.add_argument("--validation-days", type=_positive_int, default=7)
+    p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
+    _add_kafka_args(p)
+    _add_registry_args(p)
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("run", help="the long-running scoring worker (joins the consumer group)")
     p.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="exit after this long with nothing to do (batch runs, tests)")
     p.add_argument("--group", help="consumer group (default: $STREAMRANK_GROUP)")
@@ -180,7 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry_args(p)
     p.set_defaults(func=cmd_run)
 
+    _register_command_modules(sub)
     return parser
+
+
+def _register_command_modules(sub: argparse._SubParsersAction) -> None:
+    import importlib
+    import pkgutil
+
+    import consumer.commands
+
+    this = sys.modules[__name__]
+    for info in sorted(pkgutil.iter_modules(consumer.commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"consumer.commands.{info.name}").register(sub, this)
 
 
 def main(argv: list[str] | None = None) -> int:
