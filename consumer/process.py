@@ -78,7 +78,9 @@ class RowBuffer:
 
     def ensure(self, n: int) -> np.ndarray:
         if n > len(self.rows):
-            self.rows = np.empty((max(n, 2 * len(self.rows)), self.n_features), dtype=np.float32)
+            grown = np.empty((max(n, 2 * len(self.rows)), self.n_features), dtype=np.float32)
+            grown[: len(self.rows)] = self.rows  # rows already written belong to this batch
+            self.rows = grown
         return self.rows
 
 

@@ -86,3 +86,47 @@ def kafka_config(broker, tmp_path) -> Config:
     )
     create_topics(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory):
+    """A registry holding one promoted model trained on a small world (built once per session).
+
+    Tests that write to a registry copy it (``shutil.copytree``) rather than share it.
+    """
+    from features.order import ACTIVITY_RANK, BUSINESS_RANK
+    from features.events import BusinessEvent
+    from models.registry import ModelRegistry
+    from models.train import TrainOptions
+    from models.trainer import train_and_register
+    from sim.world import WorldConfig, generate
+
+    class Rec:
+        __slots__ = ("rank", "partition", "offset", "event", "key")
+
+        def __init__(self, rank, partition, offset, event):
+            self.rank, self.partition, self.offset, self.event, self.key = rank, partition, offset, event, event.business_id
+
+    offsets: dict[tuple[int, int], int] = {}
+    records = []
+    for e in generate(WorldConfig(businesses=150, days=30, seed=7, cities=3, categories=3)):
+        rank = BUSINESS_RANK if type(e) is BusinessEvent else ACTIVITY_RANK
+        p = int(e.business_id[1:]) % 2
+        o = offsets.get((rank, p), 0)
+        offsets[(rank, p)] = o + 1
+        records.append(Rec(rank, p, o, e))
+    path = tmp_path_factory.mktemp("trained") / "registry"
+    registry = ModelRegistry(path)
+    outcome = train_and_register(records, registry, options=TrainOptions(sample_rate=0.2, validation_days=5))
+    if not outcome.promoted:  # the fixture needs a servable model; the gates are tested elsewhere
+        registry.promote(outcome.version, "test fixture", decided_by="test")
+    return path
+
+
+@pytest.fixture
+def registry_copy(trained_registry, tmp_path):
+    import shutil
+
+    dest = tmp_path / "registry"
+    shutil.copytree(trained_registry, dest, dirs_exist_ok=True)
+    return dest

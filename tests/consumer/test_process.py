@@ -1,0 +1,111 @@
+"""The broker-free core: process(items, store, scorer) -> predictions."""
+
+import numpy as np
+
+from consumer.decode import DeadLetter, Decoded
+from consumer.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, prediction_id, process
+from consumer.statestore import decode_entry, encode_entry
+from features.events import ActivityEvent, BusinessEvent
+from features.order import ACTIVITY_RANK, BUSINESS_RANK
+from features.scoring import BUSINESS_UPDATE, DUPLICATE, NOT_SCORABLE, SCORED
+from features.spec import DEFAULT_SPEC
+
+T0 = 1_767_225_600_000
+
+
+class SumScorer:
+    """Scores a row by the sum of its finite features: enough to see rows reach the scorer."""
+
+    version = "vtest"
+    feature_set_version = DEFAULT_SPEC.version
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, X):
+        self.calls.append(X.shape[0])
+        return np.nansum(X, axis=1).astype(np.float64)
+
+
+def biz(bid, t, kind="CREATED", offset=0):
+    ev = BusinessEvent(f"{bid}-{kind}-{t}", bid, t, kind, "n", "Phoenix", "AZ", ("Food",), 33.0, -112.0, 2, kind != "CLOSED")
+    return Decoded("business-events", BUSINESS_RANK, 0, offset, ev)
+
+
+def act(bid, t, offset, kind="PAGE_VIEW", eid=None):
+    ev = ActivityEvent(eid or f"{bid}-{t}-{offset}", bid, "u1", t, kind, None, None)
+    return Decoded("activity-events", ACTIVITY_RANK, 0, offset, ev)
+
+
+def test_one_prediction_per_scored_activity_and_one_model_call_per_batch():
+    scorer = SumScorer()
+    items = [biz("b1", T0), act("b1", T0 + 1, 0), act("b1", T0 + 2, 1, "CALL"), act("b2", T0 + 3, 2)]
+    out = process(items, {}, scorer)
+    assert scorer.calls == [2]
+    assert [p["source_offset"] for p in out.predictions] == [0, 1]
+    assert out.outcomes == {BUSINESS_UPDATE: 1, SCORED: 2, NOT_SCORABLE: 1}
+    p = out.predictions[1]
+    assert p["prediction_id"] == prediction_id("activity-events", 0, 1, "vtest")
+    assert p["model_version"] == "vtest" and p["feature_set_version"] == DEFAULT_SPEC.version
+    assert p["group_key"] == "Phoenix|Food" and p["event_time"] == T0 + 2
+    assert p["score"] == float(np.nansum(out.features[1]))
+
+
+def test_prediction_ids_are_deterministic_and_model_specific():
+    a = prediction_id("t", 1, 42, "v1")
+    assert a == prediction_id("t", 1, 42, "v1")
+    assert len({a, prediction_id("t", 1, 43, "v1"), prediction_id("t", 2, 42, "v1"), prediction_id("t", 1, 42, "v2")}) == 4
+
+
+def test_closed_business_is_not_scored_and_reopened_is():
+    items = [biz("b1", T0), biz("b1", T0 + 10, "CLOSED", 1), act("b1", T0 + 20, 0), biz("b1", T0 + 30, "REOPENED", 2), act("b1", T0 + 40, 1)]
+    out = process(items, {}, SumScorer())
+    assert [p["source_offset"] for p in out.predictions] == [1]
+    assert out.outcomes[NOT_SCORABLE] == 1
+
+
+def test_duplicates_are_not_scored_twice():
+    items = [biz("b1", T0), act("b1", T0 + 1, 0, eid="same"), act("b1", T0 + 1, 1, eid="same")]
+    out = process(items, {}, SumScorer())
+    assert len(out.predictions) == 1 and out.outcomes[DUPLICATE] == 1
+
+
+def test_dead_letters_pass_through_and_every_item_has_an_outcome():
+    dl = DeadLetter("activity-events", 0, 5, b"k", b"junk", 0, "undecodable", "activity-events[0]@5: bad")
+    items = [biz("b1", T0), dl, act("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"), act("b1", T0 + 2, 1)]
+    out = process(items, {}, SumScorer())
+    assert out.dead_letters == [dl]
+    assert sum(out.outcomes.values()) == len(items)
+    assert out.outcomes[DEAD_LETTER] == 1 and out.outcomes["business_deleted"] == 1
+    assert out.deleted == [(0, "b1")]
+    # After the tombstone the business is unknown again: not scored.
+    assert [p["source_offset"] for p in out.predictions] == [0]
+
+
+def test_restored_state_skips_records_it_already_reflects():
+    store = {}
+    items = [biz("b1", T0), act("b1", T0 + 1, 0), act("b1", T0 + 2, 1)]
+    process(items, store, SumScorer())
+    # The changelog round-trip keeps the applied offsets; a re-read of the same records is skipped.
+    entry = decode_entry(encode_entry(store[0].entries["b1"]))
+    assert entry.applied == [0, 1]
+    restored = {0: type(store[0])(0, {"b1": entry})}
+    again = process(items + [act("b1", T0 + 3, 2)], restored, SumScorer())
+    assert again.outcomes[ALREADY_APPLIED] == 3
+    assert [p["source_offset"] for p in again.predictions] == [2]
+    assert restored[0].entries["b1"].state == _fold_all(items + [act("b1", T0 + 3, 2)])
+
+
+def _fold_all(items):
+    store = {}
+    process(items, store, SumScorer())
+    return store[0].entries["b1"].state
+
+
+def test_row_buffer_grows_without_losing_rows():
+    buf = RowBuffer(len(DEFAULT_SPEC.names), capacity=2)
+    items = [biz("b1", T0)] + [act("b1", T0 + i, i) for i in range(1, 6)]
+    out = process(items, {}, SumScorer(), rows=buf)
+    assert len(out.predictions) == 5 and len(buf.rows) >= 5
+    unbuffered = process(items, {}, SumScorer(), rows=RowBuffer(len(DEFAULT_SPEC.names), capacity=64))
+    assert [p["feature_hash"] for p in out.predictions] == [p["feature_hash"] for p in unbuffered.predictions]

@@ -1,0 +1,207 @@
+"""The worker on the real broker: exact outputs, crashes, group failover, dead letters, parity."""
+
+import random
+import signal
+import time
+import uuid
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from consumer.errors import TopicLayoutError
+from consumer.kafka import create_topics
+from consumer.process import feature_hash
+from consumer.worker import Worker
+from features.extract import extract_into
+from features.order import merge_finished
+from features.scoring import as_of
+from features.spec import DEFAULT_SPEC
+from models.dataset import scoring_moments
+from workerkit import (
+    expected_run,
+    prediction_count,
+    publish_world,
+    read_changelog_states,
+    read_predictions,
+    read_topic,
+    start_worker,
+)
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def cfg(kafka_config, registry_copy):
+    return kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
+
+
+def _states(store):
+    return {bid: e.state for part in store.values() for bid, e in part.entries.items()}
+
+
+def test_exact_predictions_and_state_for_a_generated_log(cfg):
+    n = publish_world(cfg)
+    expected, store, outcomes = expected_run(cfg, cfg.registry_dir)
+    stats = Worker(cfg, exit_when_idle_s=2).run()
+    got = read_predictions(cfg)
+    assert sum(stats.consumed.values()) == n
+    assert len(got) == len({p["prediction_id"] for p in got}) == len(expected) > 1000
+    by_id = {p["prediction_id"]: p for p in got}
+    assert by_id.keys() == expected.keys()
+    for pid, p in expected.items():
+        assert (by_id[pid]["score"], by_id[pid]["feature_hash"]) == (p["score"], p["feature_hash"])
+    # Accounting: every input record is a prediction, a dead letter or a named non-scoring outcome.
+    assert sum(stats.outcomes.values()) == n
+    assert dict(stats.outcomes) == outcomes
+    assert read_changelog_states(cfg) == _states(store)
+
+
+def test_features_at_scoring_equal_the_trainers_replay(cfg):
+    """Parity: the trainer's fold (models.dataset.scoring_moments) gives the features the worker scored."""
+    from consumer.logreader import read_input_log
+
+    publish_world(cfg, businesses=40, days=3, seed=11)
+    Worker(cfg, exit_when_idle_s=2).run()
+    live = {(p["source_partition"], p["source_offset"]): p["feature_hash"] for p in read_predictions(cfg) if p["source_topic"] == cfg.activity_topic}
+    by_part = {}
+    for r in read_input_log(cfg):
+        by_part.setdefault(r.partition, []).append((r.rank, r.event.event_time, r.offset, r))
+    row = np.empty(len(DEFAULT_SPEC.names), dtype=np.float32)
+    replayed = {}
+    for p, items in by_part.items():
+        ordered = list(merge_finished(items))
+        offsets = {id(r.event): r.offset for r in ordered}
+        for ev, state in scoring_moments(r.event for r in ordered):
+            extract_into(state, as_of(state), row)
+            replayed[(p, offsets[id(ev)])] = feature_hash(row)
+    assert len(live) > 500
+    assert replayed == live
+
+
+def test_kill_minus_9_and_restart_loses_nothing(cfg, tmp_path):
+    publish_world(cfg, businesses=100, days=5, seed=21)
+    expected, store, _ = expected_run(cfg, cfg.registry_dir)
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    kill_after = rnd.randrange(len(expected) // 10, len(expected) * 8 // 10)
+    print(f"kill -9 after >= {kill_after} predictions (seed {seed})")
+    proc = start_worker(cfg, log_path=tmp_path / "w1.log")
+    deadline = time.monotonic() + 60
+    while prediction_count(cfg) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    before = prediction_count(cfg)
+    assert before < len(expected), "the worker finished before the kill: the test proved nothing"
+    restart = start_worker(cfg, log_path=tmp_path / "w2.log")
+    assert restart.wait(90) == 0
+    got = read_predictions(cfg)
+    ids = {p["prediction_id"] for p in got}
+    assert ids == expected.keys(), (len(ids), len(expected))
+    # Duplicates (re-emitted after the crash) carry the same id and the same score.
+    for p in got:
+        assert p["score"] == expected[p["prediction_id"]]["score"]
+    assert read_changelog_states(cfg) == _states(store)
+
+
+def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path):
+    cfg = cfg.with_overrides(batch_size=50)
+    publish_world(cfg, businesses=100, days=5, seed=31)
+    expected, store, _ = expected_run(cfg, cfg.registry_dir)
+    # b's idle limit outlasts the group's session timeout (6 s): it must still be there when the
+    # group notices that a is gone and hands it a's partitions.
+    a = start_worker(cfg, idle_s=12, log_path=tmp_path / "a.log")
+    b = start_worker(cfg, idle_s=12, log_path=tmp_path / "b.log")
+    deadline = time.monotonic() + 60
+    while prediction_count(cfg) < len(expected) // 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a.send_signal(signal.SIGKILL)
+    a.wait(10)
+    assert b.wait(90) == 0
+    log_b = (tmp_path / "b.log").read_text()
+    assignments = [line for line in log_b.splitlines() if '"partitions assigned"' in line]
+    assert len(assignments) >= 2 and '"partitions": [0, 1]' in assignments[-1], assignments
+    assert '"state restored"' in log_b
+    got = read_predictions(cfg)
+    assert {p["prediction_id"] for p in got} == expected.keys()
+    assert read_changelog_states(cfg) == _states(store)
+    # Both workers served: each wrote predictions before the kill (the group split the partitions).
+    log_a = (tmp_path / "a.log").read_text()
+    assert "first offset scored by model" in log_a and "first offset scored by model" in log_b
+
+
+def test_corrupted_messages_go_to_dead_letters_and_the_worker_keeps_going(cfg):
+    publish_world(cfg, businesses=20, days=1, seed=41)
+    producer = KafkaProducer(bootstrap_servers=cfg.bootstrap)
+    bad = [
+        (cfg.activity_topic, b"b000001", b"garbage"),
+        (cfg.activity_topic, b"b000001", b"\x00\x00\x00\x00\x02"),  # header only
+        (cfg.business_topic, b"b000002", b"\x00\x00\x00\x00\x02\x02x"),  # activity schema on the business topic
+        (cfg.activity_topic, None, b"\x00\x00\x00\x03\xe7abc"),  # unknown schema id, no key
+    ]
+    for topic, key, value in bad:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    publish_world(cfg, businesses=20, days=1, seed=42)  # good traffic after the bad
+    stats = Worker(cfg, exit_when_idle_s=2).run()
+    dls = read_topic(cfg, cfg.dead_letter_topic)
+    assert len(dls) == len(bad) == sum(stats.dead_letters.values())
+    for r in dls:
+        h = dict(r.headers)
+        assert h["dlq.reason"] in (b"undecodable", b"invalid", b"key_mismatch")
+        assert int(h["dlq.source.offset"]) >= 0 and h["dlq.source.topic"] in (cfg.activity_topic.encode(), cfg.business_topic.encode())
+        assert (h["dlq.source.topic"].decode(), r.value) in {(t, v) for t, _, v in bad}
+    assert stats.predictions > 0 and sum(stats.outcomes.values()) == sum(stats.consumed.values())
+
+
+def test_refuses_inputs_that_are_not_copartitioned(broker, registry_copy):
+    from consumer.config import Config
+
+    s = uuid.uuid4().hex[:8]
+    cfg = Config(bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", registry_dir=str(registry_copy))
+    create_topics(cfg, [(cfg.business_topic, 2, {}), (cfg.activity_topic, 3, {})])
+    with pytest.raises(TopicLayoutError, match="not co-partitioned"):
+        Worker(cfg, exit_when_idle_s=1).run()
+
+
+def test_hot_swap_and_bad_model_refused(cfg):
+    """A corrupt promoted model is refused while the old one serves; a good one is swapped in
+    at a batch boundary without a restart."""
+    import json
+    import shutil
+    import threading
+
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(cfg.registry_dir)
+    first = registry.promoted_version()
+    worker = Worker(cfg.with_overrides(model_poll_s=0.2), exit_when_idle_s=4)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("stats", worker.run()))
+    publish_world(cfg, businesses=20, days=1, seed=51)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while prediction_count(cfg) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    bad = "v20000101000000-0badbad0"
+    shutil.copytree(registry.version_dir(first), registry.path / bad)
+    (registry.path / bad / "model.ubj").write_bytes(b"not a model")
+    registry.promote(bad, "test: corrupt model")
+    deadline = time.monotonic() + 10
+    while worker.models.refusals == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker.models.refusals == 1 and worker.models.current.version == first
+
+    meta = json.loads((registry.version_dir(first) / "metadata.json").read_text())
+    second = registry.register((registry.version_dir(first) / "model.ubj").read_bytes(), {"feature_set": meta["feature_set"]})
+    registry.promote(second, "test: a good model")
+    time.sleep(1.0)  # the watcher polls every 0.2 s; the swap happens at the next batch
+    publish_world(cfg, businesses=20, days=1, seed=52)
+    thread.join(60)
+    stats = result["stats"]
+    assert [m["version"] for m in stats.models] == [first, second]
+    assert stats.models[1]["first_scored"] is not None
+    versions = [p["model_version"] for p in read_predictions(cfg)]
+    assert set(versions) == {first, second} and bad not in versions
