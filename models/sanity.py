@@ -46,6 +46,9 @@ class Scorer(Protocol):
     def score(self, X: np.ndarray) -> np.ndarray: ...
 
 
+DEFAULT_LABEL_KINDS = ("BIZSITE_VISIT", "CALL", "DIRECTIONS")
+
+
 @dataclass(frozen=True)
 class SanityCase:
     name: str
@@ -54,6 +57,9 @@ class SanityCase:
     histories: dict[str, list[BusinessEvent | ActivityEvent]]  # local id -> events in time order
     expect: tuple[tuple[str, str, str], ...]
     expect_scorable: dict[str, bool]
+    # The conversion kinds (label) this case's expectations assume; a case only judges models
+    # trained on that label. Cases without the field assume the default label.
+    labels: frozenset[str] = frozenset(DEFAULT_LABEL_KINDS)
 
 
 def load_cases(directory: str | Path | None = None) -> list[SanityCase]:
@@ -80,7 +86,8 @@ def parse_case(doc: dict[str, Any], default_name: str = "case") -> SanityCase:
         if op not in _OPS or a not in histories or c not in histories:
             raise ValueError(f"sanity case {name}: bad expectation {[a, op, c]}")
     scorable = {str(k): bool(v) for k, v in doc.get("expect_scorable", {}).items()}
-    return SanityCase(name, doc.get("description", ""), as_of, histories, expect, scorable)
+    labels = frozenset(doc.get("labels", DEFAULT_LABEL_KINDS))
+    return SanityCase(name, doc.get("description", ""), as_of, histories, expect, scorable, labels)
 
 
 def _history(case: str, as_of: int, b: dict[str, Any]) -> list[BusinessEvent | ActivityEvent]:
@@ -158,13 +165,26 @@ def case_matrix(case: SanityCase, spec: FeatureSpec = DEFAULT_SPEC) -> tuple[lis
     return ids, X, {i: is_scorable(states[i]) for i in ids}
 
 
-def check_sanity(model: Scorer, cases: Sequence[SanityCase] | None = None, spec: FeatureSpec | None = None) -> list[str]:
+def check_sanity(
+    model: Scorer,
+    cases: Sequence[SanityCase] | None = None,
+    spec: FeatureSpec | None = None,
+    label_kinds: Sequence[str] | None = None,
+) -> list[str]:
     """Failures of ``model`` on the sanity set (empty list: it passes).
 
-    ``model`` needs ``score(X)`` and (unless ``spec`` is given) ``spec``.
+    ``model`` needs ``score(X)`` and (unless ``spec`` is given) ``spec``. Only the cases written
+    for the model's label (``label_kinds``, else the label recorded in ``model.metadata``, else
+    the default) judge it; a label no case covers is a failure, never a vacuous pass.
     """
     spec = spec if spec is not None else getattr(model, "spec", DEFAULT_SPEC)
-    cases = load_cases() if cases is None else cases
+    if label_kinds is None:
+        label_kinds = (getattr(model, "metadata", None) or {}).get("label", {}).get("kinds") or DEFAULT_LABEL_KINDS
+    wanted = frozenset(label_kinds)
+    all_cases = load_cases() if cases is None else cases
+    cases = [c for c in all_cases if c.labels == wanted]
+    if not cases:
+        return [f"no sanity case is written for the label {sorted(wanted)}: add one to models/sanity/"]
     failures: list[str] = []
     for case in cases:
         ids, X, scorable = case_matrix(case, spec)

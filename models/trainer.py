@@ -149,7 +149,7 @@ def train_and_register(
         decide("importance_shifts", against=previous_version, threshold=options.importance_threshold,
                moved=[s["feature"] for s in shifts])
 
-    sanity_failures = check_sanity(candidate)
+    sanity_failures = check_sanity(candidate, label_kinds=label_cfg.kinds)
     gates = _gates(evaluation, current, sanity_failures, options)
     for g in gates:
         decide("gate", **g.to_dict())

@@ -75,3 +75,30 @@ def test_a_scorer_that_raises_is_reported_not_raised():
 
     failures = check_sanity(Scorer(boom))
     assert failures and all("scoring failed" in f for f in failures)
+
+
+def review_heuristic(X):
+    kinds = ("review", "tip", "checkin")
+    return sum(_col(X, f"count_{k}_28d") for k in kinds)
+
+
+def test_cases_judge_only_models_of_their_label():
+    review_label = ("REVIEW", "TIP", "CHECKIN")
+    # The review-site case judges a model trained on reviews/tips/check-ins ...
+    assert check_sanity(Scorer(review_heuristic), label_kinds=review_label) == []
+    assert check_sanity(Scorer(lambda X: -review_heuristic(X)), label_kinds=review_label)
+    # ... and the default cases do not (a review model knows nothing of site visits).
+    assert check_sanity(Scorer(review_heuristic), label_kinds=("REVIEW", "CHECKIN", "TIP")) == []
+
+
+def test_a_label_no_case_covers_fails_instead_of_passing_vacuously():
+    failures = check_sanity(Scorer(heuristic), label_kinds=("CALL",))
+    assert failures and "no sanity case" in failures[0]
+
+
+def test_the_label_recorded_in_a_models_metadata_selects_the_cases():
+    class WithMeta(Scorer):
+        metadata = {"label": {"kinds": ["REVIEW", "TIP", "CHECKIN"], "horizon_ms": 30 * 86_400_000}}
+
+    assert check_sanity(WithMeta(review_heuristic)) == []
+    assert check_sanity(WithMeta(heuristic))  # the site-visit heuristic cannot rank review histories
