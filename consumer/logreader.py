@@ -62,11 +62,15 @@ def read_input_log(
     log_range: LogRange | None = None,
     progress: Callable[[int, int], None] | None = None,
     idle_timeout_s: float = 30.0,
+    keys: bool = False,
 ) -> Iterator[LogRecord]:
     """Yield every decodable input record up to the high-water marks seen at start.
 
     Undecodable or invalid records are counted in ``log_range`` and skipped: the worker sends
     them to the dead-letter topic; the trainer must not stop on them.
+
+    ``keys``: also fill ``LogRecord.key`` for events (not only tombstones), so a caller can drop
+    records whose key is not their business_id, as the worker's decoder does (replays).
     """
     from kafka import KafkaConsumer, TopicPartition
 
@@ -122,7 +126,11 @@ def read_input_log(
                         rng.min_event_time = t
                     if rng.max_event_time is None or t > rng.max_event_time:
                         rng.max_event_time = t
-                    yield LogRecord(rank, tp.partition, rec.offset, event)
+                    if keys:
+                        key = None if rec.key is None else rec.key.decode("utf-8", "replace")
+                        yield LogRecord(rank, tp.partition, rec.offset, event, key)
+                    else:
+                        yield LogRecord(rank, tp.partition, rec.offset, event)
                 last_progress = time.monotonic()
             for tp in list(pending):
                 if tp in targets and consumer.position(tp) >= targets[tp]:

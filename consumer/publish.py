@@ -47,7 +47,8 @@ def publish_records(
     try:
         for kind, rec in records:
             topic, codec = codecs[kind]
-            producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec))
+            # Record timestamp = event time, so broker time lookups (replay --from TIME) mean event time.
+            producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
             if kind == "business":
                 stats.business += 1
             else:
