@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+# Prometheus/promtool (Debian package) for tests/ops; if they cannot be installed those tests skip
+# and say why, the rest still runs.
 test: install
+	@bash scripts/install-prometheus.sh || true
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 demo: install
 	$(BIN)/python -m consumer.demo
+
+bench: install
+	$(BIN)/python -m consumer.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -177,7 +177,7 @@ def label_config(cfg: Config):
     except ValueError as exc:
         from consumer.errors import ConfigError
 
-        raise ConfigError(f"STREAMRANK_CONVERSION_KINDS: {exc}") from exc
+        raise ConfigError(f"conversion kinds {cfg.conversion_kinds!r} (--conversion-kinds or STREAMRANK_CONVERSION_KINDS): {exc}") from exc
 
 
 def file_log_records(path: str):
@@ -209,6 +209,11 @@ def _train_once(args: argparse.Namespace, cfg: Config) -> int:
     from models.trainer import train_and_register
 
     options = TrainOptions(objective=args.objective, sample_rate=args.sample_rate, start_ms=args.start, validation_days=args.validation_days)
+    # The label flags override the environment's STREAMRANK_CONVERSION_KINDS / STREAMRANK_HORIZON_MS.
+    cfg = cfg.with_overrides(
+        conversion_kinds=getattr(args, "conversion_kinds", None),
+        horizon_ms=None if getattr(args, "horizon", None) is None else round(args.horizon * 1000),
+    )
     rng = LogRange()
     if args.from_file:
         records = file_log_records(args.from_file)
@@ -219,8 +224,13 @@ def _train_once(args: argparse.Namespace, cfg: Config) -> int:
 
         records = read_input_log(cfg, rng, progress=progress)
     t0 = time.perf_counter()
+    from consumer.metrics import TrainingRun
+
     try:
-        outcome = train_and_register(records, ModelRegistry(cfg.registry_dir), label_cfg=label_config(cfg), options=options, data_range=rng)
+        # The run's facts go to the log and the metrics textfile, failures included (consumer.metrics).
+        with TrainingRun(cfg, rng, serve=getattr(args, "every", None) is not None) as run:
+            outcome = run.done(train_and_register(records, ModelRegistry(cfg.registry_dir), label_cfg=label_config(cfg),
+                                                  options=options, data_range=rng))
     except TrainingError as exc:
         print(f"error: training failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -313,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)")
     p.add_argument("--validation-days", type=_positive_int, default=7)
     p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
+    p.add_argument("--conversion-kinds", metavar="KINDS",
+                   help="label: activity kinds counted as conversions, comma-separated, e.g. REVIEW,TIP,CHECKIN "
+                        "(default: $STREAMRANK_CONVERSION_KINDS)")
+    p.add_argument("--horizon", type=parse_duration, metavar="DURATION",
+                   help="label horizon H: conversions in (t, t+H], e.g. 1d or 30d (default: $STREAMRANK_HORIZON_MS)")
     _add_kafka_args(p)
     _add_registry_args(p)
     p.set_defaults(func=cmd_train)

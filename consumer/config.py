@@ -58,6 +58,14 @@ class Config:
     conversion_kinds: str = _env_field("STREAMRANK_CONVERSION_KINDS", "BIZSITE_VISIT,CALL,DIRECTIONS", "Activity kinds counted as conversions")
     horizon_ms: int = _env_field("STREAMRANK_HORIZON_MS", 86_400_000, "Label horizon H: conversions in (t, t+H]", kind=int)
 
+    # Experiments (consumer.arms)
+    arms: str = _env_field("STREAMRANK_ARMS", "", "Experiment arms name:model:weight,... (model: a version, promoted or random); empty: one promoted arm")
+    holdout: float = _env_field("STREAMRANK_HOLDOUT", 0.0, "Share of businesses held out (scored to the hold-out topic, never served)", kind=float)
+    arm_salt: str = _env_field("STREAMRANK_ARM_SALT", "streamrank", "Salt of the business-to-arm hash (a new salt is a new assignment)")
+    shadow_model: str = _env_field("STREAMRANK_SHADOW_MODEL", "", "Shadow model version (or promoted) scoring everything to the shadow topic; empty: none")
+    holdout_topic: str = _env_field("STREAMRANK_HOLDOUT_TOPIC", "predictions-holdout", "Output: predictions of hold-out businesses")
+    shadow_topic: str = _env_field("STREAMRANK_SHADOW_TOPIC", "predictions-shadow", "Output: predictions of the shadow model")
+
     def __repr__(self) -> str:
         return f"Config({self.describe()})"
 
@@ -106,6 +114,9 @@ class Config:
             raise ConfigError("KAFKA_SASL_MECHANISM is required with a SASL security protocol")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
+        from consumer.arms import ArmConfig
+
+        ArmConfig.from_config(self)  # raises ConfigError naming the bad setting
 
 
 def env_settings() -> list[tuple[str, str, Any]]:

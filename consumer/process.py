@@ -6,6 +6,10 @@ model call for the whole batch, and returns the prediction records, the dead let
 of every item's outcome. The Kafka loop in ``worker`` is a thin shell around it; tests, replays
 and the parity check call it directly.
 
+``scorer`` may instead be a ``consumer.arms.Routing`` (experiment arms): rows are grouped by their
+business's arm and scored with one call per distinct model; hold-out rows land in
+``BatchOutput.holdout``, the shadow model's scores of every row in ``BatchOutput.shadow``.
+
 Items already reflected in a restored state (offset ≤ the state's applied offset for that topic)
 are ``already_applied``: their predictions were acknowledged before the crash that left their
 offsets uncommitted, and folding them again would double-count.
@@ -21,6 +25,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
+from consumer.arms import HOLDOUT, SHADOW, Routing, score_rows
 from consumer.decode import Decoded, DeadLetter
 from consumer.statestore import Entry, PartitionState
 from features.extract import extract_into, group_key
@@ -50,9 +55,16 @@ class Tombstone:
     business_id: str
 
 
-def prediction_id(topic: str, partition: int, offset: int, model_version: str) -> str:
-    """Same input record + same model version → same id, in any run, on any worker."""
-    return blake2b(f"{topic}\x1f{partition}\x1f{offset}\x1f{model_version}".encode(), digest_size=16).hexdigest()
+def prediction_id(topic: str, partition: int, offset: int, model_version: str, arm: str = "default") -> str:
+    """Same input record + same model version (+ same arm) → same id, in any run, on any worker.
+
+    The arm enters only when it is not ``default``: ids of the classic single-arm worker are
+    unchanged, and an A/A test (one model in two arms) or a shadow of the promoted model still
+    gets distinct ids."""
+    key = f"{topic}\x1f{partition}\x1f{offset}\x1f{model_version}"
+    if arm != "default":
+        key += f"\x1f{arm}"
+    return blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 def feature_hash(row: np.ndarray) -> str:
@@ -67,6 +79,9 @@ class BatchOutput:
     features: np.ndarray | None = None  # one float32 row per prediction, same order
     deleted: list[tuple[int, str]] = field(default_factory=list)  # (partition, business_id)
     score_seconds: float = 0.0
+    # With experiment arms (consumer.arms): predictions of hold-out businesses and of the shadow model.
+    holdout: list[dict[str, Any]] = field(default_factory=list)
+    shadow: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RowBuffer:
@@ -87,7 +102,7 @@ class RowBuffer:
 def process(
     items: Iterable[Decoded | DeadLetter | Tombstone],
     store: dict[int, PartitionState],
-    scorer: Scorer,
+    scorer: Scorer | Routing,
     *,
     spec: FeatureSpec = DEFAULT_SPEC,
     rows: RowBuffer | None = None,
@@ -134,6 +149,9 @@ def process(
         return out
     n = len(pending)
     X = buf.rows[:n]
+    if type(scorer) is Routing:  # experiment arms: one call per distinct model
+        _score_routed(out, pending, X, scorer, clock)
+        return out
     t0 = time.perf_counter()
     scores = scorer.score(X)
     out.score_seconds = time.perf_counter() - t0
@@ -141,22 +159,74 @@ def process(
     scored_at = int(clock() * 1000)
     mv, fsv = scorer.version, scorer.feature_set_version
     preds = out.predictions
-    for i, (item, gkey, _t) in enumerate(pending):
+    # Hot loop: the bytes of all rows once (rows sliced from them hash exactly as feature_hash does)
+    # and plain floats, so no numpy scalar or view is made per prediction.
+    raw = np.ascontiguousarray(X, dtype=np.float32).tobytes()
+    width = 4 * X.shape[1]
+    id_suffix = f"\x1f{mv}"  # prediction_id(topic, partition, offset, mv): this path's ids never carry the arm
+    for i, ((item, gkey, _t), score) in enumerate(zip(pending, scores.tolist())):
+        event = item.event
+        topic, partition, offset = item.topic, item.partition, item.offset
         preds.append(
             {
-                "prediction_id": prediction_id(item.topic, item.partition, item.offset, mv),
-                "business_id": item.event.business_id,
-                "score": float(scores[i]),
+                "prediction_id": blake2b(f"{topic}\x1f{partition}\x1f{offset}{id_suffix}".encode(), digest_size=16).hexdigest(),
+                "business_id": event.business_id,
+                "score": score,
                 "model_version": mv,
                 "feature_set_version": fsv,
-                "source_topic": item.topic,
-                "source_partition": item.partition,
-                "source_offset": item.offset,
-                "event_time": item.event.event_time,
+                "source_topic": topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "event_time": event.event_time,
                 "scored_at": scored_at,
                 "group_key": gkey,
                 "arm": arm,
-                "feature_hash": feature_hash(X[i]),
+                "feature_hash": blake2b(raw[i * width:(i + 1) * width], digest_size=8).hexdigest(),
             }
         )
     return out
+
+
+def _score_routed(out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: np.ndarray, routing: Any,
+                  clock: Callable[[], float]) -> None:
+    bids = [item.event.business_id for item, _, _ in pending]
+    arms = [routing.assign(b) for b in bids]
+    by_model: dict[int, tuple[Any, list[int]]] = {}  # id(scorer) -> rows: A/A arms share one call
+    for i, arm in enumerate(arms):
+        sc = routing.scorers[arm]
+        by_model.setdefault(id(sc), (sc, []))[1].append(i)
+    scores = np.empty(len(pending))
+    t0 = time.perf_counter()
+    for sc, idx in by_model.values():
+        ix = np.asarray(idx)
+        scores[ix] = score_rows(sc, X[ix], [bids[i] for i in idx])
+    shadow_scores = score_rows(routing.shadow, X, bids) if routing.shadow is not None else None
+    out.score_seconds = time.perf_counter() - t0
+    out.features = X
+    scored_at = int(clock() * 1000)
+    hashes = [feature_hash(X[i]) for i in range(len(pending))]
+
+    def record(i: int, arm: str, sc: Any, score: float) -> dict[str, Any]:
+        item, gkey, _t = pending[i]
+        mv = sc.version
+        return {
+            "prediction_id": prediction_id(item.topic, item.partition, item.offset, mv, arm),
+            "business_id": bids[i],
+            "score": score,
+            "model_version": mv,
+            "feature_set_version": sc.feature_set_version,
+            "source_topic": item.topic,
+            "source_partition": item.partition,
+            "source_offset": item.offset,
+            "event_time": item.event.event_time,
+            "scored_at": scored_at,
+            "group_key": gkey,
+            "arm": arm,
+            "feature_hash": hashes[i],
+        }
+
+    for i, arm in enumerate(arms):
+        rec = record(i, arm, routing.scorers[arm], float(scores[i]))
+        (out.holdout if arm == HOLDOUT else out.predictions).append(rec)
+    if shadow_scores is not None:
+        out.shadow.extend(record(i, SHADOW, routing.shadow, float(shadow_scores[i])) for i in range(len(pending)))

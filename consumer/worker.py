@@ -6,7 +6,10 @@ One loop iteration is one batch:
          → sink: predictions + dead letters, flush → changelog, flush → commit
 
 Offsets are committed only after everything the batch produced is acknowledged (at-least-once);
-see ``sink`` for why that order makes crashes safe. Partitions are assigned with the range
+see ``sink`` for why that order makes crashes safe. The sink → changelog → commit steps run as one
+checkpoint after every batch while the worker is caught up, and every ``COMMIT_INTERVAL_S`` while it
+works off a backlog (predictions are sent at once either way; a crash re-processes at most the
+batches since the last checkpoint, re-emitting their predictions with the same ids). Partitions are assigned with the range
 assignor, so partition *p* of both input topics always lands on the same worker, with its state
 (restored from changelog partition *p* on assignment).
 
@@ -36,6 +39,8 @@ from consumer.config import Config
 from consumer.decode import Decoded, DeadLetter, Decoder
 from consumer.errors import StreamrankError, TopicLayoutError
 from consumer.kafka import check_copartitioned, check_reachable, consumer_kwargs, create_topics, partition_counts
+from consumer.metrics import WorkerMetrics
+from consumer.arms import ArmModels
 from consumer.process import BatchOutput, RowBuffer, Tombstone, process
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
@@ -45,6 +50,12 @@ from features.spec import DEFAULT_SPEC, FeatureSpec
 from models.registry import ModelRegistry
 
 log = logging.getLogger("streamrank.worker")
+
+# At most this long between checkpoints while a backlog is being worked off (a caught-up worker
+# checkpoints every batch). 0 = every batch, the default: the least re-processing after a crash.
+# A positive interval trades more re-processing for fewer changelog writes (0.5 s wrote 5-6x fewer
+# changelog records at saturation in the benchmark); it is not yet exposed as a setting.
+COMMIT_INTERVAL_S = 0.0
 
 
 @dataclass
@@ -86,11 +97,15 @@ class Worker:
         self._commit: dict[Any, int] = {}  # TopicPartition -> offset after the last record processed
         self._rows = RowBuffer(len(spec.names))
         self._ranks = {cfg.business_topic: BUSINESS_RANK, cfg.activity_topic: ACTIVITY_RANK}
-        self.models = ModelHolder(ModelRegistry(cfg.registry_dir), cfg.model_poll_s)
+        self.metrics = WorkerMetrics(self.worker_id, topics=cfg.input_topics)  # own registry: several workers can share a process
+        self.models = ModelHolder(ModelRegistry(cfg.registry_dir), cfg.model_poll_s, on_refused=self.metrics.model_refused)
+        self.arms = ArmModels.from_config(cfg, self.models.registry)  # None: one promoted arm, the classic path
         self._swapped_to: str | None = None
         self._joined = False  # idle time counts only once the group has given us an assignment
         self._to_restore: set[int] = set()
         self._backlog = False  # the last batch left releasable items queued
+        self._uncommitted: dict[tuple[str, int], int] = {}  # processed, not yet checkpointed: offset after
+        self._checkpointed_at = time.monotonic()
         self.consumer: Any = None
         self.sink: Sink | None = None
 
@@ -108,6 +123,11 @@ class Worker:
         cfg = self.cfg.with_overrides(partitions=n)
         outputs = [(t, n, c) for t, _, c in
                    [(cfg.predictions_topic, n, {}), (cfg.dead_letter_topic, n, {}), (cfg.changelog_topic, n, {"cleanup.policy": "compact"})]]
+        if self.arms is not None:
+            if self.arms.config.holdout > 0:
+                outputs.append((cfg.holdout_topic, n, {}))
+            if self.arms.config.shadow:
+                outputs.append((cfg.shadow_topic, n, {}))
         create_topics(cfg, outputs)
         changelog = partition_counts(cfg, [cfg.changelog_topic])[cfg.changelog_topic]
         if changelog != n:
@@ -115,6 +135,7 @@ class Worker:
         return n
 
     def _wait_for_model(self) -> bool:
+        self.metrics.set_phase("waiting_for_model")
         t0 = time.monotonic()
         announced = False
         while not self._stop.is_set():
@@ -134,9 +155,19 @@ class Worker:
     def _note_swap(self, version: str) -> None:
         self._swapped_to = version
         self.stats.models.append({"version": version, "first_scored": None})
+        self.metrics.model_swapped(self.models.current)
         log.info("serving model", extra={"model_version": version})
 
     def run(self) -> WorkerStats:
+        server = self.metrics.serve(self.cfg.metrics_port) if self.cfg.metrics_port else None
+        try:
+            return self._run()
+        finally:
+            self.metrics.set_phase("stopped")
+            if server is not None:
+                server.close()
+
+    def _run(self) -> WorkerStats:
         from kafka import KafkaConsumer
         from kafka.coordinator.assignors.range import RangePartitionAssignor
 
@@ -150,9 +181,13 @@ class Worker:
             **consumer_kwargs(self.cfg, self.cfg.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
         )
         self.consumer.subscribe(list(self.cfg.input_topics), listener=_Rebalance(self))
-        log.info("worker started", extra={"worker_id": self.worker_id, "group": self.cfg.group_id, "topics": list(self.cfg.input_topics)})
+        log.info("worker started", extra={"worker_id": self.worker_id, "group": self.cfg.group_id, "topics": list(self.cfg.input_topics),
+                                          "config": self.cfg.describe()})  # describe() masks secrets
+        self.metrics.set_phase("running")
         try:
             self._loop()
+            if self._uncommitted:  # stopped by a signal between checkpoints
+                self._checkpoint()
         finally:
             self.models.stop()
             try:
@@ -163,18 +198,29 @@ class Worker:
         return self.stats
 
     def _loop(self) -> None:
+        from kafka.errors import KafkaError
+
         backoff = 0.5
         idle_since = time.monotonic()
+        rewind_due = False
         while not self._stop.is_set():
             try:
+                if rewind_due:  # inside the try: with the broker still away, the rewind itself fails and is retried
+                    self._rewind()
+                    rewind_due = False
                 progressed = self._run_batch()
                 backoff = 0.5
-            except (DeliveryError, _CommitFailed) as exc:
-                # Nothing of this batch was committed: rewind to the last commit and try again.
-                log.error("batch not delivered; rewinding to the last commit", extra={"error": str(exc), "retry_in_s": backoff})
-                self._rewind()
+            except (DeliveryError, _CommitFailed, KafkaError, TimeoutError) as exc:
+                # Nothing of this batch was committed, or the broker is unreachable (poll, position,
+                # commit, a state restore): rewind to the last commit and try again after a back-off.
+                self.metrics.batch_failed(type(exc).__name__)
+                log.error("batch not delivered; rewinding to the last commit",
+                          extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff})
+                rewind_due = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+                # Failing is not idleness: without this, --exit-when-idle quits with the rewound input unread.
+                idle_since = time.monotonic()
                 continue
             now = time.monotonic()
             if progressed or not self._joined:
@@ -195,7 +241,11 @@ class Worker:
             self._note_swap(swapped.version)
         # With decided items still queued, poll must not wait: they are this batch's work.
         timeout = 0 if self._backlog else cfg.poll_timeout_ms
+        m = self.metrics
+        m.heartbeat()
+        t0 = time.perf_counter()
         records = self.consumer.poll(timeout_ms=timeout, max_records=cfg.batch_size)
+        t1 = time.perf_counter()
         decoder = self._decoder
         for tp, recs in records.items():
             rank = self._ranks[tp.topic]
@@ -216,19 +266,41 @@ class Worker:
             self._last_time[key] = last_t
             self._next[tp] = recs[-1].offset + 1
             self.stats.consumed[tp.topic] += len(recs)
+            m.count_consumed(tp.topic, len(recs))
+        if records:
+            m.observe_fetch(t1 - t0, time.perf_counter() - t1)
+        m.observe_lag(self.consumer, self._next, self.store)
         # No pause-based back-pressure on the merge queues: the fetcher holds at most one
         # response per partition, so they stay within a few fetches (and see _restore_pending).
         if self._to_restore:
             self._restore_pending()  # before anything of a newly assigned partition is processed
+        m.set_ready(self._joined and not self._to_restore)
         released = self._release(cfg.batch_size)
         self._backlog = len(released) == cfg.batch_size
         if not released:
+            if self._uncommitted:
+                self._checkpoint()
             return False
         model = self.models.current
-        out = process(released, self.store, model, spec=self.spec, rows=self._rows)
-        self._deliver(out, model.version)
-        self._commit_released(released)
+        t2 = time.perf_counter()
+        out = process(released, self.store, model if self.arms is None else self.arms.bind(model), spec=self.spec, rows=self._rows)
+        t3 = time.perf_counter()
+        self._send_outputs(out)
+        for item in released:  # released in offset order per topic-partition
+            self._uncommitted[(item.topic, item.partition)] = item.offset + 1
+        t4 = time.perf_counter()
+        produce_s = t4 - t3
+        commit_s = 0.0
+        # Checkpoint (ack outputs → changelog → commit) when caught up, else every COMMIT_INTERVAL_S:
+        # at saturation a business's state is written once per interval, not once per batch.
+        if not self._backlog or time.monotonic() - self._checkpointed_at >= COMMIT_INTERVAL_S:
+            state_s = self._checkpoint()
+            produce_s += state_s
+            commit_s = time.perf_counter() - t4 - state_s
+        published_at = time.time()
         self._account(out, model.version)
+        m.observe_batch(out, model.version, state_s=t3 - t2, produce_s=produce_s, commit_s=commit_s,
+                        published_at=published_at)
         return True
 
     def _release(self, budget: int) -> list[Any]:
@@ -259,14 +331,31 @@ class Worker:
             nxt = self._next[tp] = self.consumer.position(tp, timeout_ms=5000) or 0
         return nxt >= hw
 
-    def _deliver(self, out: BatchOutput, model_version: str) -> None:
+    def _send_outputs(self, out: BatchOutput) -> None:
+        """Send a batch's predictions and dead letters; they are acknowledged at the next checkpoint."""
         sink = self.sink
         ptopic = self.cfg.predictions_topic
         encode = self._prediction_codec.encode
         for pred in out.predictions:
             sink.send(ptopic, pred["business_id"].encode(), encode(pred))
+        for topic, preds in ((self.cfg.holdout_topic, out.holdout), (self.cfg.shadow_topic, out.shadow)):
+            for pred in preds:
+                sink.send(topic, pred["business_id"].encode(), encode(pred))
         for dl in out.dead_letters:
             sink.dead_letter(dl)
+
+    def _checkpoint(self) -> float:
+        """Everything processed since the last checkpoint: outputs acked, then changelog, then commit.
+        Returns the seconds spent before the commit (flushes and changelog)."""
+        t0 = time.perf_counter()
+        self._write_state()
+        produce_s = time.perf_counter() - t0
+        self._commit_offsets()
+        self._checkpointed_at = time.monotonic()
+        return produce_s
+
+    def _write_state(self) -> None:
+        sink = self.sink
         sink.flush()
         # State strictly after its predictions: a state that says "applied" implies they were acked.
         ctopic = self.cfg.changelog_topic
@@ -277,19 +366,18 @@ class Worker:
                     sink.send(ctopic, bid.encode(), value, partition=p)
         sink.flush()
 
-    def _commit_released(self, released: list[Any]) -> None:
+    def _commit_offsets(self) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
         from kafka.errors import KafkaError
 
-        offsets: dict[Any, Any] = {}
-        for item in released:
-            tp = TopicPartition(item.topic, item.partition)
-            offsets[tp] = item.offset + 1  # released in offset order per topic-partition
+        offsets = {TopicPartition(t, p): o for (t, p), o in self._uncommitted.items()}
+        self._uncommitted = {}
         try:
             self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
         except KafkaError as exc:
             raise _CommitFailed(str(exc)) from exc
         self._commit.update(offsets)
+        self.metrics.observe_commit(offsets)
 
     def _account(self, out: BatchOutput, model_version: str) -> None:
         s = self.stats
@@ -307,7 +395,10 @@ class Worker:
 
     def _rewind(self) -> None:
         """After a failed batch: drop buffered input and unsaved state; re-read from the last commit."""
-        parts = sorted(self.store)
+        self._uncommitted = {}
+        # Assigned partitions too: a rewind (or restore) that failed half-way has left some out of the store.
+        parts = sorted(set(self.store) | {tp.partition for tp in self.consumer.assignment()} | self._to_restore)
+        self._to_restore = set()
         self._drop(parts)
         self._restore(parts)
         for tp in list(self.consumer.assignment()):
@@ -335,7 +426,10 @@ class Worker:
 
         if not partitions:
             return
-        parts, rs = restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(self.cfg, None)), self.cfg.changelog_topic, partitions)
+        with self.metrics.restoring(partitions) as tracker:
+            parts, rs = restore_partitions(lambda: tracker.wrap(KafkaConsumer(**consumer_kwargs(self.cfg, None))),
+                                           self.cfg.changelog_topic, partitions)
+            tracker.finished(rs)
         self.store.update(parts)
         info = {"partitions": partitions, "entities": rs.entities, "records": rs.records,
                 "seconds": round(rs.seconds, 3), "entities_per_s": round(rs.rate)}
@@ -378,12 +472,25 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         parts = sorted({tp.partition for tp in revoked})
+        if self.w._uncommitted:
+            # Save outputs and state before giving partitions up, but do not commit: this listener
+            # runs on kafka-python's IO thread, where a blocking commit raises RuntimeError (the
+            # poll then fails with "rebalance callback throws"). The changelog entries carry the
+            # offsets they reflect, so whoever re-reads the uncommitted records skips them
+            # (already_applied). If the flush fails, restore everything from the changelog.
+            try:
+                self.w._write_state()
+            except DeliveryError as exc:
+                log.error("saving state at revocation failed; state will be restored", extra={"error": str(exc)})
+                self.w.store.clear()
+            self.w._uncommitted = {}  # eager protocol: every partition is revoked; positions reset to the commits
         for p in parts:
             self.w.mergers.pop(p, None)
             self.w._last_time.pop((p, BUSINESS_RANK), None)
             self.w._last_time.pop((p, ACTIVITY_RANK), None)
         for tp in [tp for tp in self.w._next if tp.partition in parts]:
             del self.w._next[tp]
+        self.w.metrics.forget_partitions(parts)
         log.info("partitions revoked", extra={"partitions": parts})
 
     def on_partitions_assigned(self, assigned: Any) -> None:

@@ -363,38 +363,49 @@ class World:
 
     def records(self) -> Iterator[tuple[str, dict]]:
         """``('business' | 'activity', Avro-ready record)`` in delivery order."""
+        for day in self.daily_records():
+            yield from day
+
+    def daily_records(self) -> Iterator[list[tuple[str, dict]]]:
+        """:meth:`records` cut into delivery days: batch ``d`` is what is delivered during
+        ``[day_start(d), day_start(d + 1))``. Day ``d`` is generated only when it is requested, and
+        ``exposure_boost`` is consulted then: a closed loop can change the boost between days
+        (``sim.closedloop``)."""
         st = _Stream()
+        for rows in self._delivered_batches(st):
+            yield list(self._records_of(rows))
+
+    def _records_of(self, rows: np.ndarray) -> Iterator[tuple[str, dict]]:
         pre, spre = f"{self.cfg.seed}-", f"{self.cfg.seed}-s"
         bids, uids, kinds = self.business_ids, self._uids, _KIND_NAMES
-        for rows in self._delivered_batches(st):
-            _, T, KD, B, U, S, R, NN, BR = rows.T.tolist()
-            for t, k, b, u, s, r, n, br in zip(T, KD, B, U, S, R, NN, BR):
-                if k < _N_ACT:
-                    yield "activity", {
-                        "event_id": f"{pre}{n}",
-                        "business_id": bids[b],
-                        "user_id": uids[u],
-                        "event_time": t,
-                        "kind": kinds[k],
-                        "search_id": None if s < 0 else f"{spre}{s}",
-                        "rating": _RATING[r],
-                    }
-                else:
-                    p = self._bev_profile[br]
-                    yield "business", {
-                        "event_id": f"{pre}{n}",
-                        "business_id": bids[b],
-                        "event_time": t,
-                        "kind": kinds[k],
-                        "name": p[0],
-                        "city": p[1],
-                        "state": p[2],
-                        "categories": list(p[3]),
-                        "latitude": p[4],
-                        "longitude": p[5],
-                        "price_range": p[6],
-                        "is_open": p[7],
-                    }
+        _, T, KD, B, U, S, R, NN, BR = rows.T.tolist()
+        for t, k, b, u, s, r, n, br in zip(T, KD, B, U, S, R, NN, BR):
+            if k < _N_ACT:
+                yield "activity", {
+                    "event_id": f"{pre}{n}",
+                    "business_id": bids[b],
+                    "user_id": uids[u],
+                    "event_time": t,
+                    "kind": kinds[k],
+                    "search_id": None if s < 0 else f"{spre}{s}",
+                    "rating": _RATING[r],
+                }
+            else:
+                p = self._bev_profile[br]
+                yield "business", {
+                    "event_id": f"{pre}{n}",
+                    "business_id": bids[b],
+                    "event_time": t,
+                    "kind": kinds[k],
+                    "name": p[0],
+                    "city": p[1],
+                    "state": p[2],
+                    "categories": list(p[3]),
+                    "latitude": p[4],
+                    "longitude": p[5],
+                    "price_range": p[6],
+                    "is_open": p[7],
+                }
 
     def events(self) -> Iterator[BusinessEvent | ActivityEvent]:
         """The same stream as :meth:`records`, as ``features.events`` dataclasses."""

@@ -1,0 +1,30 @@
+"""Ops tests: Prometheus rules (promtool), metrics, health, the trainer's run metrics, and a real
+Prometheus scraping a running worker.
+
+``prometheus`` and ``promtool`` come from the Debian package ``prometheus``, installed by
+``make test`` (``scripts/install-prometheus.sh``). Where they cannot be installed the tests that
+need them skip with the reason; with ``STREAMRANK_REQUIRE_PROMETHEUS=1`` (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from opskit import binary  # after the sys.path insert above
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return binary("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return binary("prometheus")
