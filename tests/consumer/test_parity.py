@@ -1,0 +1,75 @@
+"""Parity: the worker's features (by hash) equal the trainer's fold; a change in one path is caught."""
+
+import numpy as np
+import pytest
+
+import consumer.parity as parity
+import consumer.process as process_mod
+from consumer.cli import main
+from consumer.parity import check_parity, sample
+from consumer.report import read_prediction_topics
+from consumer.worker import Worker
+from workerkit import publish_world
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def cfg(kafka_config, registry_copy):
+    t = kafka_config.predictions_topic
+    return kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200, arms="a:promoted:1,b:random:1",
+                                       holdout=0.2, shadow_model="promoted", holdout_topic=t + "-holdout", shadow_topic=t + "-shadow")
+
+
+def _env(monkeypatch, cfg):
+    for var, value in [("KAFKA_BOOTSTRAP_SERVERS", cfg.bootstrap), ("STREAMRANK_BUSINESS_TOPIC", cfg.business_topic),
+                       ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic), ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic),
+                       ("STREAMRANK_HOLDOUT_TOPIC", cfg.holdout_topic), ("STREAMRANK_SHADOW_TOPIC", cfg.shadow_topic),
+                       ("STREAMRANK_REGISTRY", cfg.registry_dir)]:
+        monkeypatch.setenv(var, value)
+
+
+def _bump_first_feature(real):
+    def changed(state, t, row, spec=None):
+        real(state, t, row) if spec is None else real(state, t, row, spec)
+        row[0] += 1.0
+
+    return changed
+
+
+def test_parity_is_exact_on_a_generated_world_and_a_changed_feature_is_caught(cfg, monkeypatch, capsys):
+    publish_world(cfg, businesses=40, days=3, seed=61)
+    Worker(cfg, exit_when_idle_s=2).run()
+    preds = read_prediction_topics(cfg, [cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic])
+    assert {p["_topic"] for p in preds} == {cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic}
+    res = check_parity(cfg, preds, n=400)
+    assert res.sampled == 400 and res.mismatch_rate == 0.0, res.to_dict()
+    assert len(res.by_topic) == 3
+
+    _env(monkeypatch, cfg)
+    assert main(["parity", "--sample", "200"]) == 0
+    assert "mismatch rate: 0.0000%" in capsys.readouterr().out
+
+    # The trainer-side path computes one feature differently: every sampled prediction differs.
+    monkeypatch.setattr(parity, "extract_into", _bump_first_feature(parity.extract_into))
+    res = check_parity(cfg, preds, n=200)
+    assert res.mismatched == res.sampled == 200 and res.mismatch_rate == 1.0
+    assert main(["parity", "--sample", "50"]) == 1
+
+
+def test_a_consumer_change_breaks_parity(kafka_config, registry_copy, monkeypatch):
+    cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
+    publish_world(cfg, businesses=30, days=2, seed=62)
+    monkeypatch.setattr(process_mod, "extract_into", _bump_first_feature(process_mod.extract_into))
+    Worker(cfg, exit_when_idle_s=2).run()
+    monkeypatch.undo()
+    preds = read_prediction_topics(cfg, [cfg.predictions_topic])
+    res = check_parity(cfg, preds, n=100)
+    assert res.sampled == 100 and res.mismatch_rate == 1.0
+
+
+def test_sample_is_deterministic_and_bounded():
+    preds = [{"prediction_id": f"p{i}"} for i in range(50)]
+    assert sample(preds, 10) == sample(list(reversed(preds)), 10) and len(sample(preds, 10)) == 10
+    assert len(sample(preds, None)) == 50
+    assert np.isnan(parity.ParityResult().mismatch_rate)
