@@ -1,0 +1,137 @@
+"""The reliability suite's shared pieces: the fault-free expectation, the accounting invariant, and
+helpers to give each trial fresh output topics and to run a worker in a thread."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter, defaultdict
+from typing import Any
+
+from consumer.config import Config
+from consumer.decode import Decoded
+from consumer.kafka import create_topics
+from consumer.logreader import LogRange, read_input_log
+from consumer.process import Tombstone, process
+from features.order import merge_finished
+from features.scoring import SCORED
+from models.registry import ModelRegistry
+from workerkit import read_changelog_states, read_predictions, read_topic
+
+# What an input record may become without a prediction or a dead letter (see consumer.process).
+NON_SCORING = frozenset({"business_update", "duplicate", "late", "not_scorable", "already_applied", "business_deleted"})
+
+
+class Expected:
+    """What a fault-free worker produces from the input topics as they are now (``expected_run``,
+    with the model version pinned so a test can promote other models meanwhile)."""
+
+    def __init__(self, cfg: Config, registry_dir: str, version: str | None = None):
+        model = ModelRegistry(registry_dir).load(version)
+        self.model_version = model.version
+        by_part: dict[int, list] = defaultdict(list)
+        topics = (cfg.business_topic, cfg.activity_topic)
+        self.log = LogRange()
+        for rec in read_input_log(cfg, self.log):
+            if rec.event is None:
+                item: Any = Tombstone(topics[rec.rank], rec.partition, rec.offset, rec.key)
+                t = 0
+            else:
+                item = Decoded(topics[rec.rank], rec.rank, rec.partition, rec.offset, rec.event)
+                t = rec.event.event_time
+            by_part[rec.partition].append((rec.rank, t, rec.offset, item))
+        self.store: dict[int, Any] = {}
+        self.predictions: dict[str, dict] = {}
+        self.outcomes: Counter = Counter()
+        for p in sorted(by_part):
+            out = process(list(merge_finished(by_part[p])), self.store, model)
+            for pred in out.predictions:
+                self.predictions[pred["prediction_id"]] = pred
+            self.outcomes.update(out.outcomes)
+        self.states = {bid: e.state for part in self.store.values() for bid, e in part.entries.items()}
+
+
+def fresh_outputs(cfg: Config, partitions: int = 2, tag: str = "") -> Config:
+    """The same inputs with a new group and new output topics: one published world serves many trials."""
+    s = f"{tag}{uuid.uuid4().hex[:8]}"
+    out = cfg.with_overrides(group_id=f"rel-{s}", predictions_topic=f"pred-{s}", changelog_topic=f"cl-{s}",
+                             dead_letter_topic=f"dlq-{s}")
+    create_topics(out, [(out.predictions_topic, partitions, {}), (out.dead_letter_topic, partitions, {}),
+                        (out.changelog_topic, partitions, {"cleanup.policy": "compact"})])
+    return out
+
+
+def input_offsets(cfg: Config) -> set[tuple[str, int, int]]:
+    return {(t, r.partition, r.offset) for t in cfg.input_topics for r in read_topic(cfg, t)}
+
+
+def check_invariant(cfg: Config, expected: Expected, injected_bad: dict[tuple[str, int, int], str] | set | None = None) -> dict[str, Any]:
+    """Every input offset ended as a prediction, a dead letter or a documented non-scoring event;
+    none is missing; the final changelog state is the fault-free one. ``injected_bad``: the
+    coordinates (topic, partition, offset) of the bad records the test wrote, optionally mapped to
+    the dead-letter reason each must carry. Raises AssertionError; returns the tallies."""
+    injected = dict(injected_bad) if isinstance(injected_bad, dict) else {c: None for c in (injected_bad or ())}
+    offsets = input_offsets(cfg)
+
+    got = read_predictions(cfg)
+    ids = Counter(p["prediction_id"] for p in got)
+    missing = expected.predictions.keys() - ids.keys()
+    unexpected = ids.keys() - expected.predictions.keys()
+    assert not missing, f"{len(missing)} of {len(expected.predictions)} predictions missing"
+    assert not unexpected, f"{len(unexpected)} predictions no fault-free run makes"
+    for p in got:  # a re-emitted prediction (at-least-once) is the same prediction
+        e = expected.predictions[p["prediction_id"]]
+        assert (p["score"], p["feature_hash"]) == (e["score"], e["feature_hash"]), p["prediction_id"]
+    scored = {(p["source_topic"], p["source_partition"], p["source_offset"]) for p in expected.predictions.values()}
+
+    dls = read_topic(cfg, cfg.dead_letter_topic)
+    dead: dict[tuple[str, int, int], str] = {}
+    for r in dls:
+        h = dict(r.headers)
+        coord = (h["dlq.source.topic"].decode(), int(h["dlq.source.partition"]), int(h["dlq.source.offset"]))
+        reason = h["dlq.reason"].decode()
+        assert reason and h.get("dlq.error"), f"dead letter {coord} without a reason"
+        assert dead.setdefault(coord, reason) == reason, f"{coord} dead-lettered with two reasons"
+    assert dead.keys() == injected.keys(), (
+        f"dead letters: {len(dead.keys() - injected.keys())} not injected, {len(injected.keys() - dead.keys())} injected but missing")
+    wrong = {c: (dead[c], want) for c, want in injected.items() if want is not None and dead[c] != want}
+    assert not wrong, f"{len(wrong)} dead letters with the wrong reason, e.g. {list(wrong.items())[:3]}"
+
+    assert scored <= offsets and dead.keys() <= offsets and not (scored & dead.keys())
+    rest = offsets - scored - dead.keys()
+    non_scoring = {k: v for k, v in expected.outcomes.items() if k != SCORED}
+    assert set(non_scoring) <= NON_SCORING, f"undocumented outcomes {set(non_scoring) - NON_SCORING}"
+    assert expected.outcomes.get(SCORED, 0) == len(scored)
+    assert len(rest) == sum(non_scoring.values()), (
+        f"{len(rest)} offsets neither scored nor dead-lettered, {sum(non_scoring.values())} non-scoring events expected")
+
+    assert read_changelog_states(cfg) == expected.states, "final state differs from the fault-free run's"
+    return {"offsets": len(offsets), "predictions": len(scored), "prediction_records": len(got),
+            "re_emitted": len(got) - len(ids), "dead_letters": len(dead), "non_scoring": dict(non_scoring)}
+
+
+class ThreadedWorker:
+    """A ``Worker`` in a thread of this process, so a test can reach into it (metrics, sink, model holder)."""
+
+    def __init__(self, worker: Any):
+        self.worker = worker
+        self.stats = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="worker", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.stats = self.worker.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
+            self.error = exc
+
+    def start(self) -> "ThreadedWorker":
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"worker still running after {timeout}s"
+        if self.error is not None:
+            raise AssertionError(f"the worker died: {self.error!r}") from self.error
+        return self.stats

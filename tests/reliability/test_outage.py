@@ -1,0 +1,81 @@
+"""Broker outage: the broker is unreachable for 30 s mid-stream. The worker backs off and retries,
+reports not-live meanwhile, resumes on its own, and the invariant holds.
+
+The test runs its own embedded broker advertising the port of a TCP proxy it controls (the embedded
+broker loses its data on restart, so it is never stopped): every client connection goes through
+the proxy, and cutting the proxy is the outage."""
+
+import time
+import uuid
+
+import pytest
+
+from consumer.broker import EmbeddedBroker, free_port
+from consumer.config import Config
+from consumer.kafka import create_topics
+from consumer.worker import Worker
+from proxy import TcpProxy
+from relkit import Expected, ThreadedWorker, check_invariant
+from workerkit import publish_world
+
+pytestmark = [pytest.mark.reliability, pytest.mark.broker]
+
+OUTAGE_S = 30.0
+STALL_S = 5.0  # the liveness threshold for this test (production default: 60 s); the outage is 6x it
+
+
+@pytest.fixture
+def proxied(tmp_path):
+    port = free_port()
+    with TcpProxy(port) as proxy, EmbeddedBroker(port=port, advertised_port=proxy.port, log_path=str(tmp_path / "tansu.log")) as b:
+        yield proxy, b
+
+
+@pytest.mark.parametrize("mode", ["refuse"])
+def test_broker_unreachable_for_30s_mid_stream(proxied, registry_copy, tmp_path, tally, mode):
+    proxy, broker = proxied
+    s = uuid.uuid4().hex[:8]
+    cfg = Config(bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", predictions_topic=f"p-{s}",
+                 dead_letter_topic=f"d-{s}", changelog_topic=f"c-{s}", group_id=f"g-{s}", partitions=2,
+                 registry_dir=str(registry_copy), schema_registry=str(tmp_path / "schemas.json"), batch_size=20)
+    assert broker.bootstrap.endswith(f":{proxy.port}")  # clients talk to the proxy only
+    create_topics(cfg)
+    publish_world(cfg, businesses=60, days=3, seed=61)
+    expected = Expected(cfg, cfg.registry_dir)
+    n = len(expected.predictions)
+
+    worker = Worker(cfg, exit_when_idle_s=15)  # recovery (reconnect back-off, group rejoin) is not idleness
+    worker.metrics.stall_s = STALL_S
+    run = ThreadedWorker(worker).start()
+    deadline = time.monotonic() + 60
+    while worker.stats.predictions < n // 5 and time.monotonic() < deadline and run.thread.is_alive():
+        time.sleep(0.01)
+    at_cut = worker.stats.predictions
+    assert 0 < at_cut < n, f"cut must land mid-stream ({at_cut} of {n} predictions)"
+
+    proxy.cut(mode)
+    t_cut = time.monotonic()
+    live_samples = []
+    while time.monotonic() - t_cut < OUTAGE_S:
+        live_samples.append(worker.metrics.health()[0])
+        assert run.thread.is_alive(), f"the worker died during the outage: {run.error!r}"
+        time.sleep(0.25)
+    during = worker.stats.predictions
+    proxy.restore()
+    t_back = time.monotonic()
+    live_again = None
+    while run.thread.is_alive() and time.monotonic() - t_back < 90:
+        if live_again is None and worker.stats.predictions > during and worker.metrics.health()[0]:
+            live_again = time.monotonic() - t_back
+        time.sleep(0.1)
+    stats = run.join(5)
+    failures = {s.labels["error"]: s.value for s in worker.metrics.batch_failures.collect()[0].samples
+                if s.name.endswith("_total") and s.value}
+    figures = check_invariant(cfg, expected)
+    not_live = live_samples.count(False)
+    tally("broker_outage", mode=mode, outage_s=OUTAGE_S, predictions_at_cut=at_cut, predictions_during_outage=during - at_cut,
+          not_live_samples=not_live, samples=len(live_samples), live_again_after_s=live_again, batch_failures=failures,
+          rejected_connections=proxy.rejected, worker_predictions=stats.predictions, **figures)
+    assert not_live > 0, "the worker never reported not-live during a 30 s outage"
+    assert live_samples[-1] is False, "still not live at the end of the outage"
+    assert live_again is not None, "the worker did not resume after the broker came back"

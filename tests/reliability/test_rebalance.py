@@ -1,0 +1,92 @@
+"""Rebalance under load: workers join and leave the group while events are published and
+processed. The invariant holds and no state is applied twice (the final changelog state is the
+fault-free one; a double-applied event would change its counts).
+
+Events are published in time order, in flushed chunks, so what the workers can see is always a
+time prefix of the final log: the live merge then decides exactly as the finished-log merge that
+computes the expectation."""
+
+import signal
+import threading
+import time
+
+import pytest
+from kafka import KafkaProducer
+
+from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.kafka import producer_kwargs
+from relkit import Expected, check_invariant
+from sim.world import WorldConfig, generate_records
+from workerkit import prediction_count, start_worker
+
+pytestmark = [pytest.mark.reliability, pytest.mark.broker]
+
+PAUSE_S = 0.4  # between chunks, until the churn is over: ~30 s of traffic at most
+CHUNK = 100
+
+
+def _publish_stream(cfg, records, done, hurry):
+    reg = FileSchemaRegistry(cfg.schema_registry)
+    codecs = {"business": (cfg.business_topic, AvroCodec(reg, "BusinessEvent")), "activity": (cfg.activity_topic, AvroCodec(reg, "ActivityEvent"))}
+    producer = KafkaProducer(**producer_kwargs(cfg))
+    try:
+        for i in range(0, len(records), CHUNK):
+            for kind, rec in records[i:i + CHUNK]:
+                topic, codec = codecs[kind]
+                producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
+            producer.flush()  # this chunk is visible before any of the next is sent
+            if not hurry.is_set():
+                hurry.wait(PAUSE_S)
+    finally:
+        producer.close()
+        done.set()
+
+
+def test_workers_join_and_leave_while_events_flow(cfg, tmp_path, tally):
+    cfg = cfg.with_overrides(batch_size=20)
+    records = list(generate_records(WorldConfig(businesses=50, days=3, seed=91, cities=2, categories=2)))
+    records.sort(key=lambda kr: (kr[1]["event_time"], kr[0] != "business"))  # (time, rank): the merge's order
+    done, hurry = threading.Event(), threading.Event()
+    publisher = threading.Thread(target=_publish_stream, args=(cfg, records, done, hurry), daemon=True)
+
+    logs = {name: tmp_path / f"{name}.log" for name in "abc"}
+
+    def assigned(name, times=1):
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            if logs[name].exists() and logs[name].read_text().count('"partitions assigned"') >= times:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"worker {name} was not assigned partitions {times} time(s)")
+
+    a = start_worker(cfg, idle_s=10, log_path=logs["a"])
+    assigned("a")
+    publisher.start()
+    b = start_worker(cfg, idle_s=10, log_path=logs["b"])
+    assigned("b")  # joined: a's partitions split
+    assigned("a", 2)
+    a.send_signal(signal.SIGTERM)  # leaves cleanly mid-stream: b takes everything
+    assert a.wait(30) == 0
+    assigned("b", 2)
+    c = start_worker(cfg, idle_s=10, log_path=logs["c"])
+    assigned("c")  # joined: split again
+    assigned("b", 3)
+    mid = prediction_count(cfg)
+    b.send_signal(signal.SIGKILL)  # dies without leaving: c gets its partitions after the session timeout
+    b.wait(10)
+    assigned("c", 2)
+    churn_done = done.is_set()
+    hurry.set()  # the rest of the traffic at full speed
+    publisher.join(60)
+    assert done.is_set()
+    assert c.wait(120) == 0
+
+    expected = Expected(cfg, cfg.registry_dir)
+    assert not churn_done and mid < len(expected.predictions), "the events stopped before the churn ended: no load"
+    figures = check_invariant(cfg, expected)
+    text = {n: p.read_text() for n, p in logs.items()}
+    assignments = {n: t.count('"partitions assigned"') for n, t in text.items()}
+    restores = sum(t.count('"state restored"') for t in text.values())
+    tally("rebalance", published=len(records), workers=3, assignments=assignments, restores=restores,
+          predictions_at_kill=mid, **figures)
+    assert all(assignments.values()) and sum(assignments.values()) >= 7 and restores >= 3, (assignments, restores)
