@@ -1,0 +1,475 @@
+"""``make bench`` / ``streamrank bench``: the worker against its Kafka ceiling, in one run.
+
+One embedded broker, one generated world (encoded once), one trained model; then, per run:
+
+1. **passthrough**: a child process consumes the input topics and produces the same bytes with the
+   worker's client settings (``consumer_kwargs``/``producer_kwargs``), flushing and committing per
+   poll batch like the worker: the ceiling the Kafka client allows;
+2. **worker** at saturation: a child process runs ``Worker`` over the same preloaded topics
+   (another group): events/s, CPU µs per event by stage (the worker's own stage timers), and
+   event-to-prediction latency (prediction record timestamp − input record timestamp, both wall
+   clock at send);
+3. **worker at half load**: fresh topics, input produced at 0.5 × the saturation rate while the
+   worker runs: p50/p99 latency;
+4. **state**: bytes per business (latest changelog value) and restore rate from the changelog;
+5. **trainer**: training-set build events/s on the log's records (the fit is timed once, when the
+   bench's model is trained);
+6. **replay**: ``consumer.replay.replay`` of the preloaded topics.
+
+Both Kafka children are separate processes so that the producing/reading parent does not share
+their GIL. The key figure is worker events/s ÷ passthrough msgs/s, from the same run. Timings are
+printed and written to ``bench-out/bench.json``; nothing asserts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from consumer.config import Config
+
+IDLE_EXIT_S = 2.0
+TRAIN_BUSINESSES = 300
+BATCH_STAGES = ("poll", "decode", "state", "score", "produce", "commit")
+
+
+# ----------------------------------------------------------------------------- child processes
+def _child_main(spec_path: str) -> int:
+    """Run one measured loop (``passthrough`` or ``worker``) and write its figures as JSON."""
+    from consumer import logs
+
+    logs.setup("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = Config(**spec["cfg"])
+    kind = spec["kind"]
+    ready = Path(spec["ready"])
+    if kind == "worker" and os.environ.get("STREAMRANK_BENCH_PROFILE"):
+        import cProfile
+
+        # Profiling aid (figures from a profiled run are not the bench's): cProfile stats to this path.
+        prof = cProfile.Profile()
+        result = prof.runcall(_run_worker, cfg, ready)
+        prof.dump_stats(f"{os.environ['STREAMRANK_BENCH_PROFILE']}.{ready.parent.name}")
+    elif kind == "worker":
+        result = _run_worker(cfg, ready)
+    else:
+        result = _run_passthrough(cfg, spec["output_topic"], ready)
+    Path(spec["out"]).write_text(json.dumps(result))
+    return 0
+
+
+def _run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
+    from consumer.worker import Worker
+
+    w = Worker(cfg, exit_when_idle_s=IDLE_EXIT_S, worker_id="bench")
+    first: list[float] = []
+    last = [0.0]
+    cpu0: list[float] = []
+    run_batch = w._run_batch
+
+    def timed() -> bool:
+        t = time.perf_counter()
+        c = time.process_time()
+        progressed = run_batch()
+        if progressed:
+            if not first:
+                first.append(t)
+                cpu0.append(c)
+            last[0] = time.perf_counter()
+        elif w._joined and not w._to_restore and not ready.exists():
+            ready.write_text("ready")
+        return progressed
+
+    w._run_batch = timed  # the bench's throughput window: first batch with records to the last one
+    stats = w.run()
+    cpu = time.process_time() - cpu0[0] if cpu0 else 0.0
+    stages = {}
+    for s in BATCH_STAGES:
+        v = w.metrics.registry.get_sample_value("streamrank_batch_stage_seconds_sum", {"stage": s})
+        stages[s] = v or 0.0
+    consumed = sum(stats.consumed.values())
+    return {"consumed": consumed, "predictions": stats.predictions, "batches": stats.batches,
+            "seconds": (last[0] - first[0]) if first else 0.0, "cpu_seconds": cpu, "stage_seconds": stages,
+            "dead_letters": sum(stats.dead_letters.values())}
+
+
+def _run_passthrough(cfg: Config, output_topic: str, ready: Path) -> dict[str, Any]:
+    from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+    from consumer.kafka import consumer_kwargs, producer_kwargs
+
+    producer = KafkaProducer(**producer_kwargs(cfg))
+    consumer = KafkaConsumer(**consumer_kwargs(cfg, cfg.group_id, partition_assignment_strategy=(RangePartitionAssignor,)))
+    consumer.subscribe(list(cfg.input_topics))
+    consumed = 0
+    first = last = None
+    idle_since = time.monotonic()
+    cpu0 = 0.0
+    try:
+        while True:
+            t = time.perf_counter()
+            c = time.process_time()
+            batch = consumer.poll(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_size)
+            if not batch:
+                if consumer.assignment():
+                    if not ready.exists():
+                        ready.write_text("ready")
+                    if time.monotonic() - idle_since >= IDLE_EXIT_S:
+                        break
+                else:
+                    idle_since = time.monotonic()
+                continue
+            if first is None:
+                first, cpu0 = t, c
+            send = producer.send
+            offsets = {}
+            for tp, recs in batch.items():
+                for r in recs:
+                    send(output_topic, key=r.key, value=r.value, partition=tp.partition)
+                offsets[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
+                consumed += len(recs)
+            producer.flush()
+            consumer.commit(offsets)
+            last = time.perf_counter()
+            idle_since = time.monotonic()
+    finally:
+        consumer.close()
+        producer.close()
+    return {"consumed": consumed, "seconds": (last - first) if first else 0.0,
+            "cpu_seconds": time.process_time() - cpu0 if first else 0.0}
+
+
+class _Child:
+    """A measured loop in its own process (same interpreter, ``python -m consumer.bench --child``)."""
+
+    def __init__(self, kind: str, cfg: Config, work: Path, output_topic: str = ""):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))
+        self.out = self.dir / "out.json"
+        self.ready = self.dir / "ready"
+        spec = {"kind": kind, "cfg": dataclasses.asdict(cfg), "out": str(self.out), "ready": str(self.ready),
+                "output_topic": output_topic}
+        (self.dir / "spec.json").write_text(json.dumps(spec))
+        self.proc = subprocess.Popen([sys.executable, "-m", "consumer.bench", "--child", str(self.dir / "spec.json")])
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bench child exited with {self.proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"bench child not ready within {timeout_s:.0f}s")
+            time.sleep(0.02)
+
+    def result(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        if rc != 0 or not self.out.exists():
+            raise RuntimeError(f"bench child {self.dir.name} failed with exit code {rc}")
+        return json.loads(self.out.read_text())
+
+
+# ----------------------------------------------------------------------------- parent helpers
+def _encode_world(cfg: Config, world: Any) -> list[tuple[bool, bytes, bytes]]:
+    """(is_business, key, Avro value) for every generated record, encoded once for all runs."""
+    from consumer.codec import AvroCodec, FileSchemaRegistry
+    from sim.world import generate_records
+
+    registry = FileSchemaRegistry(cfg.schema_registry or None)
+    codecs = {"business": AvroCodec(registry, "BusinessEvent"), "activity": AvroCodec(registry, "ActivityEvent")}
+    return [(kind == "business", rec["business_id"].encode(), codecs[kind].encode(rec)) for kind, rec in generate_records(world)]
+
+
+def _publish(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], rate: float | None = None) -> dict[tuple[int, int], int]:
+    """Produce the records (record timestamp = wall clock at send), paced at ``rate`` per second if
+    given. Returns (partition, offset) → timestamp ms of the activity records."""
+    from kafka import KafkaProducer
+
+    from consumer.kafka import producer_kwargs
+
+    producer = KafkaProducer(**producer_kwargs(cfg))
+    futures = []
+    bt, at = cfg.business_topic, cfg.activity_topic
+    t0 = time.perf_counter()
+    try:
+        for i, (is_business, key, value) in enumerate(encoded):
+            if rate is not None and i % 50 == 0:
+                ahead = i / rate - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            f = producer.send(bt if is_business else at, key=key, value=value)
+            if not is_business:
+                futures.append(f)
+        producer.flush()
+    finally:
+        producer.close()
+    return {(m.partition, m.offset): m.timestamp for m in (f.get() for f in futures)}
+
+
+def _prediction_latencies(cfg: Config, sent: dict[tuple[int, int], int]) -> list[float]:
+    """ms from each input record's produce time to its prediction record's timestamp."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from consumer.codec import AvroCodec, FileSchemaRegistry
+    from consumer.kafka import consumer_kwargs
+
+    codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
+    consumer = KafkaConsumer(**consumer_kwargs(cfg, None))
+    out: list[float] = []
+    try:
+        tps = [TopicPartition(cfg.predictions_topic, p) for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic) or [])]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        done: set = set()
+        deadline = time.monotonic() + 120
+        while len(done) < len(tps) and time.monotonic() < deadline:
+            for tp, recs in consumer.poll(timeout_ms=300, max_records=50_000).items():
+                for r in recs:
+                    p = codec.decode(r.value)
+                    t_in = sent.get((p["source_partition"], p["source_offset"]))
+                    if t_in is not None:
+                        out.append(r.timestamp - t_in)
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if hw is not None and consumer.position(tp) >= hw:
+                    done.add(tp)
+    finally:
+        consumer.close()
+    return out
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return float(s[min(len(s) - 1, int(q * len(s)))])
+
+
+def _state_figures(cfg: Config, partitions: int) -> dict[str, Any]:
+    from kafka import KafkaConsumer
+
+    from consumer.kafka import consumer_kwargs
+    from consumer.statestore import encode_entry, restore_partitions
+
+    parts, rs = restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(cfg, None)), cfg.changelog_topic, list(range(partitions)))
+    sizes = [len(encode_entry(e)) for ps in parts.values() for e in ps.entries.values()]
+    return {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
+            "bytes_per_business_max": max(sizes) if sizes else None, "changelog_records": rs.records,
+            "restore_seconds": rs.seconds, "restore_entities_per_s": rs.rate}
+
+
+def _topics(base: Config, tag: str) -> Config:
+    return base.with_overrides(
+        business_topic=f"{tag}-business", activity_topic=f"{tag}-activity", predictions_topic=f"{tag}-predictions",
+        dead_letter_topic=f"{tag}-dead-letters", changelog_topic=f"{tag}-changelog", group_id=f"{tag}-worker",
+    )
+
+
+# ----------------------------------------------------------------------------- the bench
+def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None = None, half_load_s: float = 6.0,
+              seed: int = 7, partitions: int = 4, bootstrap: str | None = None,
+              batch_size: int | None = None, train_businesses: int = TRAIN_BUSINESSES) -> dict[str, Any]:
+    from consumer import logs
+    from consumer.broker import EmbeddedBroker
+    from consumer.kafka import create_topics
+    from consumer.replay import Position, replay
+    from models.dataset import build_training_set
+    from models.registry import ModelRegistry
+    from models.train import TrainOptions
+    from models.bench import simulated_records
+    from models.trainer import train_and_register
+    from sim.world import WorldConfig
+
+    logs.setup("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # the producer's "task ran for 0.2 s" notes while we flood it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="streamrank-bench-"))
+    tag = f"bench-{uuid.uuid4().hex[:8]}"  # topics of their own, even on a shared broker
+    # ~850 events per business and 10 days with the simulator's default traffic; 21 days gives the
+    # trainer its validation window.
+    days = 21
+    n_biz = businesses or max(20, round(events / (days * 40)) + 1)
+    world = WorldConfig(businesses=n_biz, days=days, seed=seed, cities=3, categories=4)
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "runs": []}
+    broker_ctx = EmbeddedBroker() if bootstrap is None else None
+    try:
+        if broker_ctx is not None:
+            bootstrap = broker_ctx.__enter__().bootstrap
+        base = Config(bootstrap=bootstrap, registry_dir=str(work / "registry"), partitions=partitions)
+        if batch_size:
+            base = base.with_overrides(batch_size=batch_size)
+        report["machine"]["batch_size"] = base.batch_size
+        t = time.perf_counter()
+        encoded = _encode_world(base, world)[:events] if events else _encode_world(base, world)
+        report["world"] = {"businesses": n_biz, "days": days, "events": len(encoded), "encode_seconds": time.perf_counter() - t}
+        print(f"world: {n_biz} businesses x {days} days, {len(encoded):,} events encoded", file=sys.stderr)
+        # The model is trained once, on a world big enough for it to pass the worker's sanity set
+        # (the worker refuses a model that fails it, whatever the registry says), from records in
+        # memory as the trainer gets them from the log reader.
+        # The sanity set is strict for a model of a small world: try a few worlds before giving up.
+        failures: list[str] = []
+        for train_seed in range(seed, seed + 4):
+            records = simulated_records(train_businesses, days, train_seed, partitions=4)
+            opts = TrainOptions(objective="rank:ndcg", sample_rate=0.2, validation_days=5)
+            outcome = train_and_register(records, ModelRegistry(base.registry_dir), options=opts)
+            failures = ModelRegistry(base.registry_dir).load(outcome.version).sanity_failures()
+            if not failures:
+                break
+        if failures:
+            raise RuntimeError(f"the bench's model fails the worker's sanity set (the worker would refuse it): {failures}")
+        if not outcome.promoted:  # a bench measures speed: serve it whatever the gates said
+            ModelRegistry(base.registry_dir).promote(outcome.version, "bench: promoted regardless of gates", decided_by="bench")
+        report["model"] = {"version": outcome.version, "fit_seconds": outcome.fit.seconds, "train_events": len(records), "train_seed": train_seed,
+                           "train_build_events_per_s": outcome.build.events_per_s, "promoted_by_gates": outcome.promoted}
+        for run in range(runs):
+            cfg = _topics(base, f"{tag}-r{run}")
+            create_topics(cfg)
+            t = time.perf_counter()
+            sent = _publish(cfg, encoded)
+            publish_s = time.perf_counter() - t
+            r: dict[str, Any] = {"publish": {"events_per_s": len(encoded) / publish_s}}
+            print(f"[run {run + 1}/{runs}] passthrough", file=sys.stderr)
+            pt_out = f"{tag}-r{run}-passthrough-out"
+            create_topics(cfg, [(pt_out, partitions, {})])
+            pt = _Child("passthrough", cfg.with_overrides(group_id=f"{tag}-r{run}-passthrough"), work, pt_out)
+            p = pt.result()
+            r["passthrough"] = {**p, "msgs_per_s": p["consumed"] / p["seconds"] if p["seconds"] else None}
+
+            print(f"[run {run + 1}/{runs}] worker (saturation)", file=sys.stderr)
+            wk = _Child("worker", cfg, work).result()
+            lat = _prediction_latencies(cfg, sent)
+            n = wk["consumed"]
+            r["worker"] = {
+                **wk, "events_per_s": n / wk["seconds"] if wk["seconds"] else None,
+                "cpu_us_per_event": 1e6 * wk["cpu_seconds"] / n if n else None,
+                "stage_us_per_event": {s: 1e6 * v / n for s, v in wk["stage_seconds"].items()} if n else {},
+                "latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "n": len(lat)},
+            }
+            r["ratio"] = (r["worker"]["events_per_s"] or 0) / (r["passthrough"]["msgs_per_s"] or float("inf"))
+            r["state"] = _state_figures(cfg, partitions)
+
+            print(f"[run {run + 1}/{runs}] worker (half load)", file=sys.stderr)
+            rate = 0.5 * (r["worker"]["events_per_s"] or 1000.0)
+            hcfg = _topics(base, f"{tag}-r{run}h")
+            create_topics(hcfg)
+            half = encoded[: max(1000, int(rate * half_load_s))]
+            child = _Child("worker", hcfg, work)
+            child.wait_ready()
+            hsent = _publish(hcfg, half, rate=rate)
+            hw = child.result()
+            hlat = _prediction_latencies(hcfg, hsent)
+            r["half_load"] = {"rate_events_per_s": rate, "events": len(half), "consumed": hw["consumed"],
+                              "latency_ms": {"p50": _pct(hlat, 0.5), "p99": _pct(hlat, 0.99), "n": len(hlat)}}
+
+            print(f"[run {run + 1}/{runs}] trainer build, replay", file=sys.stderr)
+            ts = build_training_set(records, sample_rate=0.2)
+            r["trainer"] = {"build_events_per_s": ts.stats.events_per_s, "events": ts.stats.records}
+            rs = replay(cfg, report["model"]["version"], f"{tag}-r{run}-replay", Position.earliest())
+            r["replay"] = {"events_per_s": rs.events_per_s, "compute_events_per_s": rs.compute_events_per_s,
+                           "records": rs.records_read}
+            report["runs"].append(r)
+            print(_run_line(run, r), file=sys.stderr)
+    finally:
+        if broker_ctx is not None:
+            broker_ctx.__exit__(None, None, None)
+    report["summary"] = _summary(report["runs"])
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=1, default=float))
+    return report
+
+
+def _run_line(run: int, r: dict[str, Any]) -> str:
+    return (f"  run {run + 1}: passthrough {r['passthrough']['msgs_per_s']:,.0f}/s, worker {r['worker']['events_per_s']:,.0f}/s "
+            f"(ratio {r['ratio']:.2f}), half-load p99 {r['half_load']['latency_ms']['p99']} ms")
+
+
+FIGURES: list[tuple[str, tuple[str, ...], str, str]] = [
+    # label, path in a run, unit, target
+    ("passthrough (ceiling)", ("passthrough", "msgs_per_s"), "msgs/s", ""),
+    ("worker", ("worker", "events_per_s"), "events/s", ""),
+    ("worker / passthrough", ("ratio",), "", ">= 0.65"),
+    ("latency p50, saturation", ("worker", "latency_ms", "p50"), "ms", ""),
+    ("latency p99, saturation", ("worker", "latency_ms", "p99"), "ms", ""),
+    ("latency p50, half load", ("half_load", "latency_ms", "p50"), "ms", ""),
+    ("latency p99, half load", ("half_load", "latency_ms", "p99"), "ms", "< 50"),
+    ("worker CPU per event", ("worker", "cpu_us_per_event"), "µs", ""),
+    *[(f"  stage {s}", ("worker", "stage_us_per_event", s), "µs/event", "") for s in BATCH_STAGES],
+    ("trainer build", ("trainer", "build_events_per_s"), "events/s", ">= 100k"),
+    ("state per business", ("state", "bytes_per_business_mean"), "bytes", "<= 2048"),
+    ("state restore", ("state", "restore_entities_per_s"), "entities/s", ">= 100k"),
+    ("replay", ("replay", "events_per_s"), "events/s", ""),
+]
+
+
+def _get(d: Any, path: tuple[str, ...]) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for label, path, unit, target in FIGURES:
+        vals = [v for v in (_get(r, path) for r in runs) if v is not None]
+        out[".".join(path)] = {"label": label.strip(), "unit": unit, "target": target,
+                               "min": min(vals) if vals else None, "median": statistics.median(vals) if vals else None,
+                               "max": max(vals) if vals else None, "n": len(vals)}
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        if v is None:
+            return "-"
+        return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"
+
+    lines = [f"{'figure':<28} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target",
+             "-" * 82]
+    for label, path, unit, target in FIGURES:
+        s = report["summary"][".".join(path)]
+        lines.append(f"{label:<28} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target}")
+    m = report.get("model", {})
+    w = report.get("world", {})
+    lines.append(f"model fit {m.get('fit_seconds', 0):.1f} s (once); world {w.get('events', 0):,} events, "
+                 f"{w.get('businesses')} businesses; {len(report['runs'])} runs, {report['machine']['cpus']} CPUs")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m consumer.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000, help="input events per run (default 100000)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--half-load-s", type=float, default=6.0, help="seconds of paced input for the half-load latency")
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--batch-size", type=int, default=None, help="records per poll batch (default: the Config default)")
+    ap.add_argument("--bootstrap", default=None, help="an existing broker instead of the embedded one")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        return _child_main(a.child)
+    report = run_bench(a.events, a.runs, Path(a.out), half_load_s=a.half_load_s, bootstrap=a.bootstrap,
+                       batch_size=a.batch_size)
+    print(format_table(report))
+    print(f"JSON: {Path(a.out) / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
