@@ -99,6 +99,43 @@ class RowBuffer:
         return self.rows
 
 
+def fold_item(
+    item: Decoded | Tombstone,
+    store: dict[int, PartitionState],
+    spec: FeatureSpec,
+    outcomes: Counter,
+    deleted: list[tuple[int, str]] | None = None,
+) -> tuple[Entry | None, str]:
+    """Apply one event or tombstone to its partition's state and count its outcome.
+
+    The one state transition of the worker, shared by ``process`` and the replay's fold-only
+    prefix. Returns the entry it changed (None for a tombstone or an already-applied record).
+    """
+    part = store.get(item.partition)
+    if part is None:
+        part = store[item.partition] = PartitionState(item.partition)
+    if type(item) is Tombstone:
+        if part.entries.pop(item.business_id, None) is not None:
+            part.dirty.add(item.business_id)
+            if deleted is not None:
+                deleted.append((item.partition, item.business_id))
+        outcomes[BUSINESS_DELETED] += 1
+        return None, BUSINESS_DELETED
+    event = item.event
+    bid = event.business_id
+    entry = part.entries.get(bid)
+    if entry is None:
+        entry = part.entries[bid] = Entry(new_state(bid, spec))
+    elif item.offset <= entry.applied[item.rank]:
+        outcomes[ALREADY_APPLIED] += 1
+        return None, ALREADY_APPLIED
+    entry.state, outcome = apply(entry.state, event, spec)
+    entry.applied[item.rank] = item.offset
+    part.dirty.add(bid)
+    outcomes[outcome] += 1
+    return entry, outcome
+
+
 def process(
     items: Iterable[Decoded | DeadLetter | Tombstone],
     store: dict[int, PartitionState],
@@ -118,27 +155,7 @@ def process(
             out.dead_letters.append(item)
             outcomes[DEAD_LETTER] += 1
             continue
-        part = store.get(item.partition)
-        if part is None:
-            part = store[item.partition] = PartitionState(item.partition)
-        if type(item) is Tombstone:
-            if part.entries.pop(item.business_id, None) is not None:
-                part.dirty.add(item.business_id)
-                out.deleted.append((item.partition, item.business_id))
-            outcomes[BUSINESS_DELETED] += 1
-            continue
-        event = item.event
-        bid = event.business_id
-        entry = part.entries.get(bid)
-        if entry is None:
-            entry = part.entries[bid] = Entry(new_state(bid, spec))
-        elif item.offset <= entry.applied[item.rank]:
-            outcomes[ALREADY_APPLIED] += 1
-            continue
-        entry.state, outcome = apply(entry.state, event, spec)
-        entry.applied[item.rank] = item.offset
-        part.dirty.add(bid)
-        outcomes[outcome] += 1
+        entry, outcome = fold_item(item, store, spec, outcomes, out.deleted)
         if outcome is SCORED:
             state = entry.state
             row = buf.ensure(len(pending) + 1)[len(pending)]

@@ -53,19 +53,16 @@ from consumer.decode import Decoded
 from consumer.errors import StreamrankError
 from consumer.logreader import LogRange, LogRecord, read_input_log
 from consumer.process import (
-    ALREADY_APPLIED,
-    BUSINESS_DELETED,
     RowBuffer,
+    fold_item,
     Scorer,
     Tombstone,
     process,
 )
-from consumer.statestore import Entry, PartitionState
+from consumer.statestore import PartitionState
 from consumer.timeindex import DEFAULT_MAX_LATENESS_MS, TimeLookup
 from features.order import ACTIVITY_RANK, merge_finished
-from features.scoring import apply
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from features.state import new_state
 
 DEFAULT_CHUNK = 5_000
 KEY_MISMATCH = "key_mismatch"
@@ -286,24 +283,7 @@ def fold(items: Iterable[Any], store: dict[int, PartitionState], spec: FeatureSp
     n = 0
     for item in items:
         n += 1
-        part = store.get(item.partition)
-        if part is None:
-            part = store[item.partition] = PartitionState(item.partition)
-        if type(item) is Tombstone:
-            part.entries.pop(item.business_id, None)
-            outcomes[BUSINESS_DELETED] += 1
-            continue
-        event = item.event
-        bid = event.business_id
-        entry = part.entries.get(bid)
-        if entry is None:
-            entry = part.entries[bid] = Entry(new_state(bid, spec))
-        elif item.offset <= entry.applied[item.rank]:
-            outcomes[ALREADY_APPLIED] += 1
-            continue
-        entry.state, outcome = apply(entry.state, event, spec)
-        entry.applied[item.rank] = item.offset
-        outcomes[outcome] += 1
+        fold_item(item, store, spec, outcomes)
     return n
 
 

@@ -36,7 +36,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
-from consumer.decode import Decoded, DeadLetter, Decoder
+from consumer.decode import Decoded, Decoder
 from consumer.errors import StreamrankError, TopicLayoutError
 from consumer.kafka import check_copartitioned, check_reachable, consumer_kwargs, create_topics, partition_counts
 from consumer.metrics import WorkerMetrics
