@@ -21,23 +21,14 @@ def _read_predictions(cfg: Config) -> list[dict]:
     from kafka import KafkaConsumer, TopicPartition
 
     from consumer.codec import AvroCodec, FileSchemaRegistry
-    from consumer.kafka import consumer_kwargs
+    from consumer.kafka import consumer_kwargs, iter_to_highwater
 
     codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None))
     tps = [TopicPartition(cfg.predictions_topic, p) for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic))]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
-    out: list[dict] = []
-    done: set = set()
-    deadline = time.monotonic() + 60
-    while len(done) < len(tps) and time.monotonic() < deadline:
-        for tp, recs in consumer.poll(timeout_ms=300, max_records=50_000).items():
-            out.extend(codec.decode(r.value, tp.topic, tp.partition, r.offset) for r in recs)
-        for tp in tps:
-            hw = consumer.highwater(tp)
-            if hw is not None and consumer.position(tp) >= hw:
-                done.add(tp)
+    out = [codec.decode(r.value, r.topic, r.partition, r.offset) for r in iter_to_highwater(consumer, tps, max_records=50_000)]
     consumer.close()
     return out
 

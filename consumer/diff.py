@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -75,7 +74,7 @@ def scan_topic(cfg: Config, topic: str, idle_timeout_s: float = 30.0) -> Iterato
     """Every record of ``topic`` up to the high-water marks of the first fetch; no consumer group."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from consumer.kafka import check_reachable, consumer_kwargs
+    from consumer.kafka import check_reachable, consumer_kwargs, iter_to_highwater
 
     check_reachable(cfg.bootstrap)
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None, max_poll_records=10_000))
@@ -86,27 +85,10 @@ def scan_topic(cfg: Config, topic: str, idle_timeout_s: float = 30.0) -> Iterato
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        targets: dict[Any, int] = {}
-        pending = set(tps)
-        last = time.monotonic()
-        while pending:
-            batch = consumer.poll(timeout_ms=300)
-            for tp in pending:
-                if tp not in targets and consumer.highwater(tp) is not None:
-                    targets[tp] = consumer.highwater(tp)
-            for tp, recs in batch.items():
-                target = targets.get(tp)
-                for rec in recs:
-                    if target is not None and rec.offset >= target:
-                        break
-                    yield rec
-                last = time.monotonic()
-            for tp in list(pending):
-                if tp in targets and consumer.position(tp) >= targets[tp]:
-                    pending.discard(tp)
-                    consumer.pause(tp)  # past the snapshot: not ours to read
-            if pending and time.monotonic() - last > idle_timeout_s:
-                raise DiffError(f"reading {topic} stalled for {idle_timeout_s:.0f}s on {len(pending)} partitions")
+        try:
+            yield from iter_to_highwater(consumer, tps, idle_timeout_s=idle_timeout_s)
+        except TimeoutError as exc:
+            raise DiffError(f"reading {topic}: {exc}") from exc
     finally:
         consumer.close()
 

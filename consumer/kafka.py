@@ -193,3 +193,48 @@ def check_copartitioned(cfg: Config) -> int:
             "must land in the same partition number; recreate them with the same partition count"
         )
     return next(iter(counts.values()))
+
+
+def iter_to_highwater(
+    consumer: Any,
+    tps: list[Any],
+    *,
+    poll_ms: int = 300,
+    max_records: int = 10_000,
+    idle_timeout_s: float = 30.0,
+    on_poll: Any = None,
+) -> Any:
+    """Yield every record of the assigned ``tps`` from the consumer's position up to the
+    high-water mark each partition reported on its first fetch, then stop.
+
+    The high-water mark comes from the fetch, not ``end_offsets`` (wrong on the embedded broker).
+    Records produced after the snapshot are not read. ``on_poll(pending)`` is called after each
+    poll with the number of partitions still unfinished. A read that makes no progress for
+    ``idle_timeout_s`` raises :class:`TimeoutError`.
+    """
+    targets: dict[Any, int] = {}
+    pending = set(tps)
+    last = time.monotonic()
+    while pending:
+        batch = consumer.poll(timeout_ms=poll_ms, max_records=max_records)
+        for tp in pending:
+            if tp not in targets and consumer.highwater(tp) is not None:
+                targets[tp] = consumer.highwater(tp)
+        for tp, recs in batch.items():
+            target = targets.get(tp)
+            for rec in recs:
+                if target is not None and rec.offset >= target:
+                    break
+                yield rec
+            last = time.monotonic()
+        for tp in list(pending):
+            if tp in targets and consumer.position(tp) >= targets[tp]:
+                pending.discard(tp)
+                # Past the snapshot: not ours to read. (Never resumed, so kafka-python's
+                # stranded-fetch-after-resume problem cannot arise here.)
+                consumer.pause(tp)
+        if on_poll is not None:
+            on_poll(len(pending))
+        if pending and time.monotonic() - last > idle_timeout_s:
+            stuck = sorted(f"{tp.topic}[{tp.partition}]" for tp in pending)
+            raise TimeoutError(f"reading to the high-water mark stalled for {idle_timeout_s:.0f}s on {stuck}")

@@ -8,14 +8,13 @@ coordinates so the caller can apply the same per-partition order as the live wor
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
 from consumer.errors import DecodeError, StreamrankError
-from consumer.kafka import check_reachable, consumer_kwargs
+from consumer.kafka import check_reachable, consumer_kwargs, iter_to_highwater
 from features.errors import InvalidEvent
 from features.events import ActivityEvent, BusinessEvent
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
@@ -91,56 +90,36 @@ def read_input_log(
             tps.extend(TopicPartition(topic, p) for p in sorted(parts))
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        targets: dict[Any, int] = {}
-        pending = set(tps)
-        last_progress = time.monotonic()
-        while pending:
-            batch = consumer.poll(timeout_ms=500)
-            for tp in list(pending):
-                if tp not in targets:
-                    hw = consumer.highwater(tp)
-                    if hw is not None:
-                        targets[tp] = hw
-            for tp, records in batch.items():
-                rank, codec, build = decoders[tp.topic]
-                target = targets.get(tp)
-                for rec in records:
-                    if target is not None and rec.offset >= target:
-                        break
-                    rng.observe(tp.topic, tp.partition, rec.offset)
-                    rng.records += 1
-                    if rec.value is None and rank == BUSINESS_RANK:
-                        if rec.key:
-                            yield LogRecord(rank, tp.partition, rec.offset, None, rec.key.decode("utf-8", "replace"))
-                        continue
-                    try:
-                        event = build(codec.decode(rec.value, tp.topic, tp.partition, rec.offset))
-                    except DecodeError:
-                        rng.undecodable += 1
-                        continue
-                    except InvalidEvent:
-                        rng.invalid += 1
-                        continue
-                    t = event.event_time
-                    if rng.min_event_time is None or t < rng.min_event_time:
-                        rng.min_event_time = t
-                    if rng.max_event_time is None or t > rng.max_event_time:
-                        rng.max_event_time = t
-                    if keys:
-                        key = None if rec.key is None else rec.key.decode("utf-8", "replace")
-                        yield LogRecord(rank, tp.partition, rec.offset, event, key)
-                    else:
-                        yield LogRecord(rank, tp.partition, rec.offset, event)
-                last_progress = time.monotonic()
-            for tp in list(pending):
-                if tp in targets and consumer.position(tp) >= targets[tp]:
-                    pending.discard(tp)
-                    consumer.pause(tp)  # records past the snapshot are not ours to read
-            if progress is not None:
-                progress(rng.records, len(pending))
-            if pending and time.monotonic() - last_progress > idle_timeout_s:
-                raise StreamrankError(
-                    f"reading the input log stalled for {idle_timeout_s:.0f}s with {len(pending)} partitions unfinished"
-                )
+        on_poll = None if progress is None else (lambda pending: progress(rng.records, pending))
+        records = iter_to_highwater(consumer, tps, poll_ms=500, max_records=5000, idle_timeout_s=idle_timeout_s, on_poll=on_poll)
+        try:
+            for rec in records:
+                rank, codec, build = decoders[rec.topic]
+                rng.observe(rec.topic, rec.partition, rec.offset)
+                rng.records += 1
+                if rec.value is None and rank == BUSINESS_RANK:
+                    if rec.key:
+                        yield LogRecord(rank, rec.partition, rec.offset, None, rec.key.decode("utf-8", "replace"))
+                    continue
+                try:
+                    event = build(codec.decode(rec.value, rec.topic, rec.partition, rec.offset))
+                except DecodeError:
+                    rng.undecodable += 1
+                    continue
+                except InvalidEvent:
+                    rng.invalid += 1
+                    continue
+                t = event.event_time
+                if rng.min_event_time is None or t < rng.min_event_time:
+                    rng.min_event_time = t
+                if rng.max_event_time is None or t > rng.max_event_time:
+                    rng.max_event_time = t
+                if keys:
+                    key = None if rec.key is None else rec.key.decode("utf-8", "replace")
+                    yield LogRecord(rank, rec.partition, rec.offset, event, key)
+                else:
+                    yield LogRecord(rank, rec.partition, rec.offset, event)
+        except TimeoutError as exc:
+            raise StreamrankError(f"reading the input log: {exc}") from exc
     finally:
         consumer.close()

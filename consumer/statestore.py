@@ -79,6 +79,8 @@ def restore_partitions(
     """
     from kafka import TopicPartition
 
+    from consumer.kafka import iter_to_highwater
+
     t0 = time.perf_counter()
     tps = [TopicPartition(changelog_topic, p) for p in partitions]
     latest: dict[int, dict[str, bytes | None]] = {p: {} for p in partitions}
@@ -88,29 +90,9 @@ def restore_partitions(
         try:
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
-            targets: dict[Any, int] = {}
-            pending = set(tps)
-            last = time.monotonic()
-            while pending:
-                batch = consumer.poll(timeout_ms=100, max_records=20_000)
-                for tp in pending:
-                    if tp not in targets and consumer.highwater(tp) is not None:
-                        targets[tp] = consumer.highwater(tp)
-                for tp, recs in batch.items():
-                    target = targets.get(tp)
-                    part = latest[tp.partition]
-                    for rec in recs:
-                        if target is not None and rec.offset >= target:
-                            break
-                        part[rec.key.decode()] = rec.value
-                        records += 1
-                    last = time.monotonic()
-                for tp in list(pending):
-                    if tp in targets and consumer.position(tp) >= targets[tp]:
-                        pending.discard(tp)
-                        consumer.pause(tp)
-                if pending and time.monotonic() - last > idle_timeout_s:
-                    raise TimeoutError(f"changelog {changelog_topic} restore stalled on {sorted(tp.partition for tp in pending)}")
+            for rec in iter_to_highwater(consumer, tps, poll_ms=100, max_records=20_000, idle_timeout_s=idle_timeout_s):
+                latest[rec.partition][rec.key.decode()] = rec.value
+                records += 1
         finally:
             consumer.close()
     out: dict[int, PartitionState] = {}

@@ -13,7 +13,7 @@ from typing import Any
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
 from consumer.decode import Decoded
-from consumer.kafka import consumer_kwargs
+from consumer.kafka import consumer_kwargs, iter_to_highwater
 from consumer.logreader import LogRange, read_input_log
 from consumer.process import Tombstone, process
 from consumer.publish import publish_records
@@ -62,19 +62,7 @@ def read_topic(cfg: Config, topic: str, timeout_s: float = 30) -> list[Any]:
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        out: list[Any] = []
-        done: set = set()
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} timed out")
-            for recs in consumer.poll(timeout_ms=200, max_records=100_000).values():
-                out.extend(recs)
-            for tp in tps:
-                hw = consumer.highwater(tp)
-                if hw is not None and consumer.position(tp) >= hw:
-                    done.add(tp)
-        return out
+        return list(iter_to_highwater(consumer, tps, max_records=100_000, idle_timeout_s=timeout_s))
     finally:
         consumer.close()
 
