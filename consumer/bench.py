@@ -1,16 +1,21 @@
 """``make bench`` / ``streamrank bench``: the worker against its Kafka ceiling, in one run.
 
-One embedded broker, one generated world (encoded once), one trained model; then, per run:
+One embedded broker, one generated world (encoded once), one trained model; then, per run and per
+installed transport (``consumer.transport``: kafka-python, confluent-kafka):
 
-1. **passthrough**: a child process consumes the input topics and produces the same bytes with the
-   worker's client settings (``consumer_kwargs``/``producer_kwargs``), flushing and committing per
-   poll batch like the worker: the ceiling the Kafka client allows;
+1. **passthrough** at saturation: a child process consumes the preloaded input topics and produces
+   the same bytes through the worker's transport and settings, flushing and committing per poll
+   batch like the worker's checkpoint: the ceiling the Kafka client allows;
 2. **worker** at saturation: a child process runs ``Worker`` over the same preloaded topics
-   (another group): events/s, CPU µs per event by stage (the worker's own stage timers), and
-   event-to-prediction latency (prediction record timestamp − input record timestamp, both wall
-   clock at send);
-3. **worker at half load**: fresh topics, input produced at 0.5 × the saturation rate while the
-   worker runs: p50/p99 latency;
+   (another group): events/s, CPU µs per event by stage (the worker's own stage timers);
+3. **half load**: fresh topics, input produced at 0.5 × the worker's saturation rate while the
+   passthrough, then the worker, runs: p50/p99 latency from each input record's timestamp to its
+   output record's (both wall clock at send). The passthrough's is the floor that the broker, the
+   client and the load generator leave. (At saturation, latency is the age of the backlog: not
+   reported.)
+
+and once per run:
+
 4. **state**: bytes per business (latest changelog value) and restore rate from the changelog;
 5. **trainer**: training-set build events/s on the log's records (the fit is timed once, when the
    bench's model is trained);
@@ -106,50 +111,13 @@ def _run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
 
 
 def _run_passthrough(cfg: Config, output_topic: str, ready: Path) -> dict[str, Any]:
-    from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
-    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from consumer.transport import passthrough
 
-    from consumer.kafka import consumer_kwargs, producer_kwargs
+    def assigned() -> None:
+        if not ready.exists():
+            ready.write_text("ready")
 
-    producer = KafkaProducer(**producer_kwargs(cfg))
-    consumer = KafkaConsumer(**consumer_kwargs(cfg, cfg.group_id, partition_assignment_strategy=(RangePartitionAssignor,)))
-    consumer.subscribe(list(cfg.input_topics))
-    consumed = 0
-    first = last = None
-    idle_since = time.monotonic()
-    cpu0 = 0.0
-    try:
-        while True:
-            t = time.perf_counter()
-            c = time.process_time()
-            batch = consumer.poll(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_size)
-            if not batch:
-                if consumer.assignment():
-                    if not ready.exists():
-                        ready.write_text("ready")
-                    if time.monotonic() - idle_since >= IDLE_EXIT_S:
-                        break
-                else:
-                    idle_since = time.monotonic()
-                continue
-            if first is None:
-                first, cpu0 = t, c
-            send = producer.send
-            offsets = {}
-            for tp, recs in batch.items():
-                for r in recs:
-                    send(output_topic, key=r.key, value=r.value, partition=tp.partition)
-                offsets[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
-                consumed += len(recs)
-            producer.flush()
-            consumer.commit(offsets)
-            last = time.perf_counter()
-            idle_since = time.monotonic()
-    finally:
-        consumer.close()
-        producer.close()
-    return {"consumed": consumed, "seconds": (last - first) if first else 0.0,
-            "cpu_seconds": time.process_time() - cpu0 if first else 0.0}
+    return passthrough(cfg, cfg.group_id, output_topic, idle_exit_s=IDLE_EXIT_S, on_assigned=assigned)
 
 
 class _Child:
@@ -196,14 +164,16 @@ def _encode_world(cfg: Config, world: Any) -> list[tuple[bool, bytes, bytes]]:
     return [(kind == "business", rec["business_id"].encode(), codecs[kind].encode(rec)) for kind, rec in generate_records(world)]
 
 
-def _publish(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], rate: float | None = None) -> dict[tuple[int, int], int]:
+def _publish(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], rate: float | None = None) -> dict[Any, int]:
     """Produce the records (record timestamp = wall clock at send), paced at ``rate`` per second if
-    given. Returns (partition, offset) → timestamp ms of the activity records."""
+    given. Returns the activity records' timestamps (ms), keyed by (partition, offset) and by value."""
     from kafka import KafkaProducer
 
     from consumer.kafka import producer_kwargs
 
-    producer = KafkaProducer(**producer_kwargs(cfg))
+    # The load generator sends each record as soon as it is due (no linger) and keeps several
+    # requests in flight: its own queueing would otherwise count as the worker's latency.
+    producer = KafkaProducer(**producer_kwargs(cfg, linger_ms=0, max_in_flight_requests_per_connection=5, acks=1))
     futures = []
     bt, at = cfg.business_topic, cfg.activity_topic
     t0 = time.perf_counter()
@@ -215,25 +185,28 @@ def _publish(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], rate: float 
                     time.sleep(ahead)
             f = producer.send(bt if is_business else at, key=key, value=value)
             if not is_business:
-                futures.append(f)
+                futures.append((value, f))
         producer.flush()
     finally:
         producer.close()
-    return {(m.partition, m.offset): m.timestamp for m in (f.get() for f in futures)}
+    sent: dict[Any, int] = {}
+    for value, f in futures:
+        m = f.get()
+        sent[(m.partition, m.offset)] = sent[value] = m.timestamp
+    return sent
 
 
-def _prediction_latencies(cfg: Config, sent: dict[tuple[int, int], int]) -> list[float]:
-    """ms from each input record's produce time to its prediction record's timestamp."""
+def _latencies(cfg: Config, topic: str, input_time: Any) -> list[float]:
+    """ms from each input record's produce time (``input_time(record)``, None: not an input's
+    output) to the timestamp of the output record in ``topic`` that it caused."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from consumer.codec import AvroCodec, FileSchemaRegistry
     from consumer.kafka import consumer_kwargs
 
-    codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None))
     out: list[float] = []
     try:
-        tps = [TopicPartition(cfg.predictions_topic, p) for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic) or [])]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         done: set = set()
@@ -241,8 +214,7 @@ def _prediction_latencies(cfg: Config, sent: dict[tuple[int, int], int]) -> list
         while len(done) < len(tps) and time.monotonic() < deadline:
             for tp, recs in consumer.poll(timeout_ms=300, max_records=50_000).items():
                 for r in recs:
-                    p = codec.decode(r.value)
-                    t_in = sent.get((p["source_partition"], p["source_offset"]))
+                    t_in = input_time(r)
                     if t_in is not None:
                         out.append(r.timestamp - t_in)
             for tp in tps:
@@ -254,6 +226,19 @@ def _prediction_latencies(cfg: Config, sent: dict[tuple[int, int], int]) -> list
     return out
 
 
+def _prediction_latencies(cfg: Config, sent: dict[Any, int]) -> list[float]:
+    """ms from each input record's produce time to its prediction record's timestamp."""
+    from consumer.codec import AvroCodec, FileSchemaRegistry
+
+    codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
+
+    def input_time(r: Any) -> int | None:
+        p = codec.decode(r.value)
+        return sent.get((p["source_partition"], p["source_offset"]))
+
+    return _latencies(cfg, cfg.predictions_topic, input_time)
+
+
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -261,17 +246,112 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(s[min(len(s) - 1, int(q * len(s)))])
 
 
-def _state_figures(cfg: Config, partitions: int) -> dict[str, Any]:
-    from kafka import KafkaConsumer
+def _state_figures(cfg: Config, partitions: int, restore_entities: int) -> dict[str, Any]:
+    """Bytes per business from the worker's changelog; the restore rate from a changelog of
+    ``restore_entities`` businesses (the bench's own world is far too small to time a restore:
+    that figure would be consumer start-up). Their states are the worker's, re-keyed."""
+    from kafka import KafkaConsumer, KafkaProducer
 
-    from consumer.kafka import consumer_kwargs
-    from consumer.statestore import encode_entry, restore_partitions
+    from consumer.kafka import consumer_kwargs, create_topics, producer_kwargs
+    from consumer.statestore import decode_entry, encode_entry, restore_partitions
+    from features.state import from_bytes, to_bytes
 
-    parts, rs = restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(cfg, None)), cfg.changelog_topic, list(range(partitions)))
-    sizes = [len(encode_entry(e)) for ps in parts.values() for e in ps.entries.values()]
-    return {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
-            "bytes_per_business_max": max(sizes) if sizes else None, "changelog_records": rs.records,
-            "restore_seconds": rs.seconds, "restore_entities_per_s": rs.rate}
+    def restore(topic: str) -> Any:
+        return restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(cfg, None)), topic, list(range(partitions)))
+
+    parts, _ = restore(cfg.changelog_topic)
+    entries = [e for ps in parts.values() for e in ps.entries.values()]
+    sizes = [len(encode_entry(e)) for e in entries]
+    out: dict[str, Any] = {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
+                           "bytes_per_business_max": max(sizes) if sizes else None}
+    if not entries:
+        return out
+    big = f"{cfg.changelog_topic}-restore-bench"
+    create_topics(cfg, [(big, partitions, {"cleanup.policy": "compact"})])
+    producer = KafkaProducer(**producer_kwargs(cfg))
+    try:
+        for i in range(restore_entities):
+            src = entries[i % len(entries)]
+            copy = decode_entry(encode_entry(src))
+            copy.state = from_bytes(to_bytes(src.state))
+            copy.state.business_id = bid = f"restore-{i:08d}"
+            producer.send(big, key=bid.encode(), value=encode_entry(copy), partition=i % partitions)
+        producer.flush()
+    finally:
+        producer.close()
+    restored, rs = restore(big)
+    n = sum(len(ps.entries) for ps in restored.values())
+    if n != restore_entities:
+        raise RuntimeError(f"restore bench: {n} of {restore_entities} entities restored")
+    out.update(restore_entities=n,
+               restore_seconds=rs.seconds, restore_entities_per_s=rs.rate)
+    return out
+
+
+def installed_transports() -> list[str]:
+    from consumer.transport import TRANSPORTS, check_transport
+    from consumer.errors import ConfigError
+
+    out = []
+    for tr in TRANSPORTS:
+        try:
+            out.append(check_transport(tr))
+        except ConfigError:
+            pass
+    return out
+
+
+def _outputs(cfg: Config, tag: str, transport: str) -> Config:
+    """The same inputs, outputs and group of its own, and the given transport."""
+    return cfg.with_overrides(transport=transport, predictions_topic=f"{tag}-predictions", dead_letter_topic=f"{tag}-dead-letters",
+                              changelog_topic=f"{tag}-changelog", group_id=f"{tag}-worker")
+
+
+def _transport_run(base: Config, cfg: Config, transport: str, tag: str, encoded: list[tuple[bool, bytes, bytes]],
+                   work: Path, partitions: int, half_load_s: float, label: str) -> dict[str, Any]:
+    """With one transport: passthrough and worker at saturation (throughput, on the preloaded
+    input), then both at half the worker's rate (latency: the passthrough's is the floor that
+    broker, client and load generator allow)."""
+    from consumer.kafka import create_topics
+
+    print(f"{label} passthrough (saturation)", file=sys.stderr)
+    pt_out = f"{tag}-{transport}-passthrough-out"
+    create_topics(cfg, [(pt_out, partitions, {})])
+    p = _Child("passthrough", cfg.with_overrides(transport=transport, group_id=f"{tag}-{transport}-passthrough"), work, pt_out).result()
+    out: dict[str, Any] = {"passthrough": {**p, "msgs_per_s": p["consumed"] / p["seconds"] if p["seconds"] else None}}
+
+    print(f"{label} worker (saturation)", file=sys.stderr)
+    wk = _Child("worker", _outputs(cfg, f"{tag}-{transport}", transport), work).result()
+    n = wk["consumed"]
+    out["worker"] = {
+        **wk, "events_per_s": n / wk["seconds"] if wk["seconds"] else None,
+        "cpu_us_per_event": 1e6 * wk["cpu_seconds"] / n if n else None,
+        "stage_us_per_event": {s: 1e6 * v / n for s, v in wk["stage_seconds"].items()} if n else {},
+    }
+    out["ratio"] = (out["worker"]["events_per_s"] or 0) / (out["passthrough"]["msgs_per_s"] or float("inf"))
+
+    rate = 0.5 * (out["worker"]["events_per_s"] or 1000.0)
+    half = encoded[: max(1000, int(rate * half_load_s))]
+    for kind in ("passthrough", "worker"):
+        print(f"{label} {kind} (half load)", file=sys.stderr)
+        hcfg = _topics(base, f"{tag}h-{transport}-{kind}").with_overrides(transport=transport)
+        create_topics(hcfg)
+        hout = f"{hcfg.predictions_topic}-copy"
+        if kind == "passthrough":
+            create_topics(hcfg, [(hout, partitions, {})])
+        child = _Child(kind, hcfg, work, hout)
+        child.wait_ready()
+        sent = _publish(hcfg, half, rate=rate)
+        got = child.result()
+        if kind == "worker":
+            lat = _prediction_latencies(hcfg, sent)
+        else:
+            lat = _latencies(hcfg, hout, lambda r: sent.get(r.value))
+        out[f"half_load_{kind}"] = {"rate_events_per_s": rate, "events": len(half), "consumed": got["consumed"],
+                                    "activity_events": sum(1 for is_business, _, _ in half if not is_business),
+                                    "predictions": got.get("predictions"),
+                                    "latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "n": len(lat)}}
+    return out
 
 
 def _topics(base: Config, tag: str) -> Config:
@@ -284,7 +364,9 @@ def _topics(base: Config, tag: str) -> Config:
 # ----------------------------------------------------------------------------- the bench
 def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None = None, half_load_s: float = 6.0,
               seed: int = 7, partitions: int = 4, bootstrap: str | None = None,
-              batch_size: int | None = None, train_businesses: int = TRAIN_BUSINESSES) -> dict[str, Any]:
+              batch_size: int | None = None, train_businesses: int = TRAIN_BUSINESSES,
+              transports: list[str] | None = None, restore_entities: int = 50_000) -> dict[str, Any]:
+    """``transports``: the Kafka clients to measure (default: every one installed, kafka-python first)."""
     from consumer import logs
     from consumer.broker import EmbeddedBroker
     from consumer.kafka import create_topics
@@ -315,6 +397,9 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
         if batch_size:
             base = base.with_overrides(batch_size=batch_size)
         report["machine"]["batch_size"] = base.batch_size
+        report["machine"]["checkpoint_interval_ms"] = base.checkpoint_interval_ms
+        transports = transports or installed_transports()
+        report["machine"]["transports"] = transports
         t = time.perf_counter()
         encoded = _encode_world(base, world)[:events] if events else _encode_world(base, world)
         report["world"] = {"businesses": n_biz, "days": days, "events": len(encoded), "encode_seconds": time.perf_counter() - t}
@@ -341,41 +426,15 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
             cfg = _topics(base, f"{tag}-r{run}")
             create_topics(cfg)
             t = time.perf_counter()
-            sent = _publish(cfg, encoded)
+            _publish(cfg, encoded)
             publish_s = time.perf_counter() - t
             r: dict[str, Any] = {"publish": {"events_per_s": len(encoded) / publish_s}}
-            print(f"[run {run + 1}/{runs}] passthrough", file=sys.stderr)
-            pt_out = f"{tag}-r{run}-passthrough-out"
-            create_topics(cfg, [(pt_out, partitions, {})])
-            pt = _Child("passthrough", cfg.with_overrides(group_id=f"{tag}-r{run}-passthrough"), work, pt_out)
-            p = pt.result()
-            r["passthrough"] = {**p, "msgs_per_s": p["consumed"] / p["seconds"] if p["seconds"] else None}
-
-            print(f"[run {run + 1}/{runs}] worker (saturation)", file=sys.stderr)
-            wk = _Child("worker", cfg, work).result()
-            lat = _prediction_latencies(cfg, sent)
-            n = wk["consumed"]
-            r["worker"] = {
-                **wk, "events_per_s": n / wk["seconds"] if wk["seconds"] else None,
-                "cpu_us_per_event": 1e6 * wk["cpu_seconds"] / n if n else None,
-                "stage_us_per_event": {s: 1e6 * v / n for s, v in wk["stage_seconds"].items()} if n else {},
-                "latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "n": len(lat)},
-            }
-            r["ratio"] = (r["worker"]["events_per_s"] or 0) / (r["passthrough"]["msgs_per_s"] or float("inf"))
-            r["state"] = _state_figures(cfg, partitions)
-
-            print(f"[run {run + 1}/{runs}] worker (half load)", file=sys.stderr)
-            rate = 0.5 * (r["worker"]["events_per_s"] or 1000.0)
-            hcfg = _topics(base, f"{tag}-r{run}h")
-            create_topics(hcfg)
-            half = encoded[: max(1000, int(rate * half_load_s))]
-            child = _Child("worker", hcfg, work)
-            child.wait_ready()
-            hsent = _publish(hcfg, half, rate=rate)
-            hw = child.result()
-            hlat = _prediction_latencies(hcfg, hsent)
-            r["half_load"] = {"rate_events_per_s": rate, "events": len(half), "consumed": hw["consumed"],
-                              "latency_ms": {"p50": _pct(hlat, 0.5), "p99": _pct(hlat, 0.99), "n": len(hlat)}}
+            r["transports"] = {}
+            for tr in transports:
+                r["transports"][tr] = _transport_run(base, cfg, tr, f"{tag}-r{run}", encoded, work, partitions,
+                                                     half_load_s, label=f"[run {run + 1}/{runs}] {tr}")
+            # State figures from the default transport's changelog (the state does not depend on the client).
+            r["state"] = _state_figures(_outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]), partitions, restore_entities)
 
             print(f"[run {run + 1}/{runs}] trainer build, replay", file=sys.stderr)
             ts = build_training_set(records, sample_rate=0.2)
@@ -388,32 +447,42 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
     finally:
         if broker_ctx is not None:
             broker_ctx.__exit__(None, None, None)
-    report["summary"] = _summary(report["runs"])
+    report["summary"] = _summary(report["runs"], transports)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1, default=float))
     return report
 
 
 def _run_line(run: int, r: dict[str, Any]) -> str:
-    return (f"  run {run + 1}: passthrough {r['passthrough']['msgs_per_s']:,.0f}/s, worker {r['worker']['events_per_s']:,.0f}/s "
-            f"(ratio {r['ratio']:.2f}), half-load p99 {r['half_load']['latency_ms']['p99']} ms")
+    return f"  run {run + 1}: " + "; ".join(
+        f"{tr}: passthrough {x['passthrough']['msgs_per_s']:,.0f}/s, worker {x['worker']['events_per_s']:,.0f}/s "
+        f"(ratio {x['ratio']:.2f}), half-load p99 {x['half_load_worker']['latency_ms']['p99']} ms "
+        f"(passthrough {x['half_load_passthrough']['latency_ms']['p99']} ms)" for tr, x in r["transports"].items())
 
 
-FIGURES: list[tuple[str, tuple[str, ...], str, str]] = [
-    # label, path in a run, unit, target
-    ("passthrough (ceiling)", ("passthrough", "msgs_per_s"), "msgs/s", ""),
-    ("worker", ("worker", "events_per_s"), "events/s", ""),
-    ("worker / passthrough", ("ratio",), "", ">= 0.65"),
-    ("latency p50, saturation", ("worker", "latency_ms", "p50"), "ms", ""),
-    ("latency p99, saturation", ("worker", "latency_ms", "p99"), "ms", ""),
-    ("latency p50, half load", ("half_load", "latency_ms", "p50"), "ms", ""),
-    ("latency p99, half load", ("half_load", "latency_ms", "p99"), "ms", "< 50"),
-    ("worker CPU per event", ("worker", "cpu_us_per_event"), "µs", ""),
-    *[(f"  stage {s}", ("worker", "stage_us_per_event", s), "µs/event", "") for s in BATCH_STAGES],
-    ("trainer build", ("trainer", "build_events_per_s"), "events/s", ">= 100k"),
-    ("state per business", ("state", "bytes_per_business_mean"), "bytes", "<= 2048"),
-    ("state restore", ("state", "restore_entities_per_s"), "entities/s", ">= 100k"),
-    ("replay", ("replay", "events_per_s"), "events/s", ""),
-]
+Figure = tuple[str, tuple[str, ...], str, str]  # label, path in a run, unit, target
+
+
+def figures(transports: list[str] | tuple[str, ...]) -> list[Figure]:
+    per: list[Figure] = []
+    for tr in transports:
+        t = ("transports", tr)
+        per += [
+            (f"{tr}: passthrough (ceiling)", (*t, "passthrough", "msgs_per_s"), "msgs/s", ""),
+            (f"{tr}: worker", (*t, "worker", "events_per_s"), "events/s", ""),
+            (f"{tr}: worker / passthrough", (*t, "ratio"), "", ">= 0.65"),
+            (f"{tr}: passthrough latency p50, half load", (*t, "half_load_passthrough", "latency_ms", "p50"), "ms", ""),
+            (f"{tr}: passthrough latency p99, half load", (*t, "half_load_passthrough", "latency_ms", "p99"), "ms", ""),
+            (f"{tr}: worker latency p50, half load", (*t, "half_load_worker", "latency_ms", "p50"), "ms", ""),
+            (f"{tr}: worker latency p99, half load", (*t, "half_load_worker", "latency_ms", "p99"), "ms", "< 50"),
+            (f"{tr}: worker CPU per event", (*t, "worker", "cpu_us_per_event"), "µs", ""),
+            *[(f"  stage {s}", (*t, "worker", "stage_us_per_event", s), "µs/event", "") for s in BATCH_STAGES],
+        ]
+    return per + [
+        ("trainer build", ("trainer", "build_events_per_s"), "events/s", ">= 100k"),
+        ("state per business", ("state", "bytes_per_business_mean"), "bytes", "<= 2048"),
+        ("state restore", ("state", "restore_entities_per_s"), "entities/s", ">= 100k"),
+        ("replay", ("replay", "events_per_s"), "events/s", ""),
+    ]
 
 
 def _get(d: Any, path: tuple[str, ...]) -> Any:
@@ -424,9 +493,9 @@ def _get(d: Any, path: tuple[str, ...]) -> Any:
     return d
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], transports: list[str]) -> dict[str, Any]:
     out = {}
-    for label, path, unit, target in FIGURES:
+    for label, path, unit, target in figures(transports):
         vals = [v for v in (_get(r, path) for r in runs) if v is not None]
         out[".".join(path)] = {"label": label.strip(), "unit": unit, "target": target,
                                "min": min(vals) if vals else None, "median": statistics.median(vals) if vals else None,
@@ -440,11 +509,11 @@ def format_table(report: dict[str, Any]) -> str:
             return "-"
         return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"
 
-    lines = [f"{'figure':<28} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target",
-             "-" * 82]
-    for label, path, unit, target in FIGURES:
+    lines = [f"{'figure':<40} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target",
+             "-" * 94]
+    for label, path, unit, target in figures(report["machine"]["transports"]):
         s = report["summary"][".".join(path)]
-        lines.append(f"{label:<28} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target}")
+        lines.append(f"{label:<40} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target}")
     m = report.get("model", {})
     w = report.get("world", {})
     lines.append(f"model fit {m.get('fit_seconds', 0):.1f} s (once); world {w.get('events', 0):,} events, "
@@ -460,12 +529,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--batch-size", type=int, default=None, help="records per poll batch (default: the Config default)")
     ap.add_argument("--bootstrap", default=None, help="an existing broker instead of the embedded one")
+    ap.add_argument("--restore-entities", type=int, default=50_000, help="businesses in the restore-rate changelog (default 50000)")
+    ap.add_argument("--transport", action="append", choices=("kafka-python", "confluent"),
+                    help="repeatable; default: every installed transport")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         return _child_main(a.child)
     report = run_bench(a.events, a.runs, Path(a.out), half_load_s=a.half_load_s, bootstrap=a.bootstrap,
-                       batch_size=a.batch_size)
+                       batch_size=a.batch_size, transports=a.transport, restore_entities=a.restore_entities)
     print(format_table(report))
     print(f"JSON: {Path(a.out) / 'bench.json'}")
     return 0

@@ -49,6 +49,15 @@ class Config:
     poll_timeout_ms: int = _env_field("STREAMRANK_POLL_TIMEOUT_MS", 200, "Poll timeout", kind=int)
     model_poll_s: float = _env_field("STREAMRANK_MODEL_POLL_S", 5.0, "How often a worker looks for a newly promoted model", kind=float)
     metrics_port: int = _env_field("STREAMRANK_METRICS_PORT", 0, "Port for /metrics, /healthz, /readyz (0: off)", kind=int)
+    checkpoint_interval_ms: int = _env_field(
+        "STREAMRANK_CHECKPOINT_INTERVAL_MS", 1000,
+        "Most time between checkpoints (outputs acked, state saved, offsets committed) while working off a backlog; "
+        "a caught-up worker checkpoints every batch. Longer: fewer state writes, more re-processing after a crash", kind=int)
+    fetch_max_wait_ms: int = _env_field(
+        "STREAMRANK_FETCH_MAX_WAIT_MS", 100,
+        "Longest a fetch waits at the broker for data. The embedded broker holds every fetch this long when any partition in it is idle", kind=int)
+    transport: str = _env_field("STREAMRANK_TRANSPORT", "kafka-python",
+                                "Kafka client of the worker: kafka-python, or confluent (librdkafka; pip install 'streamrank[confluent]')")
 
     # Models and schemas
     registry_dir: str = _env_field("STREAMRANK_REGISTRY", "./registry", "Model registry directory (shared volume)")
@@ -112,6 +121,12 @@ class Config:
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={self.security_protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ConfigError("KAFKA_SASL_MECHANISM is required with a SASL security protocol")
+        if self.fetch_max_wait_ms < 0:
+            raise ConfigError("STREAMRANK_FETCH_MAX_WAIT_MS must be >= 0")
+        if self.checkpoint_interval_ms < 0:
+            raise ConfigError("STREAMRANK_CHECKPOINT_INTERVAL_MS must be >= 0")
+        if self.transport not in ("kafka-python", "confluent"):
+            raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not kafka-python or confluent")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
         from consumer.arms import ArmConfig

@@ -38,3 +38,11 @@ class DecodeError(StreamrankError):
 
 class TopicLayoutError(StreamrankError):
     """Topics are missing or not co-partitioned."""
+
+
+class TransportError(StreamrankError):
+    """The Kafka client failed (poll, commit, seek, ...): the worker backs off and rewinds."""
+
+
+class DeliveryError(TransportError):
+    """The broker did not acknowledge a batch's output within the delivery timeout."""

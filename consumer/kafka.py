@@ -75,7 +75,7 @@ def consumer_kwargs(cfg: Config, group_id: str | None, **overrides: Any) -> dict
         # The embedded broker holds a fetch for the full max wait whenever some partitions in it
         # are at their end, even when others have data; a short wait bounds that stall. On real
         # Kafka it only means more frequent empty fetches while idle.
-        fetch_max_wait_ms=100,
+        fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         auto_offset_reset="earliest",
         max_poll_records=cfg.batch_size,
         # The per-partition limit times the partition count stays under the response limit, so

@@ -7,9 +7,10 @@ One loop iteration is one batch:
 
 Offsets are committed only after everything the batch produced is acknowledged (at-least-once);
 see ``sink`` for why that order makes crashes safe. The sink → changelog → commit steps run as one
-checkpoint after every batch while the worker is caught up, and every ``COMMIT_INTERVAL_S`` while it
-works off a backlog (predictions are sent at once either way; a crash re-processes at most the
-batches since the last checkpoint, re-emitting their predictions with the same ids). Partitions are assigned with the range
+checkpoint after every batch while the worker is caught up, and at most every
+``checkpoint_interval_ms`` while it works off a backlog (predictions are sent at once either way; a
+crash re-processes at most the batches since the last checkpoint, re-emitting their predictions
+with the same ids). Partitions are assigned with the range
 assignor, so partition *p* of both input topics always lands on the same worker, with its state
 (restored from changelog partition *p* on assignment).
 
@@ -37,7 +38,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
 from consumer.decode import Decoded, Decoder
-from consumer.errors import StreamrankError, TopicLayoutError
+from consumer.errors import StreamrankError, TopicLayoutError, TransportError
 from consumer.kafka import check_copartitioned, check_reachable, consumer_kwargs, create_topics, partition_counts
 from consumer.metrics import WorkerMetrics
 from consumer.arms import ArmModels
@@ -45,18 +46,12 @@ from consumer.process import BatchOutput, RowBuffer, Tombstone, process
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
 from consumer.statestore import PartitionState, encode_entry, restore_partitions
+from consumer.transport import check_transport, input_consumer
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from models.registry import ModelRegistry
 
 log = logging.getLogger("streamrank.worker")
-
-# At most this long between checkpoints while a backlog is being worked off (a caught-up worker
-# checkpoints every batch). 0 = every batch, the default: the least re-processing after a crash.
-# A positive interval trades more re-processing for fewer changelog writes (0.5 s wrote 5-6x fewer
-# changelog records at saturation in the benchmark); it is not yet exposed as a setting.
-COMMIT_INTERVAL_S = 0.0
-
 
 @dataclass
 class WorkerStats:
@@ -106,8 +101,10 @@ class Worker:
         self._backlog = False  # the last batch left releasable items queued
         self._uncommitted: dict[tuple[str, int], int] = {}  # processed, not yet checkpointed: offset after
         self._checkpointed_at = time.monotonic()
+        self._checkpoint_every_s = cfg.checkpoint_interval_ms / 1000
         self.consumer: Any = None
         self.sink: Sink | None = None
+        self._copartitioned_outputs: set[str] = set()
 
     # ------------------------------------------------------------------------- lifecycle
     def request_stop(self, *_: Any) -> None:
@@ -129,9 +126,13 @@ class Worker:
             if self.arms.config.shadow:
                 outputs.append((cfg.shadow_topic, n, {}))
         create_topics(cfg, outputs)
-        changelog = partition_counts(cfg, [cfg.changelog_topic])[cfg.changelog_topic]
-        if changelog != n:
-            raise TopicLayoutError(f"changelog {cfg.changelog_topic} has {changelog} partitions, inputs have {n}: they must match")
+        counts = partition_counts(cfg, [t for t, _, _ in outputs])
+        if counts[cfg.changelog_topic] != n:
+            raise TopicLayoutError(f"changelog {cfg.changelog_topic} has {counts[cfg.changelog_topic]} partitions, inputs have {n}: they must match")
+        # An output with the inputs' partition count takes the source record's partition number:
+        # the same partition the key's hash would pick (inputs are keyed by business_id), without
+        # hashing every key again in the producer. Otherwise the producer's partitioner decides.
+        self._copartitioned_outputs = {t for t, c in counts.items() if c == n}
         return n
 
     def _wait_for_model(self) -> bool:
@@ -168,20 +169,17 @@ class Worker:
                 server.close()
 
     def _run(self) -> WorkerStats:
-        from kafka import KafkaConsumer
-        from kafka.coordinator.assignors.range import RangePartitionAssignor
-
+        check_transport(self.cfg.transport)  # before waiting for a model: a missing client is a config error
         self._prepare_topics()
         if not self._wait_for_model():
             log.warning("stopping before any model was promoted")
             return self.stats
         self.models.start()
         self.sink = Sink(self.cfg, self.worker_id)
-        self.consumer = KafkaConsumer(
-            **consumer_kwargs(self.cfg, self.cfg.group_id, partition_assignment_strategy=(RangePartitionAssignor,))
-        )
+        self.consumer = input_consumer(self.cfg, self.cfg.group_id)
         self.consumer.subscribe(list(self.cfg.input_topics), listener=_Rebalance(self))
         log.info("worker started", extra={"worker_id": self.worker_id, "group": self.cfg.group_id, "topics": list(self.cfg.input_topics),
+                                          "transport": self.cfg.transport,
                                           "config": self.cfg.describe()})  # describe() masks secrets
         self.metrics.set_phase("running")
         try:
@@ -210,7 +208,7 @@ class Worker:
                     rewind_due = False
                 progressed = self._run_batch()
                 backoff = 0.5
-            except (DeliveryError, _CommitFailed, KafkaError, TimeoutError) as exc:
+            except (TransportError, _CommitFailed, KafkaError, TimeoutError) as exc:
                 # Nothing of this batch was committed, or the broker is unreachable (poll, position,
                 # commit, a state restore): rewind to the last commit and try again after a back-off.
                 self.metrics.batch_failed(type(exc).__name__)
@@ -227,8 +225,28 @@ class Worker:
                 idle_since = now
                 self.stats.last_progress = now
             elif self.exit_when_idle_s is not None and now - idle_since >= self.exit_when_idle_s and self._fully_merged():
+                if not self._broker_answers():
+                    # No records because the broker is away, not because the input is done: an
+                    # outage is not idleness (kafka-python's poll swallows fetch errors).
+                    idle_since = time.monotonic()
+                    continue
                 log.info("idle; exiting", extra={"idle_s": self.exit_when_idle_s})
                 return
+
+    def _broker_answers(self) -> bool:
+        """One group-coordinator round trip (the committed offset of an assigned partition). A
+        worker with no partitions (a stand-by) has nothing to wait for."""
+        from kafka.errors import KafkaError
+
+        assigned = sorted(self.consumer.assignment())
+        if not assigned:
+            return True
+        try:
+            self.consumer.committed(assigned[0], timeout_ms=5000)
+            return True
+        except (KafkaError, TransportError) as exc:
+            log.warning("broker not answering; not idle", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return False
 
     def _fully_merged(self) -> bool:
         return all(m.pending() == 0 for m in self.mergers.values())
@@ -291,9 +309,9 @@ class Worker:
         t4 = time.perf_counter()
         produce_s = t4 - t3
         commit_s = 0.0
-        # Checkpoint (ack outputs → changelog → commit) when caught up, else every COMMIT_INTERVAL_S:
-        # at saturation a business's state is written once per interval, not once per batch.
-        if not self._backlog or time.monotonic() - self._checkpointed_at >= COMMIT_INTERVAL_S:
+        # Checkpoint (ack outputs → changelog → commit) when caught up, else once per interval: at
+        # saturation a business's state is written once per interval, not once per batch.
+        if not self._backlog or time.monotonic() - self._checkpointed_at >= self._checkpoint_every_s:
             state_s = self._checkpoint()
             produce_s += state_s
             commit_s = time.perf_counter() - t4 - state_s
@@ -333,16 +351,21 @@ class Worker:
 
     def _send_outputs(self, out: BatchOutput) -> None:
         """Send a batch's predictions and dead letters; they are acknowledged at the next checkpoint."""
-        sink = self.sink
-        ptopic = self.cfg.predictions_topic
+        send = self.sink.send
         encode = self._prediction_codec.encode
-        for pred in out.predictions:
-            sink.send(ptopic, pred["business_id"].encode(), encode(pred))
-        for topic, preds in ((self.cfg.holdout_topic, out.holdout), (self.cfg.shadow_topic, out.shadow)):
-            for pred in preds:
-                sink.send(topic, pred["business_id"].encode(), encode(pred))
+        same = self._copartitioned_outputs
+        for topic, preds in ((self.cfg.predictions_topic, out.predictions), (self.cfg.holdout_topic, out.holdout),
+                             (self.cfg.shadow_topic, out.shadow)):
+            if not preds:
+                continue
+            if topic in same:
+                for pred in preds:
+                    send(topic, pred["business_id"].encode(), encode(pred), pred["source_partition"])
+            else:
+                for pred in preds:
+                    send(topic, pred["business_id"].encode(), encode(pred))
         for dl in out.dead_letters:
-            sink.dead_letter(dl)
+            self.sink.dead_letter(dl, dl.partition if self.cfg.dead_letter_topic in same else None)
 
     def _checkpoint(self) -> float:
         """Everything processed since the last checkpoint: outputs acked, then changelog, then commit.

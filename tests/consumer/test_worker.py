@@ -32,14 +32,21 @@ pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
-def cfg(kafka_config, registry_copy):
-    return kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
+def cfg(kafka_config, registry_copy, request):
+    # Tests marked with `both_transports` run once per Kafka client (consumer.transport).
+    transport = getattr(request, "param", "kafka-python")
+    return kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200, transport=transport)
+
+
+# The worker's contract (exact outputs, crash recovery, failover, dead letters) holds on either client.
+both_transports = pytest.mark.parametrize("cfg", ["kafka-python", "confluent"], indirect=True)
 
 
 def _states(store):
     return {bid: e.state for part in store.values() for bid, e in part.entries.items()}
 
 
+@both_transports
 def test_exact_predictions_and_state_for_a_generated_log(cfg):
     n = publish_world(cfg)
     expected, store, outcomes = expected_run(cfg, cfg.registry_dir)
@@ -79,6 +86,7 @@ def test_features_at_scoring_equal_the_trainers_replay(cfg):
     assert replayed == live
 
 
+@both_transports
 def test_kill_minus_9_and_restart_loses_nothing(cfg, tmp_path):
     publish_world(cfg, businesses=100, days=5, seed=21)
     expected, store, _ = expected_run(cfg, cfg.registry_dir)
@@ -119,6 +127,7 @@ def _fresh_outputs(cfg, n):
     return out
 
 
+@both_transports
 def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path):
     cfg = cfg.with_overrides(batch_size=50)
     publish_world(cfg, businesses=100, days=5, seed=31)
@@ -145,6 +154,7 @@ def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path):
     assert "first offset scored by model" in log_a and "first offset scored by model" in log_b
 
 
+@both_transports
 def test_corrupted_messages_go_to_dead_letters_and_the_worker_keeps_going(cfg):
     publish_world(cfg, businesses=20, days=1, seed=41)
     producer = KafkaProducer(bootstrap_servers=cfg.bootstrap)

@@ -92,6 +92,8 @@ def worker_env(cfg: Config) -> dict[str, str]:
         STREAMRANK_REGISTRY=cfg.registry_dir,
         STREAMRANK_BATCH_SIZE=str(cfg.batch_size),
         STREAMRANK_MODEL_POLL_S="0.5",
+        STREAMRANK_TRANSPORT=cfg.transport,
+        STREAMRANK_CHECKPOINT_INTERVAL_MS=str(cfg.checkpoint_interval_ms),
     )
     return env
 
