@@ -6,6 +6,7 @@ COPY features features
 COPY models models
 COPY consumer consumer
 COPY sim sim
-RUN pip install --no-cache-dir . && useradd --create-home streamrank
+# With the optional librdkafka transport: STREAMRANK_TRANSPORT=confluent switches a worker to it.
+RUN pip install --no-cache-dir '.[confluent]' && useradd --create-home streamrank
 USER streamrank
 ENTRYPOINT ["streamrank"]

@@ -127,15 +127,17 @@ def _fresh_outputs(cfg, n):
     return out
 
 
-@both_transports
-def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path):
+@pytest.mark.parametrize("clients", [("kafka-python", "kafka-python"), ("confluent", "confluent"), ("kafka-python", "confluent")],
+                         ids=["kafka-python", "confluent", "mixed"])
+def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path, clients):
+    """"mixed": one group, one worker on each client (a rolling switch of STREAMRANK_TRANSPORT)."""
     cfg = cfg.with_overrides(batch_size=50)
     publish_world(cfg, businesses=100, days=5, seed=31)
     expected, store, _ = expected_run(cfg, cfg.registry_dir)
     # b's idle limit outlasts the group's session timeout (6 s): it must still be there when the
     # group notices that a is gone and hands it a's partitions.
-    a = start_worker(cfg, idle_s=12, log_path=tmp_path / "a.log")
-    b = start_worker(cfg, idle_s=12, log_path=tmp_path / "b.log")
+    a = start_worker(cfg.with_overrides(transport=clients[0]), idle_s=12, log_path=tmp_path / "a.log")
+    b = start_worker(cfg.with_overrides(transport=clients[1]), idle_s=12, log_path=tmp_path / "b.log")
     deadline = time.monotonic() + 60
     while prediction_count(cfg) < len(expected) // 4 and time.monotonic() < deadline:
         time.sleep(0.02)
