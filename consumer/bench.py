@@ -260,7 +260,7 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int) -> dict[
         return restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(cfg, None)), topic, list(range(partitions)))
 
     parts, _ = restore(cfg.changelog_topic)
-    entries = [e for ps in parts.values() for e in ps.entries.values()]
+    entries = [e for ps in parts.values() for e in ps.decode_all().values()]
     sizes = [len(encode_entry(e)) for e in entries]
     out: dict[str, Any] = {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
                            "bytes_per_business_max": max(sizes) if sizes else None}
@@ -280,7 +280,7 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int) -> dict[
     finally:
         producer.close()
     restored, rs = restore(big)
-    n = sum(len(ps.entries) for ps in restored.values())
+    n = sum(len(ps) for ps in restored.values())
     if n != restore_entities:
         raise RuntimeError(f"restore bench: {n} of {restore_entities} entities restored")
     out.update(restore_entities=n,

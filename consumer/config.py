@@ -54,7 +54,7 @@ class Config:
         "Most time between checkpoints (outputs acked, state saved, offsets committed) while working off a backlog; "
         "a caught-up worker checkpoints every batch. Longer: fewer state writes, more re-processing after a crash", kind=int)
     fetch_max_wait_ms: int = _env_field(
-        "STREAMRANK_FETCH_MAX_WAIT_MS", 100,
+        "STREAMRANK_FETCH_MAX_WAIT_MS", 20,
         "Longest a fetch waits at the broker for data. The embedded broker holds every fetch this long when any partition in it is idle", kind=int)
     transport: str = _env_field("STREAMRANK_TRANSPORT", "kafka-python",
                                 "Kafka client of the worker: kafka-python, or confluent (librdkafka; pip install 'streamrank[confluent]')")

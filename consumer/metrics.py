@@ -361,7 +361,7 @@ class WorkerMetrics:
             self._work_since = now
         parts = set()
         for p, part in store.items():
-            self.entities.labels(str(p)).set(len(part.entries))
+            self.entities.labels(str(p)).set(len(part))
             parts.add(p)
         for p in self._entity_parts - parts:
             self.entities.remove(str(p))

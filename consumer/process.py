@@ -115,7 +115,7 @@ def fold_item(
     if part is None:
         part = store[item.partition] = PartitionState(item.partition)
     if type(item) is Tombstone:
-        if part.entries.pop(item.business_id, None) is not None:
+        if part.delete(item.business_id):
             part.dirty.add(item.business_id)
             if deleted is not None:
                 deleted.append((item.partition, item.business_id))
@@ -125,8 +125,10 @@ def fold_item(
     bid = event.business_id
     entry = part.entries.get(bid)
     if entry is None:
-        entry = part.entries[bid] = Entry(new_state(bid, spec))
-    elif item.offset <= entry.applied[item.rank]:
+        entry = part.restored(bid) if part.encoded else None
+        if entry is None:
+            entry = part.entries[bid] = Entry(new_state(bid, spec))
+    if item.offset <= entry.applied[item.rank]:  # a new entry's applied offsets are -1
         outcomes[ALREADY_APPLIED] += 1
         return None, ALREADY_APPLIED
     entry.state, outcome = apply(entry.state, event, spec)

@@ -15,12 +15,13 @@ callbacks arrive inside ``poll`` on the worker's thread (as with kafka-python); 
 deliveries call back into Python (``delivery.report.only.error``), and ``flush`` turns them
 into :class:`~consumer.errors.DeliveryError`.
 
-Only the worker's hot path (input, outputs) goes through a transport; the state restore, replay,
-diff and trainer reads use kafka-python.
+The worker's input, outputs and state restore go through its transport; the replay, diff and
+trainer reads use kafka-python.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Iterable, NamedTuple, Protocol
@@ -32,6 +33,9 @@ from consumer.kafka import GROUP_TIMING, consumer_kwargs, producer_kwargs
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
 TRANSPORTS = (KAFKA_PYTHON, CONFLUENT)
+# A reader goes start to end: large fetches mean fewer round trips (the worker's input keeps small
+# per-partition fetches, so every partition gets data in each response).
+RESTORE_FETCH_BYTES = 8 * 1024 * 1024
 
 
 class InputConsumer(Protocol):
@@ -78,6 +82,17 @@ def input_consumer(cfg: Config, group_id: str) -> InputConsumer:
     from kafka.coordinator.assignors.range import RangePartitionAssignor
 
     return KafkaConsumer(**consumer_kwargs(cfg, group_id, partition_assignment_strategy=(RangePartitionAssignor,)))
+
+
+def reader(cfg: Config, name: str) -> Any:
+    """A consumer without a group for reading partitions start to end (``assign``,
+    ``seek_to_beginning``, ``poll``, ``highwater``, ``position``, ``pause``): the state restore."""
+    if check_transport(cfg.transport) == CONFLUENT:
+        # librdkafka wants a group id even for a manual assignment; nothing is ever committed to it.
+        return ConfluentInput(cfg, f"{cfg.group_id}-{name}", **{"max.partition.fetch.bytes": RESTORE_FETCH_BYTES})
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(**consumer_kwargs(cfg, None))
 
 
 def output_producer(cfg: Config) -> OutputProducer:
@@ -131,6 +146,9 @@ def confluent_settings(cfg: Config) -> dict[str, Any]:
         "socket.timeout.ms": 30_000,
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 5_000,
+        # librdkafka's own log lines go through Python logging (JSON like every other line),
+        # not straight to stderr.
+        "logger": logging.getLogger("streamrank.librdkafka"),
     }
     if cfg.security_protocol.startswith("SASL"):
         conf["sasl.mechanism"] = cfg.sasl_mechanism
@@ -152,12 +170,13 @@ class Record(NamedTuple):
     value: bytes | None
     offset: int
     timestamp: int
+    partition: int
 
 
 class ConfluentInput:
     """confluent-kafka's ``Consumer`` behind kafka-python's names (see the module docstring)."""
 
-    def __init__(self, cfg: Config, group_id: str):
+    def __init__(self, cfg: Config, group_id: str, **overrides: Any):
         from confluent_kafka import Consumer, TopicPartition as CTP
 
         self._CTP = CTP
@@ -177,8 +196,10 @@ class ConfluentInput:
             # librdkafka prefetches per partition in the background; bound what it holds.
             "queued.max.messages.kbytes": 32 * 1024,
         })
+        conf.update(overrides)
         self._c = Consumer(conf)
         self._tps: dict[tuple[str, int], Any] = {}
+        self._from_start: set[Any] = set()  # manually assigned, at the log start, nothing read yet
 
     def _tp(self, topic: str, partition: int) -> Any:
         tp = self._tps.get((topic, partition))
@@ -206,10 +227,20 @@ class ConfluentInput:
         self._c.subscribe(list(topics), on_assign=assigned, on_revoke=revoked)
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Record]]:
-        msgs = self._run("poll", self._c.consume, num_messages=max_records or 500, timeout=timeout_ms / 1000)
+        # kafka-python's poll returns as soon as anything is there; librdkafka's consume waits
+        # for a full batch until the timeout. So: take what is there; if nothing, wait for one
+        # record, then take what came with it.
+        n = max_records or 500
+        consume = self._c.consume
+        msgs = self._run("poll", consume, num_messages=n, timeout=0)
+        if not msgs and timeout_ms > 0:
+            msgs = self._run("poll", consume, num_messages=1, timeout=timeout_ms / 1000)
+            if msgs and n > 1:
+                msgs += self._run("poll", consume, num_messages=n - 1, timeout=0)
         out: dict[Any, list[Record]] = {}
         last = None
         recs: list[Record] = []
+        p = -1
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -219,8 +250,11 @@ class ConfluentInput:
             where = (m.topic(), m.partition())
             if where != last:
                 last = where
+                p = where[1]
                 recs = out.setdefault(self._tp(*where), [])
-            recs.append(Record(m.key(), m.value(), m.offset(), m.timestamp()[1]))
+            recs.append(Record(m.key(), m.value(), m.offset(), m.timestamp()[1], p))
+        if self._from_start and out:
+            self._from_start.difference_update(out)
         return out
 
     def highwater(self, tp: Any) -> int | None:
@@ -235,9 +269,10 @@ class ConfluentInput:
         if pos >= 0:
             return pos
         # Nothing consumed yet: where the fetch starts, the committed offset or the log start.
-        committed = self.committed(tp)
-        if committed is not None:
-            return committed
+        if tp not in self._from_start:  # (a manual assignment from the start has no committed offset)
+            committed = self.committed(tp)
+            if committed is not None:
+                return committed
         low, _ = self._run("watermarks", self._c.get_watermark_offsets, ctp, timeout=(timeout_ms or 10_000) / 1000)
         return low if low >= 0 else None
 
@@ -258,7 +293,20 @@ class ConfluentInput:
         from confluent_kafka import OFFSET_BEGINNING
 
         for tp in tps:
+            if tp in self._from_start:  # librdkafka refuses a seek before the first fetch; no need
+                continue
             self._run("seek", self._c.seek, self._CTP(tp.topic, tp.partition, OFFSET_BEGINNING))
+
+    def assign(self, tps: list[Any]) -> None:
+        """A manual assignment, from the log start (its only user, the restore, reads without a
+        group: kafka-python starts there too, by auto_offset_reset)."""
+        from confluent_kafka import OFFSET_BEGINNING
+
+        self._run("assign", self._c.assign, [self._CTP(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in tps])
+        self._from_start = set(tps)
+
+    def pause(self, *tps: Any) -> None:
+        self._run("pause", self._c.pause, [self._CTP(tp.topic, tp.partition) for tp in tps])
 
     def assignment(self) -> set[Any]:
         return {self._tp(p.topic, p.partition) for p in self._run("assignment", self._c.assignment)}

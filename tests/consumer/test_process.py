@@ -96,6 +96,24 @@ def test_restored_state_skips_records_it_already_reflects():
     assert restored[0].entries["b1"].state == _fold_all(items + [act("b1", T0 + 3, 2)])
 
 
+def test_restored_entries_stay_encoded_until_their_business_is_next_seen():
+    from consumer.statestore import PartitionState
+
+    store = {}
+    items = [biz("b1", T0), act("b1", T0 + 1, 0), biz("b2", T0, offset=1), act("b2", T0 + 1, 1)]
+    process(items, store, SumScorer())
+    restored = {0: PartitionState(0, encoded={b: encode_entry(e) for b, e in store[0].entries.items()})}
+    assert len(restored[0]) == 2 and not restored[0].entries
+    # Re-read records are recognised through the lazily decoded entry; a new one is folded into it.
+    again = process(items[:2] + [act("b1", T0 + 3, 2)], restored, SumScorer())
+    assert again.outcomes[ALREADY_APPLIED] == 2 and [p["source_offset"] for p in again.predictions] == [2]
+    assert set(restored[0].entries) == {"b1"} and set(restored[0].encoded) == {"b2"}  # b2 never decoded
+    assert restored[0].entries["b1"].state == _fold_all(items[:2] + [act("b1", T0 + 3, 2)])
+    # A tombstone deletes a state that was never decoded.
+    process([Tombstone("business-events", 0, 2, "b2")], restored, SumScorer())
+    assert len(restored[0]) == 1 and "b2" in restored[0].dirty
+
+
 def _fold_all(items):
     store = {}
     process(items, store, SumScorer())

@@ -201,7 +201,7 @@ def test_prometheus_sees_stages_lag_state_model_and_health(scraped):
     assert all(stages[s] == batches for s in ("state", "score", "produce", "commit"))
     assert prom.value("sum(streamrank_consumer_lag)") == 0  # everything processed and committed
     assert prom.value("count(streamrank_consumer_lag)") == 4  # 2 topics x 2 partitions
-    entities = sum(len(p.entries) for p in worker.store.values())
+    entities = sum(len(p) for p in worker.store.values())
     assert prom.value("sum(streamrank_state_entities)") == entities > 0
     info = prom.query("streamrank_model_info")
     assert [r["metric"]["model_version"] for r in info] == [worker.models.current.version]
