@@ -322,6 +322,13 @@ class ConfluentOutput:
     def __init__(self, cfg: Config):
         from confluent_kafka import Producer
 
+        self._p = Producer(self.settings(cfg))
+        self._failed: list[str] = []
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    @staticmethod
+    def settings(cfg: Config) -> dict[str, Any]:
         conf = confluent_settings(cfg)
         conf.update({
             "acks": "all",
@@ -334,11 +341,11 @@ class ConfluentOutput:
             "message.max.bytes": 8 * 1024 * 1024,
             "queue.buffering.max.messages": 1_000_000,
             "delivery.report.only.error": True,
+            # Keyed records land where kafka-python (and the Java client) would put them: workers
+            # of either client agree on a business's output partition.
+            "partitioner": "murmur2_random",
         })
-        self._p = Producer(conf)
-        self._failed: list[str] = []
-        self._lock = threading.Lock()
-        self._pending = 0
+        return conf
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:

@@ -58,3 +58,29 @@ def test_confluent_without_the_package_says_how_to_install(monkeypatch):
     with pytest.raises(ConfigError, match=r"streamrank\[confluent\]"):
         check_transport("confluent")
     assert check_transport("kafka-python") == "kafka-python"
+
+
+@pytest.mark.broker
+def test_both_clients_put_a_key_in_the_same_partition(kafka_config):
+    """Workers of either client (a mixed group during a switch) must agree on where a business's
+    keyed output goes when the producer's partitioner decides."""
+    from kafka import KafkaProducer
+
+    from consumer.kafka import create_topics, producer_kwargs
+
+    topic = f"{kafka_config.predictions_topic}-keys"
+    create_topics(kafka_config, [(topic, 7, {})])
+    keys = [f"b{i:06d}".encode() for i in range(200)]
+    kp = KafkaProducer(**producer_kwargs(kafka_config))
+    by_kafka_python = {k: kp.send(topic, key=k, value=b"x").get(30).partition for k in keys}
+    kp.close()
+    from confluent_kafka import Producer
+
+    # The worker's confluent producer settings, with a report for every delivery to see partitions.
+    producer = Producer({**ConfluentOutput.settings(kafka_config), "delivery.report.only.error": False})
+    got = {}
+    for k in keys:
+        producer.produce(topic, b"x", k, on_delivery=lambda err, msg: got.__setitem__(msg.key(), msg.partition()))
+    producer.flush(30)
+    assert len(set(by_kafka_python.values())) > 3
+    assert got == by_kafka_python
