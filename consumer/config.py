@@ -16,6 +16,10 @@ from consumer.errors import ConfigError
 SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
 
 
+# The worker's Kafka clients (consumer.transport).
+TRANSPORTS = ("kafka-python", "confluent")
+
+
 def _env_field(env: str, default: Any, doc: str, *, kind: type = str) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc, "kind": kind})
 
@@ -125,8 +129,8 @@ class Config:
             raise ConfigError("STREAMRANK_FETCH_MAX_WAIT_MS must be >= 0")
         if self.checkpoint_interval_ms < 0:
             raise ConfigError("STREAMRANK_CHECKPOINT_INTERVAL_MS must be >= 0")
-        if self.transport not in ("kafka-python", "confluent"):
-            raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not kafka-python or confluent")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
         from consumer.arms import ArmConfig

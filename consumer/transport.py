@@ -26,13 +26,11 @@ import threading
 import time
 from typing import Any, Iterable, NamedTuple, Protocol
 
-from consumer.config import Config
+from consumer.config import TRANSPORTS, Config
 from consumer.errors import ConfigError, DeliveryError, TransportError
 from consumer.kafka import GROUP_TIMING, consumer_kwargs, producer_kwargs
 
-KAFKA_PYTHON = "kafka-python"
-CONFLUENT = "confluent"
-TRANSPORTS = (KAFKA_PYTHON, CONFLUENT)
+KAFKA_PYTHON, CONFLUENT = TRANSPORTS
 # A reader goes start to end: large fetches mean fewer round trips (the worker's input keeps small
 # per-partition fetches, so every partition gets data in each response).
 RESTORE_FETCH_BYTES = 8 * 1024 * 1024
@@ -383,10 +381,11 @@ class ConfluentOutput:
         self._p.flush(10)
 
 
-def passthrough(cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: float, on_assigned: Any = None) -> dict[str, Any]:
+def passthrough(cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: float, on_idle: Any = None) -> dict[str, Any]:
     """The ceiling ``consumer.bench`` compares the worker with: the worker's transport and
     settings, records copied to ``output_topic`` unchanged (same partition), flushed and committed
-    per poll batch like the worker's checkpoint. Stops ``idle_exit_s`` after the input runs dry."""
+    per poll batch like the worker's checkpoint. Stops ``idle_exit_s`` after the input runs dry;
+    ``on_idle(consumer)`` is called at each empty poll once partitions are assigned."""
     from kafka import OffsetAndMetadata
 
     consumer = input_consumer(cfg, group_id)
@@ -402,8 +401,8 @@ def passthrough(cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: f
             batch = consumer.poll(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_size)
             if not batch:
                 if consumer.assignment():
-                    if on_assigned is not None:
-                        on_assigned()
+                    if on_idle is not None:
+                        on_idle(consumer)
                     if time.monotonic() - idle_since >= idle_exit_s:
                         break
                 else:
