@@ -291,24 +291,27 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(s[min(len(s) - 1, int(q * len(s)))])
 
 
-def _state_figures(cfg: Config, partitions: int, restore_entities: int) -> dict[str, Any]:
-    """Bytes per business from the worker's changelog; the restore rate from a changelog of
-    ``restore_entities`` businesses (the bench's own world is far too small to time a restore:
-    that figure would be consumer start-up). Their states are the worker's, re-keyed."""
-    from kafka import KafkaConsumer, KafkaProducer
+def _state_figures(cfg: Config, partitions: int, restore_entities: int, transports: list[str]) -> dict[str, Any]:
+    """Bytes per business from the worker's changelog; the restore rate, with each transport, from
+    a changelog of ``restore_entities`` businesses (the bench's own world is far too small to time
+    a restore: that figure would be consumer start-up; their states are the worker's, re-keyed);
+    and the decode rate of restored states, which the worker pays on each business's next event."""
+    from kafka import KafkaProducer
 
-    from consumer.kafka import consumer_kwargs, create_topics, producer_kwargs
+    from consumer.kafka import create_topics, producer_kwargs
     from consumer.statestore import decode_entry, encode_entry, restore_partitions
+    from consumer.transport import reader
     from features.state import from_bytes, to_bytes
 
-    def restore(topic: str) -> Any:
-        return restore_partitions(lambda: KafkaConsumer(**consumer_kwargs(cfg, None)), topic, list(range(partitions)))
+    def restore(topic: str, transport: str) -> Any:
+        return restore_partitions(lambda: reader(cfg.with_overrides(transport=transport), "bench-restore"), topic,
+                                  list(range(partitions)))
 
-    parts, _ = restore(cfg.changelog_topic)
+    parts, _ = restore(cfg.changelog_topic, transports[0])
     entries = [e for ps in parts.values() for e in ps.decode_all().values()]
     sizes = [len(encode_entry(e)) for e in entries]
     out: dict[str, Any] = {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
-                           "bytes_per_business_max": max(sizes) if sizes else None}
+                           "bytes_per_business_max": max(sizes) if sizes else None, "restore": {}}
     if not entries:
         return out
     big = f"{cfg.changelog_topic}-restore-bench"
@@ -324,12 +327,17 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int) -> dict[
         producer.flush()
     finally:
         producer.close()
-    restored, rs = restore(big)
-    n = sum(len(ps) for ps in restored.values())
-    if n != restore_entities:
-        raise RuntimeError(f"restore bench: {n} of {restore_entities} entities restored")
-    out.update(restore_entities=n,
-               restore_seconds=rs.seconds, restore_entities_per_s=rs.rate)
+    restored: dict[int, Any] = {}
+    for tr in transports:
+        restored, rs = restore(big, tr)
+        n = sum(len(ps) for ps in restored.values())
+        if n != restore_entities:
+            raise RuntimeError(f"restore bench ({tr}): {n} of {restore_entities} entities restored")
+        out["restore"][tr] = {"entities": n, "seconds": rs.seconds, "entities_per_s": rs.rate}
+    t = time.perf_counter()
+    for ps in restored.values():
+        ps.decode_all()
+    out["decode_entities_per_s"] = restore_entities / (time.perf_counter() - t)
     return out
 
 
@@ -479,7 +487,8 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
                 r["transports"][tr] = _transport_run(base, cfg, tr, f"{tag}-r{run}", encoded, work, partitions,
                                                      half_load_s, label=f"[run {run + 1}/{runs}] {tr}")
             # State figures from the default transport's changelog (the state does not depend on the client).
-            r["state"] = _state_figures(_outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]), partitions, restore_entities)
+            r["state"] = _state_figures(_outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]), partitions, restore_entities,
+                                        transports)
 
             print(f"[run {run + 1}/{runs}] trainer build, replay", file=sys.stderr)
             ts = build_training_set(records, sample_rate=0.2)
@@ -525,7 +534,8 @@ def figures(transports: list[str] | tuple[str, ...]) -> list[Figure]:
     return per + [
         ("trainer build", ("trainer", "build_events_per_s"), "events/s", ">= 100k"),
         ("state per business", ("state", "bytes_per_business_mean"), "bytes", "<= 2048"),
-        ("state restore", ("state", "restore_entities_per_s"), "entities/s", ">= 100k"),
+        *[(f"state restore, {tr}", ("state", "restore", tr, "entities_per_s"), "entities/s", ">= 100k") for tr in transports],
+        ("state decode (on next event)", ("state", "decode_entities_per_s"), "entities/s", ""),
         ("replay", ("replay", "events_per_s"), "events/s", ""),
     ]
 

@@ -24,7 +24,7 @@ def test_bench_json_has_every_figure(broker, tmp_path):
         hp, hw = r["half_load_passthrough"], r["half_load_worker"]
         assert hp["latency_ms"]["n"] == hp["activity_events"] > 0, tr
         assert hw["latency_ms"]["n"] == hw["predictions"] > 0, tr
-    assert run["state"]["restore_entities"] == 500
+    assert {tr: r["entities"] for tr, r in run["state"]["restore"].items()} == {"kafka-python": 500, "confluent": 500}
     # Same input, same model: both transports scored the same events.
     assert run["transports"]["confluent"]["worker"]["predictions"] == run["transports"]["kafka-python"]["worker"]["predictions"] > 0
     for label, path, _unit, _target in figures(doc["machine"]["transports"]):
