@@ -16,7 +16,8 @@ installed transport (``consumer.transport``: kafka-python, confluent-kafka):
 
 and once per run:
 
-4. **state**: bytes per business (latest changelog value) and restore rate from the changelog;
+4. **state**: bytes per business (latest changelog value); restore rate, per transport, from a
+   changelog of 50,000 businesses; decode rate of restored states (paid on each one's next event);
 5. **trainer**: training-set build events/s on the log's records (the fit is timed once, when the
    bench's model is trained);
 6. **replay**: ``consumer.replay.replay`` of the preloaded topics.
@@ -45,6 +46,7 @@ from typing import Any
 from consumer.config import TRANSPORTS, Config
 
 IDLE_EXIT_S = 2.0
+FIXED_RATE = 10_000  # events/s: the latency comparison at one load for every transport
 TRAIN_BUSINESSES = 300
 BATCH_STAGES = ("poll", "decode", "state", "score", "produce", "commit")
 
@@ -69,6 +71,8 @@ def _child_main(spec_path: str) -> int:
         prof.dump_stats(f"{os.environ['STREAMRANK_BENCH_PROFILE']}.{ready.parent.name}")
     elif kind == "worker":
         result = _run_worker(cfg, ready)
+    elif kind == "restore":
+        result = _run_restore(cfg, spec["output_topic"], spec["extra"])
     else:
         result = _run_passthrough(cfg, spec["output_topic"], ready)
     Path(spec["out"]).write_text(json.dumps(result))
@@ -110,6 +114,27 @@ def _run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
             "dead_letters": sum(stats.dead_letters.values())}
 
 
+def _run_restore(cfg: Config, topic: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Restore ``topic`` with each transport, then decode every restored state, in a process set
+    up like a worker's (its garbage-collector settings): what a worker pays on assignment, and
+    later on each business's next event."""
+    from consumer.statestore import restore_partitions
+    from consumer.transport import reader
+    from consumer.worker import _tune_gc
+
+    _tune_gc()
+    out: dict[str, Any] = {"restore": {}}
+    restored: dict[int, Any] = {}
+    for tr in extra["transports"]:
+        restored, rs = restore_partitions(lambda: reader(cfg.with_overrides(transport=tr), "bench-restore"), topic,
+                                          list(range(extra["partitions"])))
+        out["restore"][tr] = {"entities": rs.entities, "seconds": rs.seconds, "entities_per_s": rs.rate}
+    t = time.perf_counter()
+    n = sum(len(ps.decode_all()) for ps in restored.values())
+    out["decode_entities_per_s"] = n / (time.perf_counter() - t)
+    return out
+
+
 def _fetching(consumer: Any) -> bool:
     """Every assigned partition has had a fetch answered (its high-water mark is known): the
     paced input of the half-load runs starts only then, so a client's start-up (librdkafka takes
@@ -131,12 +156,12 @@ def _run_passthrough(cfg: Config, output_topic: str, ready: Path) -> dict[str, A
 class _Child:
     """A measured loop in its own process (same interpreter, ``python -m consumer.bench --child``)."""
 
-    def __init__(self, kind: str, cfg: Config, work: Path, output_topic: str = ""):
+    def __init__(self, kind: str, cfg: Config, work: Path, output_topic: str = "", extra: Any = None):
         self.dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))
         self.out = self.dir / "out.json"
         self.ready = self.dir / "ready"
         spec = {"kind": kind, "cfg": dataclasses.asdict(cfg), "out": str(self.out), "ready": str(self.ready),
-                "output_topic": output_topic}
+                "output_topic": output_topic, "extra": extra}
         (self.dir / "spec.json").write_text(json.dumps(spec))
         self.proc = subprocess.Popen([sys.executable, "-m", "consumer.bench", "--child", str(self.dir / "spec.json")])
 
@@ -291,7 +316,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(s[min(len(s) - 1, int(q * len(s)))])
 
 
-def _state_figures(cfg: Config, partitions: int, restore_entities: int, transports: list[str]) -> dict[str, Any]:
+def _state_figures(cfg: Config, partitions: int, restore_entities: int, transports: list[str], work: Path) -> dict[str, Any]:
     """Bytes per business from the worker's changelog; the restore rate, with each transport, from
     a changelog of ``restore_entities`` businesses (the bench's own world is far too small to time
     a restore: that figure would be consumer start-up; their states are the worker's, re-keyed);
@@ -327,17 +352,11 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int, transpor
         producer.flush()
     finally:
         producer.close()
-    restored: dict[int, Any] = {}
-    for tr in transports:
-        restored, rs = restore(big, tr)
-        n = sum(len(ps) for ps in restored.values())
-        if n != restore_entities:
-            raise RuntimeError(f"restore bench ({tr}): {n} of {restore_entities} entities restored")
-        out["restore"][tr] = {"entities": n, "seconds": rs.seconds, "entities_per_s": rs.rate}
-    t = time.perf_counter()
-    for ps in restored.values():
-        ps.decode_all()
-    out["decode_entities_per_s"] = restore_entities / (time.perf_counter() - t)
+    timed = _Child("restore", cfg, work, big, {"transports": transports, "partitions": partitions}).result()
+    for tr, r in timed["restore"].items():
+        if r["entities"] != restore_entities:
+            raise RuntimeError(f"restore bench ({tr}): {r['entities']} of {restore_entities} entities restored")
+    out.update(timed)
     return out
 
 
@@ -384,27 +403,40 @@ def _transport_run(base: Config, cfg: Config, transport: str, tag: str, encoded:
     out["ratio"] = (out["worker"]["events_per_s"] or 0) / (out["passthrough"]["msgs_per_s"] or float("inf"))
 
     rate = 0.5 * (out["worker"]["events_per_s"] or 1000.0)
-    half = encoded[: max(1000, int(rate * half_load_s))]
     for kind in ("passthrough", "worker"):
         print(f"{label} {kind} (half load)", file=sys.stderr)
-        hcfg = _topics(base, f"{tag}h-{transport}-{kind}").with_overrides(transport=transport)
-        create_topics(hcfg)
-        hout = f"{hcfg.predictions_topic}-copy"
-        if kind == "passthrough":
-            create_topics(hcfg, [(hout, partitions, {})])
-        child = _Child(kind, hcfg, work, hout)
-        child.wait_ready()
-        sent = _publish(hcfg, half, rate=rate)
-        got = child.result()
-        if kind == "worker":
-            lat = _prediction_latencies(hcfg, sent)
-        else:
-            lat = _latencies(hcfg, hout, lambda r: sent.get(r.value))
-        out[f"half_load_{kind}"] = {"rate_events_per_s": rate, "events": len(half), "consumed": got["consumed"],
-                                    "activity_events": sum(1 for is_business, _, _ in half if not is_business),
-                                    "predictions": got.get("predictions"),
-                                    "latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "n": len(lat)}}
+        out[f"half_load_{kind}"] = _paced_run(base, f"{tag}h-{transport}-{kind}", transport, kind, rate,
+                                              encoded[: max(1000, int(rate * half_load_s))], work, partitions)
+    # Half of each client's own rate is not the same load; one fixed rate compares them directly.
+    print(f"{label} worker ({FIXED_RATE:,} events/s)", file=sys.stderr)
+    out["fixed_rate_worker"] = _paced_run(base, f"{tag}f-{transport}", transport, "worker", FIXED_RATE,
+                                          encoded[: max(1000, int(FIXED_RATE * half_load_s))], work, partitions)
     return out
+
+
+def _paced_run(base: Config, tag: str, transport: str, kind: str, rate: float, events: list[tuple[bool, bytes, bytes]],
+               work: Path, partitions: int) -> dict[str, Any]:
+    """Fresh topics; ``kind`` (passthrough or worker) started and fetching; ``events`` produced at
+    ``rate`` per second; latency from each input record to its output record."""
+    from consumer.kafka import create_topics
+
+    cfg = _topics(base, tag).with_overrides(transport=transport)
+    create_topics(cfg)
+    copies = f"{cfg.predictions_topic}-copy"
+    if kind == "passthrough":
+        create_topics(cfg, [(copies, partitions, {})])
+    child = _Child(kind, cfg, work, copies)
+    child.wait_ready()
+    sent = _publish(cfg, events, rate=rate)
+    got = child.result()
+    if kind == "worker":
+        lat = _prediction_latencies(cfg, sent)
+    else:
+        lat = _latencies(cfg, copies, lambda r: sent.get(r.value))
+    return {"rate_events_per_s": rate, "events": len(events), "consumed": got["consumed"],
+            "activity_events": sum(1 for is_business, _, _ in events if not is_business),
+            "predictions": got.get("predictions"),
+            "latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "n": len(lat)}}
 
 
 def _topics(base: Config, tag: str) -> Config:
@@ -488,7 +520,7 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
                                                      half_load_s, label=f"[run {run + 1}/{runs}] {tr}")
             # State figures from the default transport's changelog (the state does not depend on the client).
             r["state"] = _state_figures(_outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]), partitions, restore_entities,
-                                        transports)
+                                        transports, work)
 
             print(f"[run {run + 1}/{runs}] trainer build, replay", file=sys.stderr)
             ts = build_training_set(records, sample_rate=0.2)
@@ -528,6 +560,8 @@ def figures(transports: list[str] | tuple[str, ...]) -> list[Figure]:
             (f"{tr}: passthrough latency p99, half load", (*t, "half_load_passthrough", "latency_ms", "p99"), "ms", ""),
             (f"{tr}: worker latency p50, half load", (*t, "half_load_worker", "latency_ms", "p50"), "ms", ""),
             (f"{tr}: worker latency p99, half load", (*t, "half_load_worker", "latency_ms", "p99"), "ms", "< 50"),
+            (f"{tr}: worker latency p50, {FIXED_RATE // 1000}k/s", (*t, "fixed_rate_worker", "latency_ms", "p50"), "ms", ""),
+            (f"{tr}: worker latency p99, {FIXED_RATE // 1000}k/s", (*t, "fixed_rate_worker", "latency_ms", "p99"), "ms", ""),
             (f"{tr}: worker CPU per event", (*t, "worker", "cpu_us_per_event"), "µs", ""),
             *[(f"  stage {s}", (*t, "worker", "stage_us_per_event", s), "µs/event", "") for s in BATCH_STAGES],
         ]

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from consumer.config import Config
+from consumer.config import TRANSPORTS, Config
 from consumer.errors import StreamrankError
 
 EXIT_USAGE = 2
@@ -37,6 +37,7 @@ def _config(args: argparse.Namespace) -> Config:
         "replication": getattr(args, "replication", None),
         "group_id": getattr(args, "group", None),
         "batch_size": getattr(args, "batch_size", None),
+        "transport": getattr(args, "transport", None),
     }
     cfg = cfg.with_overrides(**overrides)
     cfg.validate()
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="exit after this long with nothing to do (batch runs, tests)")
     p.add_argument("--group", help="consumer group (default: $STREAMRANK_GROUP)")
     p.add_argument("--batch-size", type=_positive_int, help="max records per batch (default: $STREAMRANK_BATCH_SIZE)")
+    p.add_argument("--transport", choices=TRANSPORTS, help="Kafka client (default: $STREAMRANK_TRANSPORT)")
     p.add_argument("--summary", action="store_true", help="print a JSON summary on exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_kafka_args(p)
