@@ -31,21 +31,32 @@ def client_kwargs(cfg: Config) -> dict[str, Any]:
         "reconnect_backoff_ms": 100,
         "reconnect_backoff_max_ms": 5_000,
     }
-    if cfg.security_protocol.startswith("SASL"):
-        kw["sasl_mechanism"] = cfg.sasl_mechanism
-        if cfg.sasl_username:
-            kw["sasl_plain_username"] = cfg.sasl_username
-            kw["sasl_plain_password"] = cfg.sasl_password
-    if cfg.security_protocol.endswith("SSL"):
-        for key, value in (
-            ("ssl_cafile", cfg.ssl_cafile),
-            ("ssl_certfile", cfg.ssl_certfile),
-            ("ssl_keyfile", cfg.ssl_keyfile),
-            ("ssl_password", cfg.ssl_password),
-        ):
-            if value:
-                kw[key] = value
+    kw.update(security_settings(cfg))
     return kw
+
+
+# (Config field, kafka-python argument, librdkafka property, the protocols it applies to)
+_SECURITY = (
+    ("sasl_mechanism", "sasl_mechanism", "sasl.mechanism", "SASL"),
+    ("sasl_username", "sasl_plain_username", "sasl.username", "SASL"),
+    ("sasl_password", "sasl_plain_password", "sasl.password", "SASL"),
+    ("ssl_cafile", "ssl_cafile", "ssl.ca.location", "SSL"),
+    ("ssl_certfile", "ssl_certfile", "ssl.certificate.location", "SSL"),
+    ("ssl_keyfile", "ssl_keyfile", "ssl.key.location", "SSL"),
+    ("ssl_password", "ssl_password", "ssl.key.password", "SSL"),
+)
+
+
+def security_settings(cfg: Config, *, librdkafka: bool = False) -> dict[str, Any]:
+    """The SASL/SSL settings that apply to ``cfg.security_protocol``, under kafka-python's
+    argument names or librdkafka's property names (``consumer.transport``)."""
+    proto = cfg.security_protocol
+    out: dict[str, Any] = {}
+    for field_name, kafka_python, rdkafka, applies in _SECURITY:
+        value = getattr(cfg, field_name)
+        if value and (proto.startswith("SASL") if applies == "SASL" else proto.endswith("SSL")):
+            out[rdkafka if librdkafka else kafka_python] = value
+    return out
 
 
 def producer_kwargs(cfg: Config, **overrides: Any) -> dict[str, Any]:

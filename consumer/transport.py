@@ -28,7 +28,7 @@ from typing import Any, Iterable, NamedTuple, Protocol
 
 from consumer.config import TRANSPORTS, Config
 from consumer.errors import ConfigError, DeliveryError, TransportError
-from consumer.kafka import GROUP_TIMING, consumer_kwargs, producer_kwargs
+from consumer.kafka import GROUP_TIMING, consumer_kwargs, producer_kwargs, security_settings
 
 KAFKA_PYTHON, CONFLUENT = TRANSPORTS
 # A reader goes start to end: large fetches mean fewer round trips (the worker's input keeps small
@@ -148,16 +148,7 @@ def confluent_settings(cfg: Config) -> dict[str, Any]:
         # not straight to stderr.
         "logger": logging.getLogger("streamrank.librdkafka"),
     }
-    if cfg.security_protocol.startswith("SASL"):
-        conf["sasl.mechanism"] = cfg.sasl_mechanism
-        if cfg.sasl_username:
-            conf["sasl.username"] = cfg.sasl_username
-            conf["sasl.password"] = cfg.sasl_password
-    if cfg.security_protocol.endswith("SSL"):
-        for key, value in (("ssl.ca.location", cfg.ssl_cafile), ("ssl.certificate.location", cfg.ssl_certfile),
-                           ("ssl.key.location", cfg.ssl_keyfile), ("ssl.key.password", cfg.ssl_password)):
-            if value:
-                conf[key] = value
+    conf.update(security_settings(cfg, librdkafka=True))
     return conf
 
 
