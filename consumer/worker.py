@@ -226,14 +226,49 @@ class Worker:
             if progressed or not self._joined:
                 idle_since = now
                 self.stats.last_progress = now
-            elif self.exit_when_idle_s is not None and now - idle_since >= self.exit_when_idle_s and self._fully_merged():
+                continue
+            behind = self._behind() if now - idle_since >= STALLED_FETCH_S else {}
+            if behind:
+                # Records are there (the last fetched high-water mark is past what we received)
+                # and none has arrived for a while: after a broker outage kafka-python can leave a
+                # partition's fetch stranded. Seeking to the same position restarts it; nothing
+                # is skipped or read twice.
+                log.warning("no records for a while although partitions are behind; restarting their fetch",
+                            extra={"behind": sorted(f"{tp.topic}[{tp.partition}]" for tp in behind),
+                                   "seconds": round(now - idle_since, 1)})
+                self.metrics.batch_failed("StalledFetch")
+                try:
+                    for tp, offset in behind.items():
+                        self.consumer.seek(tp, offset)
+                except (TransportError, KafkaError) as exc:
+                    log.error("restarting the fetch failed; rewinding", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    rewind_due = True
+                idle_since = now
+                continue
+            if self.exit_when_idle_s is not None and now - idle_since >= self.exit_when_idle_s and self._fully_merged():
                 if not self._broker_answers():
                     # No records because the broker is away, not because the input is done: an
                     # outage is not idleness (kafka-python's poll swallows fetch errors).
                     idle_since = time.monotonic()
                     continue
+                if self._behind():
+                    continue  # the stalled-fetch rule above deals with it
                 log.info("idle; exiting", extra={"idle_s": self.exit_when_idle_s})
                 return
+
+    def _behind(self) -> dict[Any, int]:
+        """Assigned input partitions whose last known high-water mark is past what this worker
+        has received, with the offset to read next. (More than one past: behind a transactional
+        producer the mark stays one past the last record, on the commit marker.)"""
+        out = {}
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            got = self._next.get(tp)
+            if got is None:
+                got = self._commit.get(tp)
+            if hw is not None and got is not None and hw - got > 1:
+                out[tp] = got
+        return out
 
     def _broker_answers(self) -> bool:
         """One group-coordinator round trip (the committed offset of an assigned partition). A
@@ -480,6 +515,9 @@ class Worker:
         self._decoder  # noqa: B018 - builds both codecs
         return self._prediction_codec_obj
 
+
+# No records for this long while the fetched high-water marks say there are some: re-seek.
+STALLED_FETCH_S = 10.0
 
 # Young-generation collections every this many container allocations (Python's default: 700).
 GC_GEN0_THRESHOLD = 20_000
