@@ -133,3 +133,17 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+ENGINES = ("tansu", "kafka")
+
+
+def start_broker(engine: str, port: int | None = None, advertised_port: int | None = None, log_path: str | None = None):
+    """An unstarted broker of ``engine`` ("tansu" or "kafka") for a ``with`` block."""
+    if engine == "tansu":
+        return EmbeddedBroker(port=port, advertised_port=advertised_port, log_path=log_path)
+    if engine == "kafka":
+        from consumer.jvmbroker import KafkaBroker
+
+        return KafkaBroker(port=port, advertised_port=advertised_port, log_path=log_path)
+    raise EmbeddedBrokerError(f"unknown broker engine {engine!r}; expected one of {', '.join(ENGINES)}")

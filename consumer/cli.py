@@ -76,16 +76,19 @@ def positive_int(text: str) -> int:
 
 # ---------------------------------------------------------------------------------------- broker
 def cmd_broker(args: argparse.Namespace, cfg: Config) -> int:
-    from consumer.broker import EmbeddedBroker
+    from consumer.broker import start_broker
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmbeddedBroker(port=args.port) as broker:
+    with start_broker(args.engine, port=args.port, log_path=args.log) as broker:
         print(f"bootstrap={broker.bootstrap}", flush=True)
+        log_file = getattr(broker, "log_file", None)
+        if log_file:
+            print(f"log={log_file}", flush=True)
         while not stop.is_set():
             if not broker.running:
-                print("error: the embedded broker exited", file=sys.stderr)
+                print(f"error: the {args.engine} broker exited", file=sys.stderr)
                 return EXIT_FAILURE
             stop.wait(0.5)
     print("broker stopped", flush=True)
@@ -289,8 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamrank", description="Score local businesses from Kafka event streams.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("broker", help="run the embedded Tansu broker on 127.0.0.1 until SIGINT/SIGTERM")
+    p = sub.add_parser("broker", help="run a local broker on 127.0.0.1 until SIGINT/SIGTERM (Tansu, or Apache Kafka on the JVM)")
+    p.add_argument("--engine", choices=["tansu", "kafka"], default="tansu",
+                   help="tansu: the embedded zero-dependency broker (default); kafka: Apache Kafka, single-node KRaft (needs Java 17+)")
     p.add_argument("--port", type=_port, help="listen port (default: a free one)")
+    p.add_argument("--log", metavar="FILE", help="broker log file (kafka: default a file in a temp folder, printed at start)")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="manage streamrank's topics")

@@ -18,7 +18,11 @@ class BrokerUnavailable(StreamrankError):
 
 
 class EmbeddedBrokerError(StreamrankError):
-    """The embedded Tansu broker could not be found or started."""
+    """A broker this project starts itself (Tansu, or Apache Kafka on the JVM) could not be found or started."""
+
+
+class JavaUnavailable(EmbeddedBrokerError):
+    """Apache Kafka was asked for but this machine has no Java (or no Maven to fetch the jars)."""
 
 
 class SchemaRegistryError(StreamrankError):

@@ -41,4 +41,4 @@ def setup(level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # kafka-python is chatty at INFO (every connection); its warnings still come through.
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)

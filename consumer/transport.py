@@ -82,6 +82,16 @@ def input_consumer(cfg: Config, group_id: str) -> InputConsumer:
     return KafkaConsumer(**consumer_kwargs(cfg, group_id, partition_assignment_strategy=(RangePartitionAssignor,)))
 
 
+def subscribe(consumer: InputConsumer, topics: list[str], listener: Any) -> None:
+    """Join the group for ``topics``. With kafka-python the topics' metadata is fetched before the
+    first join: otherwise the leader assigns from an empty metadata snapshot (the range assignor
+    hands out nothing, or the snapshot changes right after) and a second rebalance follows at
+    once, for every member of the group, each time a worker starts (seen on Apache Kafka)."""
+    consumer.subscribe(list(topics), listener=listener)
+    if not isinstance(consumer, ConfluentInput):
+        consumer.topics()  # a blocking metadata fetch; kafka-python updates its snapshot from it
+
+
 def reader(cfg: Config, name: str) -> Any:
     """A consumer without a group for reading partitions start to end (``assign``,
     ``seek_to_beginning``, ``poll``, ``highwater``, ``position``, ``pause``): the state restore."""
@@ -381,7 +391,7 @@ def passthrough(cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: f
 
     consumer = input_consumer(cfg, group_id)
     producer = output_producer(cfg)
-    consumer.subscribe(list(cfg.input_topics), listener=_quiet_listener())
+    subscribe(consumer, list(cfg.input_topics), _quiet_listener())
     consumed = 0
     first = last = None
     cpu0 = 0.0

@@ -47,7 +47,7 @@ from consumer.process import BatchOutput, RowBuffer, Tombstone, process
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
 from consumer.statestore import PartitionState, encode_entry, restore_partitions
-from consumer.transport import check_transport, input_consumer, reader
+from consumer.transport import check_transport, input_consumer, reader, subscribe
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from models.registry import ModelRegistry
@@ -98,6 +98,7 @@ class Worker:
         self.arms = ArmModels.from_config(cfg, self.models.registry)  # None: one promoted arm, the classic path
         self._swapped_to: str | None = None
         self._joined = False  # idle time counts only once the group has given us an assignment
+        self._assigned = False  # an assignment arrived since the loop last looked
         self._to_restore: set[int] = set()
         self._backlog = False  # the last batch left releasable items queued
         self._uncommitted: dict[tuple[str, int], int] = {}  # processed, not yet checkpointed: offset after
@@ -178,7 +179,7 @@ class Worker:
         self.models.start()
         self.sink = Sink(self.cfg, self.worker_id)
         self.consumer = input_consumer(self.cfg, self.cfg.group_id)
-        self.consumer.subscribe(list(self.cfg.input_topics), listener=_Rebalance(self))
+        subscribe(self.consumer, list(self.cfg.input_topics), _Rebalance(self))
         log.info("worker started", extra={"worker_id": self.worker_id, "group": self.cfg.group_id, "topics": list(self.cfg.input_topics),
                                           "transport": self.cfg.transport,
                                           "config": self.cfg.describe()})  # describe() masks secrets
@@ -223,7 +224,10 @@ class Worker:
                 idle_since = time.monotonic()
                 continue
             now = time.monotonic()
-            if progressed or not self._joined:
+            if progressed or not self._joined or self._assigned:
+                # An assignment restarts the clock: partitions just taken over (a failed worker's)
+                # have everything still to read, and their first fetch can take a while.
+                self._assigned = False
                 idle_since = now
                 self.stats.last_progress = now
                 continue
@@ -494,6 +498,29 @@ class Worker:
         self.stats.restores.append(info)
         log.info("state restored", extra=info)
 
+    def _rewind_unprocessed(self, partitions: list[int]) -> None:
+        """Seek every input partition of ``partitions`` back to its first record not yet processed
+        (the oldest still queued in the merge, else the next to fetch). A rebalance that leaves a
+        partition with this worker keeps kafka-python's fetch position, which is past the queued
+        input about to be dropped: without this those records would never be read again."""
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        for p in partitions:
+            merger = self.mergers.get(p)
+            for topic, rank in ((self.cfg.business_topic, BUSINESS_RANK), (self.cfg.activity_topic, ACTIVITY_RANK)):
+                tp = TopicPartition(topic, p)
+                offset = merger.first_offset(rank) if merger is not None else None
+                if offset is None:
+                    offset = self._next.get(tp)
+                if offset is None:
+                    continue  # nothing received since the assignment: the position is the commit
+                try:
+                    self.consumer.seek(tp, offset)
+                except (KafkaError, TransportError, AssertionError, ValueError) as exc:
+                    # The partition is already gone from the client: a new owner starts at the commit.
+                    log.debug("no rewind for a revoked partition", extra={"partition": f"{topic}[{p}]", "error": repr(exc)})
+
     def _restore_pending(self) -> None:
         """Restore partitions assigned during the last poll. Done here, outside the rebalance
         callback, so the group's heartbeats keep flowing however long it takes. Their records
@@ -537,9 +564,10 @@ class _CommitFailed(StreamrankError):
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Revocation: buffered input is dropped (its offsets are uncommitted, the next owner re-reads
-    it). Assignment: partitions new to this worker have their state restored from the changelog;
-    partitions it keeps keep their state (it matches the committed offsets: every batch commits)."""
+    """Revocation: buffered input is dropped and each partition's fetch position is set back to its
+    first unprocessed record (the next owner re-reads it from the commit; this worker, if it keeps
+    the partition, from there). Assignment: partitions new to this worker have their state restored from the changelog;
+    partitions it keeps keep their state (written to the changelog at the revocation)."""
 
     def __init__(self, worker: Worker):
         self.w = worker
@@ -557,7 +585,8 @@ class _Rebalance(ConsumerRebalanceListener):
             except DeliveryError as exc:
                 log.error("saving state at revocation failed; state will be restored", extra={"error": str(exc)})
                 self.w.store.clear()
-            self.w._uncommitted = {}  # eager protocol: every partition is revoked; positions reset to the commits
+            self.w._uncommitted = {}  # every partition is revoked (eager protocol); the changelog says what is applied
+        self.w._rewind_unprocessed(parts)
         for p in parts:
             self.w.mergers.pop(p, None)
             self.w._last_time.pop((p, BUSINESS_RANK), None)
@@ -565,6 +594,9 @@ class _Rebalance(ConsumerRebalanceListener):
         for tp in [tp for tp in self.w._next if tp.partition in parts]:
             del self.w._next[tp]
         self.w.metrics.forget_partitions(parts)
+        # A rebalance has begun: until the next assignment the worker waits for the group, which is
+        # not idleness (on Apache Kafka a join can wait out a dead member's session timeout).
+        self.w._joined = False
         log.info("partitions revoked", extra={"partitions": parts})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -580,4 +612,5 @@ class _Rebalance(ConsumerRebalanceListener):
         new = sorted(p for p in keep if p not in w.store)
         w._to_restore.update(new)
         w._joined = True
+        w._assigned = True
         log.info("partitions assigned", extra={"partitions": sorted(keep), "to_restore": new})

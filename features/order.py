@@ -40,6 +40,11 @@ class HeadMerger(Generic[T]):
     def queued(self, rank: int) -> int:
         return len(self._queues[rank])
 
+    def first_offset(self, rank: int) -> int | None:
+        """Offset of the oldest item still queued from stream ``rank``; None when it is empty."""
+        q = self._queues[rank]
+        return q[0][0][2] if q else None
+
     def pop_ready(self, business_done: bool, activity_done: bool) -> Iterator[T]:
         """Release items while the order is decided. ``*_done``: that stream has nothing unread."""
         b, a = self._queues

@@ -1,7 +1,13 @@
 """Shared fixtures: one real broker per test session, a unique topic set per test.
 
-The broker is chosen in this order: an existing cluster from ``KAFKA_BOOTSTRAP_SERVERS``;
-testcontainers' ``KafkaContainer`` (KRaft) when a Docker daemon answers; else the embedded Tansu.
+The broker is chosen in this order (``broker_choice``): an existing cluster from
+``KAFKA_BOOTSTRAP_SERVERS``; testcontainers' ``KafkaContainer`` (KRaft) when a Docker daemon
+answers; Apache Kafka on the JVM (``consumer.jvmbroker``) when Java is present; else the embedded
+Tansu. ``STREAMRANK_TEST_BROKER=kafka|tansu`` forces one engine (the Tansu smoke run of
+``make test`` uses it). When Apache Kafka is the choice and does not start, every broker test
+errors: no quiet fall-back to a weaker broker. The header and the summary of each run name the
+broker it used.
+
 Tests marked ``real_kafka`` need Apache Kafka semantics (compaction, transactions, correct
 ``offsets_for_times``) and are skipped on Tansu.
 """
@@ -20,11 +26,14 @@ from consumer.config import Config
 @dataclass(frozen=True)
 class BrokerInfo:
     bootstrap: str
-    kind: str  # "external" | "testcontainers" | "tansu"
+    kind: str  # "external" | "testcontainers" | "kafka" (JVM, started here) | "tansu"
+    engine: object = None  # the broker object when this session started it (KafkaBroker/EmbeddedBroker)
 
     @property
     def is_real_kafka(self) -> bool:
-        return self.kind in ("external", "testcontainers") and os.environ.get("STREAMRANK_EXTERNAL_IS_TANSU") != "1"
+        if self.kind == "external":
+            return os.environ.get("STREAMRANK_EXTERNAL_IS_TANSU") != "1"
+        return self.kind in ("testcontainers", "kafka")
 
 
 def _docker_answers() -> bool:
@@ -39,23 +48,64 @@ def _docker_answers() -> bool:
         return False
 
 
+def broker_choice() -> str:
+    forced = os.environ.get("STREAMRANK_TEST_BROKER", "").strip().lower()
+    if forced in ("kafka", "tansu"):
+        return forced
+    if forced not in ("", "auto"):
+        raise pytest.UsageError(f"STREAMRANK_TEST_BROKER={forced!r}: expected kafka, tansu or auto")
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return "external"
+    if _docker_answers():
+        return "testcontainers"
+    from consumer.jvmbroker import java_available
+
+    return "kafka" if java_available() else "tansu"
+
+
+_USED: list[str] = []
+
+
+def pytest_report_header(config):
+    from consumer.jvmbroker import KAFKA_VERSION
+
+    choice = broker_choice()
+    what = {"external": f"the cluster at {os.environ.get('KAFKA_BOOTSTRAP_SERVERS')}",
+            "testcontainers": "Apache Kafka in a testcontainers KafkaContainer",
+            "kafka": f"Apache Kafka {KAFKA_VERSION} (JVM, single-node KRaft, started by the suite)",
+            "tansu": "the embedded Tansu broker (no compaction/transactions: real_kafka tests skip)"}[choice]
+    return f"broker: {what}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _USED:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory) -> BrokerInfo:
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield BrokerInfo(external, "external")
+    choice = broker_choice()
+    if choice == "external":
+        _USED.append(f"broker used: external cluster at {os.environ['KAFKA_BOOTSTRAP_SERVERS']}")
+        yield BrokerInfo(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "external")
         return
-    if _docker_answers():
+    if choice == "testcontainers":
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as kafka:
+            _USED.append("broker used: testcontainers KafkaContainer")
             yield BrokerInfo(kafka.get_bootstrap_server(), "testcontainers")
         return
-    from consumer.broker import EmbeddedBroker
+    from consumer.broker import start_broker
 
-    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    with EmbeddedBroker(log_path=str(log)) as embedded:
-        yield BrokerInfo(embedded.bootstrap, "tansu")
+    log = tmp_path_factory.mktemp(choice) / f"{choice}.log"
+    with start_broker(choice, log_path=str(log)) as started:
+        if choice == "kafka":
+            _USED.append(f"broker used: Apache Kafka {started.version} (JVM, KRaft) at {started.bootstrap}, "
+                         f"started in {started.started_in_s:.1f} s; log {log}")
+        else:
+            _USED.append(f"broker used: embedded Tansu at {started.bootstrap}; log {log}")
+        yield BrokerInfo(started.bootstrap, choice, started)
 
 
 @pytest.fixture(autouse=True)

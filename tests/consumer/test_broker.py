@@ -18,6 +18,7 @@ from consumer.kafka import GROUP_TIMING, check_copartitioned, check_reachable, c
 pytestmark = pytest.mark.broker
 
 
+@pytest.mark.tansu_smoke
 def test_produce_and_consume_through_the_broker(kafka_config):
     topic = kafka_config.activity_topic
     producer = KafkaProducer(bootstrap_servers=kafka_config.bootstrap, acks="all")
@@ -43,6 +44,7 @@ def test_produce_and_consume_through_the_broker(kafka_config):
     assert all(len(parts) == 1 for parts in by_key.values())
 
 
+@pytest.mark.tansu_smoke
 def test_topics_create_is_idempotent_and_copartitions_inputs(kafka_config):
     again = create_topics(kafka_config)
     assert set(again.values()) == {"exists"}
@@ -65,6 +67,7 @@ def test_unreachable_broker_fails_fast():
     assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.tansu_smoke
 def test_context_manager_starts_and_stops():
     with EmbeddedBroker() as b:
         assert b.running
@@ -74,6 +77,7 @@ def test_context_manager_starts_and_stops():
         check_reachable(b.bootstrap, timeout_s=1)
 
 
+@pytest.mark.tansu_smoke
 def test_cli_broker_prints_bootstrap_first_and_stops_on_sigterm():
     proc = subprocess.Popen(
         [sys.executable, "-m", "consumer.cli", "broker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -39,6 +39,7 @@ def _read_all(bootstrap, topic):
     return out
 
 
+@pytest.mark.tansu_smoke
 def test_generate_writes_both_topics_readable_with_only_the_avsc_files(kafka_config):
     cfg = kafka_config
     out = subprocess.run([sys.executable, "-m", "consumer.cli", "generate", "--businesses", "30", "--days", "2", "--seed", "4"],

@@ -76,6 +76,7 @@ def _live_group_offsets(cfg: Config) -> dict:
         admin.close()
 
 
+@pytest.mark.tansu_smoke
 def test_replaying_the_whole_log_reproduces_the_live_predictions(live):
     cfg = live.cfg
     assert len(live.predictions) > 5_000
@@ -104,6 +105,7 @@ def test_replaying_the_whole_log_reproduces_the_live_predictions(live):
     assert sorted(v for [v] in by_id.values()) == sorted(map(_comparable, live.predictions))
 
 
+@pytest.mark.tansu_smoke
 def test_a_range_by_time_starts_at_the_first_record_at_or_after_it(live, broker):
     cfg = live.cfg
     start = DEFAULT_START_MS + 2 * DAY + 7 * HOUR + 13 * 60_000

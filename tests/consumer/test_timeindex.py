@@ -151,6 +151,7 @@ def test_an_empty_partition_resolves_to_its_start():
     assert (got.offset, got.low, got.high) == (0, 0, 0)
 
 
+@pytest.mark.tansu_smoke
 @pytest.mark.broker
 def test_on_the_broker_the_lookup_finds_the_first_record_at_or_after_the_time(kafka_config, broker):
     cfg = kafka_config

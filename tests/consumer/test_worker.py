@@ -46,6 +46,7 @@ def _states(store):
     return {bid: e.state for part in store.values() for bid, e in part.entries.items()}
 
 
+@pytest.mark.tansu_smoke
 @both_transports
 def test_exact_predictions_and_state_for_a_generated_log(cfg):
     n = publish_world(cfg)
@@ -86,6 +87,7 @@ def test_features_at_scoring_equal_the_trainers_replay(cfg):
     assert replayed == live
 
 
+@pytest.mark.tansu_smoke
 @both_transports
 def test_kill_minus_9_and_restart_loses_nothing(cfg, tmp_path):
     publish_world(cfg, businesses=100, days=5, seed=21)
@@ -161,6 +163,7 @@ def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path, clients)
     assert "first offset scored by model" in log_a and "first offset scored by model" in log_b
 
 
+@pytest.mark.tansu_smoke
 @both_transports
 def test_corrupted_messages_go_to_dead_letters_and_the_worker_keeps_going(cfg):
     publish_world(cfg, businesses=20, days=1, seed=41)

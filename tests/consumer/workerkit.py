@@ -101,7 +101,7 @@ def worker_env(cfg: Config) -> dict[str, str]:
 def start_worker(cfg: Config, idle_s: float = 3.0, log_path=None) -> subprocess.Popen:
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "run", "--exit-when-idle", str(idle_s), "--log-level", "INFO"],
+        [sys.executable, "-m", "consumer.cli", "run", "--exit-when-idle", str(idle_s), "--log-level", os.environ.get("STREAMRANK_TEST_WORKER_LOG_LEVEL", "INFO")],
         env=worker_env(cfg), stdout=out, stderr=out,
     )
 
