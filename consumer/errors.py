@@ -40,6 +40,10 @@ class DecodeError(StreamrankError):
         super().__init__(f"{topic}[{partition}]@{offset}: {reason}")
 
 
+class PublishError(StreamrankError):
+    """The broker refused records we published (named: how many, which setting, the first one)."""
+
+
 class TopicLayoutError(StreamrankError):
     """Topics are missing or not co-partitioned."""
 

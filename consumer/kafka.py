@@ -195,6 +195,39 @@ def partition_counts(cfg: Config, topics: list[str] | tuple[str, ...]) -> dict[s
     return counts
 
 
+def topic_config(cfg: Config, topic: str, name: str) -> str | None:
+    """The broker's value of one topic setting (defaults included); None where the broker cannot
+    say: the embedded Tansu has no DescribeConfigs (it drops the connection)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    admin = admin_client(cfg)
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=[name])], config_filter="all")
+    except (KafkaError, OSError):
+        return None
+    finally:
+        admin.close()
+    entry = described.get("topic", {}).get(topic, {}).get(name)
+    return None if entry is None else entry.get("value")
+
+
+def check_compacted(cfg: Config, topic: str, role: str) -> bool:
+    """Refuse a ``topic`` whose cleanup policy does not compact. A state changelog (or the business
+    table) under ``delete`` loses the latest value of every key idle longer than ``retention.ms``:
+    after a restore those businesses would be scored from empty state, silently. Returns False
+    when the broker cannot tell (then nothing was verified)."""
+    policy = topic_config(cfg, topic, "cleanup.policy")
+    if policy is None:
+        return False
+    if "compact" not in [p.strip() for p in policy.split(",")]:
+        raise TopicLayoutError(
+            f"{role} topic {topic} has cleanup.policy={policy}: state kept there would expire with retention.ms. "
+            f"Make it compacted (kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
+            f"--add-config cleanup.policy=compact) or let `streamrank topics create` create it")
+    return True
+
+
 def check_copartitioned(cfg: Config) -> int:
     """The partition count shared by both input topics; refuse a layout where they differ."""
     counts = partition_counts(cfg, cfg.input_topics)

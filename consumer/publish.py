@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
+from consumer.errors import PublishError
 from consumer.kafka import check_reachable, producer_kwargs
 
 
@@ -43,12 +44,14 @@ def publish_records(
     }
     producer = KafkaProducer(**producer_kwargs(cfg))
     stats = PublishStats()
+    refused = _Refusals()
     t0 = time.perf_counter()
     try:
         for kind, rec in records:
             topic, codec = codecs[kind]
             # Record timestamp = event time, so broker time lookups (replay --from TIME) mean event time.
-            producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
+            future = producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
+            future.add_errback(refused.note, topic, rec)
             if kind == "business":
                 stats.business += 1
             else:
@@ -59,4 +62,33 @@ def publish_records(
     finally:
         producer.close()
     stats.seconds = time.perf_counter() - t0
+    refused.raise_if_any()
     return stats
+
+
+class _Refusals:
+    """Records the broker refused. kafka-python's flush() does not raise for them: without this a
+    refused record would be lost without a word."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: tuple[str, dict[str, Any], BaseException] | None = None
+
+    def note(self, topic: str, rec: dict[str, Any], exc: BaseException) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = (topic, rec, exc)
+
+    def raise_if_any(self) -> None:
+        if self.first is None:
+            return
+        from kafka.errors import InvalidTimestampError
+
+        topic, rec, exc = self.first
+        where = f"first: {topic} business_id={rec.get('business_id')} event_time={rec.get('event_time')}"
+        if isinstance(exc, InvalidTimestampError):
+            raise PublishError(
+                f"the broker refused {self.count} record(s): their timestamp (= event_time) is outside what the topic accepts "
+                f"(log.message.timestamp.before.max.ms / log.message.timestamp.after.max.ms; a default Apache Kafka refuses "
+                f"timestamps more than 1 hour ahead of its clock); {where}")
+        raise PublishError(f"the broker refused {self.count} record(s) ({type(exc).__name__}: {exc}); {where}")

@@ -40,7 +40,7 @@ from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
 from consumer.decode import Decoded, Decoder
 from consumer.errors import StreamrankError, TopicLayoutError, TransportError
-from consumer.kafka import check_copartitioned, check_reachable, create_topics, partition_counts
+from consumer.kafka import check_compacted, check_copartitioned, check_reachable, create_topics, partition_counts
 from consumer.metrics import WorkerMetrics
 from consumer.arms import ArmModels
 from consumer.process import BatchOutput, RowBuffer, Tombstone, process
@@ -131,6 +131,8 @@ class Worker:
         counts = partition_counts(cfg, [t for t, _, _ in outputs])
         if counts[cfg.changelog_topic] != n:
             raise TopicLayoutError(f"changelog {cfg.changelog_topic} has {counts[cfg.changelog_topic]} partitions, inputs have {n}: they must match")
+        if not check_compacted(cfg, cfg.changelog_topic, "changelog"):
+            log.info("changelog compaction not verified: the broker does not answer DescribeConfigs", extra={"topic": cfg.changelog_topic})
         # An output with the inputs' partition count takes the source record's partition number:
         # the same partition the key's hash would pick (inputs are keyed by business_id), without
         # hashing every key again in the producer. Otherwise the producer's partitioner decides.
