@@ -152,6 +152,41 @@ def server_properties(*, port: int, controller_port: int, advertised_port: int, 
     return props
 
 
+# What the apache/kafka image (kafka.docker.KafkaDockerWrapper, in the broker's own jar) leaves out
+# when it turns KAFKA_* variables into server.properties: JVM and logging options, not settings.
+DOCKER_NON_PROPERTY_ENV = frozenset({
+    "KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL", "KAFKA_LOG4J_LOGGERS",
+    "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME",
+})
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):  # YAML true/false; compose passes them as the words
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def compose_env_to_properties(env: dict[str, object]) -> tuple[dict[str, str], str | None]:
+    """The server.properties the apache/kafka image builds from a container's environment, and the
+    ``CLUSTER_ID`` it formats storage with (None when unset: the image then refuses to start).
+
+    The image's rule: every ``KAFKA_*`` variable except JVM/logging options becomes a property:
+    ``KAFKA_`` dropped, lower-cased, then ``_`` -> ``.``, ``___`` -> ``-``, ``__`` -> ``_``
+    (``KAFKA_LISTENER_NAME_EXTERNAL_PLAIN_SASL___JAAS__CONFIG`` ->
+    ``listener.name.external.plain.sasl-jaas_config``). When any is given, these properties are the
+    whole file: the image's default server.properties is used only when none is.
+    """
+    props: dict[str, str] = {}
+    for key, value in env.items():
+        if not key.startswith("KAFKA_") or key in DOCKER_NON_PROPERTY_ENV:
+            continue
+        name = key[len("KAFKA_"):].lower().replace("_", ".").replace("...", "-").replace("..", "_")
+        props[name] = _env_value(value)
+    cluster_id = env.get("CLUSTER_ID")
+    return props, (None if cluster_id is None else _env_value(cluster_id))
+
+
 def write_properties(path: Path, props: dict[str, str]) -> None:
     # Java properties escaping: only backslashes and line breaks can occur in our values.
     lines = [f"{k}={str(v).replace(chr(92), chr(92) * 2)}" for k, v in props.items()]
