@@ -115,10 +115,12 @@ def fold_item(
     if part is None:
         part = store[item.partition] = PartitionState(item.partition)
     if type(item) is Tombstone:
-        if part.delete(item.business_id):
-            part.dirty.add(item.business_id)
-            if deleted is not None:
-                deleted.append((item.partition, item.business_id))
+        dropped = part.delete(item.business_id, item.offset)
+        if dropped is None:
+            outcomes[ALREADY_APPLIED] += 1
+            return None, ALREADY_APPLIED
+        if dropped and deleted is not None:
+            deleted.append((item.partition, item.business_id))
         outcomes[BUSINESS_DELETED] += 1
         return None, BUSINESS_DELETED
     event = item.event
@@ -127,7 +129,10 @@ def fold_item(
     if entry is None:
         entry = part.restored(bid) if part.encoded else None
         if entry is None:
-            entry = part.entries[bid] = Entry(new_state(bid, spec))
+            if part.deleted and part.deleted_after(bid, item.rank, item.offset):
+                outcomes[ALREADY_APPLIED] += 1  # folded into a state that a later tombstone dropped
+                return None, ALREADY_APPLIED
+            entry = part.new_entry(bid, new_state(bid, spec))
     if item.offset <= entry.applied[item.rank]:  # a new entry's applied offsets are -1
         outcomes[ALREADY_APPLIED] += 1
         return None, ALREADY_APPLIED

@@ -7,7 +7,13 @@ input topic, so a record re-read after a crash (state written, offsets not yet c
 recognised and not applied twice.
 
 Changelog value layout: ``b"SR1" | business offset (int64) | activity offset (int64) | state bytes``.
-A null value is a tombstone (the business's state was dropped).
+
+A deleted business (a tombstone on the business topic) is written in two steps. First a *deletion
+marker*, the header alone: it keeps the offsets the dropped state reflected, so records re-read
+after a crash (up to the tombstone, whose offsets were not committed yet) are still recognised as
+applied instead of being folded into a fresh state. Once the input offsets past them are
+committed, nothing can be re-read and the worker writes a null value (a real tombstone), which
+compaction removes.
 """
 
 from __future__ import annotations
@@ -34,6 +40,21 @@ def encode_entry(entry: Entry) -> bytes:
     return HEADER.pack(MAGIC, entry.applied[0], entry.applied[1]) + to_bytes(entry.state)
 
 
+def deletion_marker(applied: list[int]) -> bytes:
+    return HEADER.pack(MAGIC, applied[0], applied[1])
+
+
+def is_deletion(value: bytes | None) -> bool:
+    """A changelog value that says the business has no state: a tombstone or a deletion marker."""
+    return value is None or len(value) == HEADER.size
+
+
+def applied_offsets(data: bytes) -> list[int]:
+    """The offsets a changelog value reflects, read from its header alone (no state decode)."""
+    _, b_off, a_off = HEADER.unpack_from(data)
+    return [b_off, a_off]
+
+
 def decode_entry(data: bytes) -> Entry:
     magic, b_off, a_off = HEADER.unpack_from(data)
     if magic != MAGIC:
@@ -50,6 +71,9 @@ class PartitionState:
     # business's next event (``restored``). A restore then costs the read, not a decode of every
     # business, and businesses that stay quiet are never decoded.
     encoded: dict[str, bytes] = field(default_factory=dict)
+    # Deleted businesses whose deletion marker is still needed: the offsets their dropped state
+    # reflected (see the module doc), until a commit covers them.
+    deleted: dict[str, list[int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         """Businesses held, decoded or not."""
@@ -63,9 +87,46 @@ class PartitionState:
         entry = self.entries[business_id] = decode_entry(data)
         return entry
 
-    def delete(self, business_id: str) -> bool:
-        """Drop a business's state; whether there was one."""
-        return self.entries.pop(business_id, None) is not None or self.encoded.pop(business_id, None) is not None
+    def new_entry(self, business_id: str, state: BusinessState) -> Entry:
+        """A fresh entry; after a deletion it keeps the deleted state's offsets, so records that were
+        applied before the deletion are still skipped when re-read."""
+        marker = self.deleted.pop(business_id, None) if self.deleted else None
+        entry = self.entries[business_id] = Entry(state, marker if marker is not None else [-1, -1])
+        return entry
+
+    def deleted_after(self, business_id: str, rank: int, offset: int) -> bool:
+        """Whether the record at ``offset`` of input ``rank`` was applied to a state since deleted."""
+        marker = self.deleted.get(business_id)
+        return marker is not None and offset <= marker[rank]
+
+    def delete(self, business_id: str, offset: int) -> bool | None:
+        """Apply a tombstone at business-topic ``offset``: True if a state was dropped, False if there
+        was none, None if this tombstone is already reflected (re-read after a crash)."""
+        entry = self.entries.get(business_id)
+        if entry is not None:
+            applied = entry.applied
+        elif business_id in self.encoded:
+            applied = applied_offsets(self.encoded[business_id])
+        else:
+            marker = self.deleted.get(business_id)
+            return None if marker is not None and offset <= marker[0] else False
+        if offset <= applied[0]:
+            return None  # the state was rebuilt after this tombstone: keep it
+        self.entries.pop(business_id, None)
+        self.encoded.pop(business_id, None)
+        self.deleted[business_id] = [offset, applied[1]]
+        self.dirty.add(business_id)
+        return True
+
+    def forget_deleted(self, business_committed: int | None, activity_committed: int | None) -> list[str]:
+        """Deleted businesses whose offsets are all below the committed ones: their markers are no
+        longer needed (nothing before them will be re-read). Removed here; the caller writes nulls."""
+        gone = [bid for bid, (b_off, a_off) in self.deleted.items()
+                if business_committed is not None and b_off < business_committed
+                and (a_off < 0 or (activity_committed is not None and a_off < activity_committed))]
+        for bid in gone:
+            del self.deleted[bid]
+        return gone
 
     def decode_all(self) -> dict[str, Entry]:
         """Every entry, decoded (for inspection: tests, the benchmark)."""
@@ -73,10 +134,18 @@ class PartitionState:
             self.restored(business_id)
         return self.entries
 
-    def drain_dirty(self) -> Iterator[tuple[str, Entry]]:
+    def drain_changes(self) -> Iterator[tuple[str, bytes | None]]:
+        """The changelog value of every business changed since the last call: its encoded state, a
+        deletion marker, or None (no state and no marker needed)."""
         dirty, self.dirty = self.dirty, set()
         for business_id in sorted(dirty):
-            yield business_id, self.entries[business_id]
+            entry = self.entries.get(business_id)
+            if entry is not None:
+                yield business_id, encode_entry(entry)
+            elif business_id in self.deleted:
+                yield business_id, deletion_marker(self.deleted[business_id])
+            else:
+                yield business_id, None
 
 
 @dataclass
@@ -122,14 +191,21 @@ def restore_partitions(
                 records += 1
         finally:
             consumer.close()
-    out: dict[int, PartitionState] = {}
-    entities = 0
-    for p, part in latest.items():
-        ps = out[p] = PartitionState(p)
-        for key, value in part.items():
-            if value is not None:
-                if value[:3] != MAGIC:  # the full check is the decode, on the business's next event
-                    raise ValueError(f"{changelog_topic}[{p}] key {key!r}: changelog value does not start with {MAGIC!r}")
-                ps.encoded[key] = value
-        entities += len(ps.encoded)
+    out = {p: from_changelog(p, part, changelog_topic) for p, part in latest.items()}
+    entities = sum(len(ps.encoded) for ps in out.values())
     return out, RestoreStats(partitions, records, entities, time.perf_counter() - t0)
+
+
+def from_changelog(partition: int, latest: dict[str, bytes | None], topic: str = "changelog") -> PartitionState:
+    """A partition's state from the latest changelog value of each key (null: no state)."""
+    ps = PartitionState(partition)
+    for key, value in latest.items():
+        if value is None:
+            continue
+        if value[:3] != MAGIC:  # the full check is the decode, on the business's next event
+            raise ValueError(f"{topic}[{partition}] key {key!r}: changelog value does not start with {MAGIC!r}")
+        if len(value) == HEADER.size:
+            ps.deleted[key] = applied_offsets(value)
+        else:
+            ps.encoded[key] = value
+    return ps

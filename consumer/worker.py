@@ -46,7 +46,7 @@ from consumer.arms import ArmModels
 from consumer.process import BatchOutput, RowBuffer, Tombstone, process
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
-from consumer.statestore import PartitionState, encode_entry, restore_partitions
+from consumer.statestore import PartitionState, restore_partitions
 from consumer.transport import check_transport, input_consumer, reader, subscribe
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
 from features.spec import DEFAULT_SPEC, FeatureSpec
@@ -418,6 +418,7 @@ class Worker:
         produce_s = time.perf_counter() - t0
         self._commit_offsets()
         self._checkpointed_at = time.monotonic()
+        self._forget_committed_deletions(list(self.store))
         return produce_s
 
     def _write_state(self) -> None:
@@ -427,10 +428,27 @@ class Worker:
         ctopic = self.cfg.changelog_topic
         for p, part in self.store.items():
             if part.dirty:
-                for bid, entry in part.drain_dirty():
-                    value = encode_entry(entry) if bid in part.entries else None
+                for bid, value in part.drain_changes():
                     sink.send(ctopic, bid.encode(), value, partition=p)
         sink.flush()
+
+    def _forget_committed_deletions(self, partitions: list[int]) -> None:
+        """Replace deletion markers by real tombstones once the group's committed offsets are past
+        them (see ``statestore``). The nulls go out with the next flush; one lost in a crash
+        leaves a marker, which is harmless and forgotten again after the next restore."""
+        from kafka import TopicPartition
+
+        for p in partitions:
+            part = self.store.get(p)
+            if part is None or not part.deleted:
+                continue
+            committed = []
+            for topic in (self.cfg.business_topic, self.cfg.activity_topic):
+                tp = TopicPartition(topic, p)
+                off = self._commit.get(tp)
+                committed.append(off if off is not None else self.consumer.committed(tp))
+            for bid in part.forget_deleted(*committed):
+                self.sink.send(self.cfg.changelog_topic, bid.encode(), None, partition=p)
 
     def _commit_offsets(self) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
@@ -495,6 +513,7 @@ class Worker:
                                            self.cfg.changelog_topic, partitions)
             tracker.finished(rs)
         self.store.update(parts)
+        self._forget_committed_deletions(partitions)
         info = {"partitions": partitions, "entities": rs.entities, "records": rs.records,
                 "seconds": round(rs.seconds, 3), "entities_per_s": round(rs.rate)}
         self.stats.restores.append(info)

@@ -127,3 +127,40 @@ def test_row_buffer_grows_without_losing_rows():
     assert len(out.predictions) == 5 and len(buf.rows) >= 5
     unbuffered = process(items, {}, SumScorer(), rows=RowBuffer(len(DEFAULT_SPEC.names), capacity=64))
     assert [p["feature_hash"] for p in out.predictions] == [p["feature_hash"] for p in unbuffered.predictions]
+
+
+def _checkpoint_and_restore(store):
+    """What a crash right after a checkpoint leaves: the changelog's latest values, restored."""
+    from consumer.statestore import from_changelog
+
+    return {p: from_changelog(p, dict(part.drain_changes())) for p, part in store.items()}
+
+
+def test_a_deleted_business_is_written_as_a_marker_and_records_before_its_tombstone_stay_applied():
+    items = [biz("b1", T0), act("b1", T0 + 1, 0), act("b1", T0 + 2, 1), Tombstone("business-events", 0, 1, "b1"),
+             biz("b2", T0, offset=2), act("b2", T0 + 3, 2)]
+    store = {}
+    first = process(items, store, SumScorer())
+    assert "b1" not in store[0].entries and store[0].deleted == {"b1": [1, 1]}
+    # A crash after the changelog write, before the commit: everything is re-read, nothing re-scored,
+    # and no state comes back for the deleted business.
+    restored = _checkpoint_and_restore(store)
+    assert restored[0].deleted == {"b1": [1, 1]}
+    again = process(items, restored, SumScorer())
+    assert again.outcomes == {ALREADY_APPLIED: len(items)} and not again.predictions
+    assert set(restored[0].entries) | set(restored[0].encoded) == {"b2"} and not restored[0].dirty
+    # Once the offsets are committed, the marker gives way to a real tombstone (null).
+    assert restored[0].forget_deleted(1, 1) == [] and restored[0].forget_deleted(2, 2) == ["b1"]
+    assert len(first.predictions) == 3
+
+
+def test_a_business_recreated_after_its_tombstone_keeps_its_new_state_when_the_tombstone_is_re_read():
+    items = [biz("b1", T0), act("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"),
+             biz("b1", T0 + 5, offset=2), act("b1", T0 + 6, 1)]
+    store = {}
+    process(items, store, SumScorer())
+    restored = _checkpoint_and_restore(store)
+    again = process(items, restored, SumScorer())
+    assert again.outcomes == {ALREADY_APPLIED: len(items)}
+    assert restored[0].decode_all()["b1"].state == store[0].entries["b1"].state
+    assert store[0].entries["b1"].applied == [2, 1]

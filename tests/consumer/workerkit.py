@@ -17,7 +17,7 @@ from consumer.kafka import consumer_kwargs, iter_to_highwater
 from consumer.logreader import LogRange, read_input_log
 from consumer.process import Tombstone, process
 from consumer.publish import publish_records
-from consumer.statestore import decode_entry
+from consumer.statestore import decode_entry, is_deletion
 from features.order import merge_finished
 from models.registry import ModelRegistry
 from sim.world import WorldConfig, generate_records
@@ -32,13 +32,15 @@ def expected_run(cfg: Config, registry_dir) -> tuple[dict[str, dict], dict[int, 
     model = ModelRegistry(registry_dir).load()
     by_part: dict[int, list] = defaultdict(list)
     topics = (cfg.business_topic, cfg.activity_topic)
+    last_t: dict[tuple[int, int], int] = {}
     for rec in read_input_log(cfg, LogRange()):
+        k = (rec.partition, rec.rank)
         if rec.event is None:
             item = Tombstone(topics[rec.rank], rec.partition, rec.offset, rec.key)
-            t = 0
+            t = last_t.get(k, 0)  # as the worker queues it: at the time of the record before it
         else:
             item = Decoded(topics[rec.rank], rec.rank, rec.partition, rec.offset, rec.event)
-            t = rec.event.event_time
+            t = last_t[k] = rec.event.event_time
         by_part[rec.partition].append((rec.rank, t, rec.offset, item))
     store: dict[int, Any] = {}
     preds: dict[str, dict] = {}
@@ -76,7 +78,7 @@ def read_changelog_states(cfg: Config) -> dict[str, Any]:
     latest: dict[str, Any] = {}
     for r in read_topic(cfg, cfg.changelog_topic):
         latest[r.key.decode()] = r.value
-    return {k: decode_entry(v).state for k, v in latest.items() if v is not None}
+    return {k: decode_entry(v).state for k, v in latest.items() if not is_deletion(v)}
 
 
 def worker_env(cfg: Config) -> dict[str, str]:
