@@ -54,3 +54,13 @@ class TransportError(StreamrankError):
 
 class DeliveryError(TransportError):
     """The broker did not acknowledge a batch's output within the delivery timeout."""
+
+
+class StaleState(StreamrankError):
+    """A changelog entry cannot be read by this feature set (another version, or corrupt): the
+    worker rebuilds its partition's state from the input topics instead of stopping."""
+
+    def __init__(self, partition: int, business_id: str, reason: str):
+        self.partition = partition
+        self.business_id = business_id
+        super().__init__(f"changelog partition {partition} key {business_id!r}: {reason}")

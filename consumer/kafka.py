@@ -248,16 +248,18 @@ def iter_to_highwater(
     max_records: int = 10_000,
     idle_timeout_s: float = 30.0,
     on_poll: Any = None,
+    until: dict[Any, int] | None = None,
 ) -> Any:
     """Yield every record of the assigned ``tps`` from the consumer's position up to the
-    high-water mark each partition reported on its first fetch, then stop.
+    high-water mark each partition reported on its first fetch (or up to ``until[tp]``,
+    exclusive, for the partitions it names), then stop.
 
     The high-water mark comes from the fetch, not ``end_offsets`` (wrong on the embedded broker).
     Records produced after the snapshot are not read. ``on_poll(pending)`` is called after each
     poll with the number of partitions still unfinished. A read that makes no progress for
     ``idle_timeout_s`` raises :class:`TimeoutError`.
     """
-    targets: dict[Any, int] = {}
+    targets: dict[Any, int] = dict(until or {})
     pending = set(tps)
     last = time.monotonic()
     while pending:

@@ -10,8 +10,8 @@ bins a whole batch with numpy. :class:`MetricsServer` serves ``/metrics``, ``/he
 Liveness is progress, not "the process is up": the poll loop must have turned within
 ``stall_s``, and while records it received wait uncommitted, a batch must have been committed
 within ``stall_s``.
-A worker restoring state is live as long as the restore reads records; one waiting for its first
-model is live (it is doing what it should) but not ready. Readiness: a model is serving, the group
+A worker restoring state (or rebuilding it from the input topics) is live as long as it reads
+records; one waiting for its first model is live (it is doing what it should) but not ready. Readiness: a model is serving, the group
 has assigned partitions, and every assigned partition's state is restored.
 
 Consumer lag is ``high-water mark − committed offset`` per input partition, from the consumer's
@@ -175,6 +175,12 @@ class WorkerMetrics:
         self.restores = Counter(p + "restores", "State restores completed", registry=r)
         self.restore_records = Counter(p + "restore_records", "Changelog records read by completed restores", registry=r)
         self.restore_seconds = Histogram(p + "restore_seconds", "Duration of state restores", buckets=RESTORE_BUCKETS, registry=r)
+        self.rebuild_in_progress = Gauge(p + "state_rebuild_in_progress",
+                                         "1 while partitions' state is being rebuilt from the input topics", registry=r)
+        self.rebuilds = Counter(p + "state_rebuilds", "Partitions whose state was rebuilt from the input topics, per reason "
+                                "(feature_set_changed: changelog of another feature-set version; unreadable: an entry failed to decode)",
+                                ["reason"], registry=r)
+        self.rebuild_records = Counter(p + "state_rebuild_records", "Input records folded by completed state rebuilds", registry=r)
         self.model_info = Gauge(p + "model_info", "The model being served (value 1)", ["model_version", "feature_set_version"], registry=r)
         self.model_created = Gauge(p + "model_created_timestamp_seconds", "When the served model was trained", registry=r)
         self.model_swaps = Counter(p + "model_swaps", "Models swapped in (the first one included)", registry=r)
@@ -224,7 +230,7 @@ class WorkerMetrics:
             return True, info
         if self.phase == "stopped":
             return False, info
-        if self.phase == "restoring":
+        if self.phase in ("restoring", "rebuilding"):
             since = now - (self._restore_progress_at or now)
             info["restore_progress_age_s"] = round(since, 3)
             return since < self.stall_s, info
@@ -369,10 +375,10 @@ class WorkerMetrics:
 
     # ---------------------------------------------------------------- restore
     @contextmanager
-    def restoring(self, partitions: Sequence[int]) -> Iterator[_RestoreTracker]:
-        if self.phase != "restoring":
+    def restoring(self, partitions: Sequence[int], phase: str = "restoring") -> Iterator[_RestoreTracker]:
+        if self.phase not in ("restoring", "rebuilding"):
             self._phase_before_restore = self.phase
-        self.set_phase("restoring")
+        self.set_phase(phase)
         self._restore_progress_at = self._clock()
         self.restore_in_progress.set(1)
         self.restore_partitions.set(len(partitions))
@@ -386,6 +392,21 @@ class WorkerMetrics:
             self.restore_partitions.set(0)
             self.restore_records_remaining.set(0)
             self.set_phase(self._phase_before_restore)
+
+    @contextmanager
+    def rebuilding(self, partitions: Sequence[int]) -> Iterator[_RestoreTracker]:
+        """A rebuild is watched like a restore (live while it reads records; the restore_records_*
+        gauges count its input records), in its own phase."""
+        with self.restoring(partitions, phase="rebuilding") as tracker:
+            self.rebuild_in_progress.set(1)
+            try:
+                yield tracker
+            finally:
+                self.rebuild_in_progress.set(0)
+
+    def rebuilt(self, partitions: int, records: int, reason: str) -> None:
+        self.rebuilds.labels(reason).inc(partitions)
+        self.rebuild_records.inc(records)
 
     def _restore_progress(self, n: int, remaining: int | None) -> None:
         self._restore_progress_at = self._clock()

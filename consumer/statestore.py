@@ -14,6 +14,11 @@ after a crash (up to the tombstone, whose offsets were not committed yet) are st
 applied instead of being folded into a fresh state. Once the input offsets past them are
 committed, nothing can be re-read and the worker writes a null value (a real tombstone), which
 compaction removes.
+
+Restore checks each value's headers, ours and the state's (version, spec), and decodes nothing:
+entries another feature set wrote are counted in ``PartitionState.stale``, and the worker rebuilds
+such a partition from the input topics (``consumer.rebuild``). A body that fails to decode later
+raises ``StaleState`` for the same treatment.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from features.state import BusinessState, from_bytes, to_bytes
+from consumer.errors import StaleState
+from features.errors import StateVersionError
+from features.spec import DEFAULT_SPEC, FeatureSpec
+from features.state import BusinessState, from_bytes, readable, to_bytes
 
 HEADER = struct.Struct(">3sqq")
 MAGIC = b"SR1"
@@ -74,6 +82,9 @@ class PartitionState:
     # Deleted businesses whose deletion marker is still needed: the offsets their dropped state
     # reflected (see the module doc), until a commit covers them.
     deleted: dict[str, list[int]] = field(default_factory=dict)
+    # Changelog entries found at restore that this feature set cannot read (another state version
+    # or spec): the partition must be rebuilt from the input topics (``consumer.rebuild``).
+    stale: int = 0
 
     def __len__(self) -> int:
         """Businesses held, decoded or not."""
@@ -84,7 +95,10 @@ class PartitionState:
         data = self.encoded.pop(business_id, None)
         if data is None:
             return None
-        entry = self.entries[business_id] = decode_entry(data)
+        try:
+            entry = self.entries[business_id] = decode_entry(data)
+        except StateVersionError as exc:  # a header that passed the restore's check, a corrupt body
+            raise StaleState(self.partition, business_id, str(exc)) from exc
         return entry
 
     def new_entry(self, business_id: str, state: BusinessState) -> Entry:
@@ -165,6 +179,7 @@ def restore_partitions(
     changelog_topic: str,
     partitions: list[int],
     idle_timeout_s: float = 30.0,
+    spec: FeatureSpec = DEFAULT_SPEC,
 ) -> tuple[dict[int, PartitionState], RestoreStats]:
     """Rebuild partitions' states from the changelog: latest value per key, tombstones delete.
     Values are kept encoded until their business is next needed (``PartitionState.restored``).
@@ -191,21 +206,25 @@ def restore_partitions(
                 records += 1
         finally:
             consumer.close()
-    out = {p: from_changelog(p, part, changelog_topic) for p, part in latest.items()}
+    out = {p: from_changelog(p, part, spec) for p, part in latest.items()}
     entities = sum(len(ps.encoded) for ps in out.values())
     return out, RestoreStats(partitions, records, entities, time.perf_counter() - t0)
 
 
-def from_changelog(partition: int, latest: dict[str, bytes | None], topic: str = "changelog") -> PartitionState:
-    """A partition's state from the latest changelog value of each key (null: no state)."""
+def from_changelog(partition: int, latest: dict[str, bytes | None], spec: FeatureSpec = DEFAULT_SPEC) -> PartitionState:
+    """A partition's state from the latest changelog value of each key (null: no state).
+
+    Each value's headers are checked (ours, then the state's version and spec), not its body: the
+    full check is the decode, on the business's next event. Values that fail are counted in
+    ``stale`` and kept, so the caller knows which keys the changelog held."""
     ps = PartitionState(partition)
     for key, value in latest.items():
         if value is None:
             continue
-        if value[:3] != MAGIC:  # the full check is the decode, on the business's next event
-            raise ValueError(f"{topic}[{partition}] key {key!r}: changelog value does not start with {MAGIC!r}")
-        if len(value) == HEADER.size:
+        if value[:3] == MAGIC and len(value) == HEADER.size:
             ps.deleted[key] = applied_offsets(value)
-        else:
-            ps.encoded[key] = value
+            continue
+        if value[:3] != MAGIC or not readable(value, spec, HEADER.size):
+            ps.stale += 1
+        ps.encoded[key] = value
     return ps

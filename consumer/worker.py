@@ -39,13 +39,14 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
 from consumer.decode import Decoded, Decoder
-from consumer.errors import StreamrankError, TopicLayoutError, TransportError
+from consumer.errors import StaleState, StreamrankError, TopicLayoutError, TransportError
 from consumer.kafka import check_compacted, check_copartitioned, check_reachable, create_topics, partition_counts
 from consumer.metrics import WorkerMetrics
 from consumer.arms import ArmModels
 from consumer.process import BatchOutput, RowBuffer, Tombstone, process
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
+from consumer.rebuild import rebuild_partitions, replace_in_changelog
 from consumer.statestore import PartitionState, restore_partitions
 from consumer.transport import check_transport, input_consumer, reader, subscribe
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
@@ -62,6 +63,7 @@ class WorkerStats:
     predictions: int = 0
     batches: int = 0
     restores: list[dict[str, Any]] = field(default_factory=list)
+    rebuilds: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     last_progress: float = field(default_factory=time.monotonic)
@@ -75,6 +77,7 @@ class WorkerStats:
             "batches": self.batches,
             "models": self.models,
             "restores": self.restores,
+            "rebuilds": self.rebuilds,
         }
 
 
@@ -100,6 +103,7 @@ class Worker:
         self._joined = False  # idle time counts only once the group has given us an assignment
         self._assigned = False  # an assignment arrived since the loop last looked
         self._to_restore: set[int] = set()
+        self._rebuild_next: set[int] = set()  # partitions with an entry that failed to decode
         self._backlog = False  # the last batch left releasable items queued
         self._uncommitted: dict[tuple[str, int], int] = {}  # processed, not yet checkpointed: offset after
         self._checkpointed_at = time.monotonic()
@@ -213,6 +217,13 @@ class Worker:
                     rewind_due = False
                 progressed = self._run_batch()
                 backoff = 0.5
+            except StaleState as exc:
+                # A changelog entry this feature set cannot read, found on its business's next
+                # event: rebuild its partition from the input topics and re-read from the commit.
+                log.error("unreadable state; rebuilding its partition", extra={"error": str(exc)})
+                self._rebuild_next.add(exc.partition)
+                rewind_due = True
+                continue
             except (TransportError, _CommitFailed, KafkaError, TimeoutError) as exc:
                 # Nothing of this batch was committed, or the broker is unreachable (poll, position,
                 # commit, a state restore): rewind to the last commit and try again after a back-off.
@@ -510,14 +521,45 @@ class Worker:
             return
         with self.metrics.restoring(partitions) as tracker:
             parts, rs = restore_partitions(lambda: tracker.wrap(reader(self.cfg, "restore")),
-                                           self.cfg.changelog_topic, partitions)
+                                           self.cfg.changelog_topic, partitions, spec=self.spec)
             tracker.finished(rs)
-        self.store.update(parts)
-        self._forget_committed_deletions(partitions)
         info = {"partitions": partitions, "entities": rs.entities, "records": rs.records,
                 "seconds": round(rs.seconds, 3), "entities_per_s": round(rs.rate)}
         self.stats.restores.append(info)
         log.info("state restored", extra=info)
+        stale = [p for p in partitions if parts[p].stale]
+        unreadable = [p for p in partitions if p in self._rebuild_next and p not in stale]
+        for group, reason in ((stale, "feature_set_changed"), (unreadable, "unreadable")):
+            if group:
+                self._rebuild(group, parts, reason)
+        self.store.update(parts)
+        if stale or unreadable:
+            self._write_state()  # now, not at the next checkpoint: an idle worker would rebuild again after a restart
+        self._forget_committed_deletions(partitions)
+
+    def _rebuild(self, partitions: list[int], parts: dict[int, PartitionState], reason: str) -> None:
+        """Replace ``parts``' state of ``partitions`` with a fold of the input topics up to the
+        group's committed offsets (``consumer.rebuild``)."""
+        from kafka import TopicPartition
+
+        stale = {p: parts[p].stale for p in partitions}
+        log.warning("changelog state unusable; rebuilding it from the input topics",
+                    extra={"partitions": partitions, "reason": reason, "stale_entries": stale})
+        # The broker's committed offsets, not this worker's memory of them: another worker may
+        # have committed since this one last owned the partition.
+        committed = {p: tuple(self.consumer.committed(TopicPartition(t, p)) for t in self.cfg.input_topics) for p in partitions}
+        with self.metrics.rebuilding(partitions) as tracker:
+            rebuilt, st = rebuild_partitions(lambda: tracker.wrap(reader(self.cfg, "rebuild")), self._decoder,
+                                             self.cfg.input_topics, committed, spec=self.spec)
+        self.metrics.rebuilt(len(partitions), st.records, reason)
+        for p in partitions:
+            replace_in_changelog(rebuilt[p], parts.get(p))
+            parts[p] = rebuilt[p]
+        self._rebuild_next.difference_update(partitions)
+        info = {"partitions": partitions, "reason": reason, "records": st.records, "entities": st.entities,
+                "seconds": round(st.seconds, 3), "records_per_s": round(st.rate)}
+        self.stats.rebuilds.append(info)
+        log.info("state rebuilt from the input topics", extra=info)
 
     def _rewind_unprocessed(self, partitions: list[int]) -> None:
         """Seek every input partition of ``partitions`` back to its first record not yet processed

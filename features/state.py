@@ -58,7 +58,8 @@ from features.events import ACTIVITY_KINDS, ActivityEvent, BusinessEvent
 from features.spec import DEFAULT_SPEC, FeatureSpec, Layout
 
 # Bump when the encoding or the meaning of a folded field changes: older changelog records are then
-# refused with StateVersionError, and the worker rebuilds state from the topics.
+# refused with StateVersionError, and the worker rebuilds state from the topics (``readable`` lets
+# its restore find them without decoding every state).
 STATE_VERSION = 1
 # Slots are stored relative to a base that steps by this many fine buckets (see _slot_base).
 SLOT_PERIOD = 1 << 15
@@ -485,6 +486,15 @@ def to_bytes(state: BusinessState) -> bytes:
         if len(packed) * 4 <= len(body) * 3:
             body, flags = packed, flags | _ZLIB
     return _HEADER.pack(_MAGIC, STATE_VERSION, flags, lay.state_tag) + body
+
+
+def readable(data: bytes, spec: FeatureSpec = DEFAULT_SPEC, offset: int = 0) -> bool:
+    """Whether the record at ``offset`` of ``data`` has the state version and spec :func:`from_bytes`
+    accepts, judged by its header alone (no body decode: a restore checks every entry this way)."""
+    if len(data) < offset + _HEADER.size:
+        return False
+    magic, version, _flags, tag = _HEADER.unpack_from(data, offset)
+    return magic == _MAGIC and version == STATE_VERSION and tag == spec.layout.state_tag
 
 
 def from_bytes(data: bytes, spec: FeatureSpec = DEFAULT_SPEC) -> BusinessState:
