@@ -46,6 +46,11 @@ class Config:
     changelog_topic: str = _env_field("STREAMRANK_CHANGELOG_TOPIC", "streamrank-state-changelog", "Feature-state changelog (compacted)")
     partitions: int = _env_field("STREAMRANK_PARTITIONS", 4, "Partitions for topics that `topics create` makes", kind=int)
     replication: int = _env_field("STREAMRANK_REPLICATION", 1, "Replication factor for topics that `topics create` makes", kind=int)
+    input_retention_ms: int = _env_field(
+        "STREAMRANK_INPUT_RETENTION_MS", -1,
+        "retention.ms that `topics create` gives the activity topic, the event log the trainer and replay read "
+        "(-1: keep forever). Records carry their event time, so Kafka's 7-day default would delete older history "
+        "minutes after it is published", kind=int)
 
     # Worker
     group_id: str = _env_field("STREAMRANK_GROUP", "streamrank-worker", "Consumer group of the workers")

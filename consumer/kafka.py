@@ -134,9 +134,12 @@ def topic_specs(cfg: Config) -> list[tuple[str, int, dict[str, str]]]:
     activity events by business_id within a partition (co-partitioning).
     """
     compact = {"cleanup.policy": "compact"}
+    # Record timestamps are event times: under a time retention, history older than retention.ms
+    # (by event time) is deleted within minutes of being published (seen on Apache Kafka).
+    event_log = {"retention.ms": str(cfg.input_retention_ms)}
     return [
         (cfg.business_topic, cfg.partitions, compact),
-        (cfg.activity_topic, cfg.partitions, {}),
+        (cfg.activity_topic, cfg.partitions, event_log),
         (cfg.predictions_topic, cfg.partitions, {}),
         (cfg.dead_letter_topic, cfg.partitions, {}),
         (cfg.changelog_topic, cfg.partitions, compact),

@@ -95,6 +95,10 @@ def test_topics_create_makes_the_business_topic_and_the_changelog_compacted(kafk
         assert topic_config(kafka_config, topic, "cleanup.policy") == "compact"
     for topic in (kafka_config.activity_topic, kafka_config.predictions_topic, kafka_config.dead_letter_topic):
         assert topic_config(kafka_config, topic, "cleanup.policy") == "delete"
+    # The event log keeps its history: its records carry event times, which a 7-day retention
+    # would delete minutes after they are published (seen in the outage test's broker).
+    assert topic_config(kafka_config, kafka_config.activity_topic, "retention.ms") == "-1"
+    assert topic_config(kafka_config, kafka_config.predictions_topic, "retention.ms") == "604800000"
 
 
 def test_a_worker_refuses_a_changelog_that_is_not_compacted(cfg):

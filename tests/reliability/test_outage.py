@@ -1,16 +1,16 @@
 """Broker outage: the broker is unreachable for 30 s mid-stream. The worker backs off and retries,
 reports not-live meanwhile, resumes on its own, and the invariant holds.
 
-The test runs its own embedded broker advertising the port of a TCP proxy it controls (the embedded
-broker loses its data on restart, so it is never stopped): every client connection goes through
-the proxy, and cutting the proxy is the outage."""
+The test runs its own broker, of the session broker's engine (Apache Kafka when the suite runs on
+it, else Tansu), advertising the port of a TCP proxy it controls: every client connection goes
+through the proxy, and cutting the proxy is the outage. The broker itself is never stopped."""
 
 import time
 import uuid
 
 import pytest
 
-from consumer.broker import EmbeddedBroker, free_port
+from consumer.broker import free_port, start_broker
 from consumer.config import Config
 from consumer.kafka import create_topics
 from consumer.worker import Worker
@@ -25,9 +25,12 @@ STALL_S = 5.0  # the liveness threshold for this test (production default: 60 s)
 
 
 @pytest.fixture
-def proxied(tmp_path):
+def proxied(tmp_path, broker):
+    from consumer.jvmbroker import java_available
+
+    engine = "kafka" if broker.is_real_kafka and java_available() else "tansu"
     port = free_port()
-    with TcpProxy(port) as proxy, EmbeddedBroker(port=port, advertised_port=proxy.port, log_path=str(tmp_path / "tansu.log")) as b:
+    with TcpProxy(port) as proxy, start_broker(engine, port=port, advertised_port=proxy.port, log_path=str(tmp_path / f"{engine}.log")) as b:
         yield proxy, b
 
 
@@ -112,5 +115,8 @@ def test_an_outage_while_idle_is_not_idleness(proxied, registry_copy, tmp_path, 
     tally("idle_outage", outage_s=3 * idle_s, idle_s=idle_s, alive_through_outage=alive_through_outage,
           predictions_before=first, predictions_after=stats.predictions - first)
     assert alive_through_outage, f"the worker exited during a {3 * idle_s:.0f}s outage with exit-when-idle {idle_s}s"
-    assert sum(stats.consumed.values()) == sum(stats.outcomes.values()) == n
+    # Every offset has exactly one outcome. Records may be read twice: on Apache Kafka an outage
+    # longer than the session timeout expels the worker from its group, its last commit is refused,
+    # and what it had processed is read again (outcome already_applied, nothing scored twice).
+    assert sum(stats.outcomes.values()) == n <= sum(stats.consumed.values())
     assert stats.predictions > first
