@@ -35,10 +35,15 @@ _DAY = float(DAY_MS)
 
 
 def group_key(state: BusinessState) -> str:
-    """Ranking group ``"city|primary category"``; ``"unknown|unknown"`` before the first business event."""
+    """Ranking group, the market: ``"city, state|primary category"`` (``"city|..."`` when the
+    profile names no state); ``"unknown|unknown"`` before the first business event. A city name
+    alone is not a market: Springfield, IL and Springfield, MO must not be ranked together."""
     if not state.known:
         return "unknown|unknown"
-    return f"{state.city or 'unknown'}|{state.category or 'unknown'}"
+    city = state.city or "unknown"
+    if state.city and state.state_code:
+        city = f"{state.city}, {state.state_code}"
+    return f"{city}|{state.category or 'unknown'}"
 
 
 def extract(state: BusinessState, as_of_ms: int, spec: FeatureSpec = DEFAULT_SPEC) -> list[float]:

@@ -188,7 +188,7 @@ class BuildStats:
 class TrainingSet:
     """Examples in build order (partition by partition, merge order within one).
 
-    ``groups`` are dense ids into ``group_table`` (``(city|category, UTC day of as_of)``);
+    ``groups`` are dense ids into ``group_table`` (``(city, state|category, UTC day of as_of)``);
     ``business`` dense ids into ``business_table``; ``y`` the next-horizon conversion count;
     ``popularity`` the baseline score (all-time conversions up to the moment).
     """

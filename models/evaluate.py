@@ -1,6 +1,6 @@
 """Offline evaluation: ranking quality, the business metric, and feature importance.
 
-All metrics are computed per ranking group (``city|category`` x day of ``as_of``) on an
+All metrics are computed per ranking group (``city, state|category`` x day of ``as_of``) on an
 *evaluation frame*: one example per (group, business), the business's latest scoring moment in
 that group. A busy business has many scoring moments a day; ranking a city/category means ranking
 its businesses once each (by their latest score, as the worker serves them), so duplicates would

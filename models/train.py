@@ -1,7 +1,7 @@
 """Time-based split and the XGBoost fit.
 
 **Split.** Validation is the last ``validation_days`` UTC days of scoring moments (whole days, so a
-ranking group - ``city|category`` x day - is never cut in two). Training ends ``gap`` before
+ranking group - ``city, state|category`` x day - is never cut in two). Training ends ``gap`` before
 validation starts, ``gap >= H`` (the label horizon), rounded up to whole days: every training
 label window ``(as_of, as_of + H]`` closes before the first validation ``as_of``, so no conversion
 is both a training label and validation evidence, and training features never overlap validation

@@ -47,7 +47,7 @@ def test_one_prediction_per_scored_activity_and_one_model_call_per_batch():
     p = out.predictions[1]
     assert p["prediction_id"] == prediction_id("activity-events", 0, 1, "vtest")
     assert p["model_version"] == "vtest" and p["feature_set_version"] == DEFAULT_SPEC.version
-    assert p["group_key"] == "Phoenix|Food" and p["event_time"] == T0 + 2
+    assert p["group_key"] == "Phoenix, AZ|Food" and p["event_time"] == T0 + 2
     assert p["score"] == float(np.nansum(out.features[1]))
 
 

@@ -177,9 +177,20 @@ def test_group_key():
     s = fold([act("e0", T0)])
     assert group_key(s) == "unknown|unknown"
     update(s, biz("c", T0, city="Phoenix", cats=("Restaurants", "Pizza")))
-    assert group_key(s) == "Phoenix|Restaurants"
+    assert group_key(s) == "Phoenix, AZ|Restaurants"
     update(s, biz("u", T0 + 1, "UPDATED", city="", cats=()))
     assert group_key(s) == "unknown|unknown"
+
+
+def test_a_market_is_a_city_in_its_state():
+    """Springfield, IL and Springfield, MO are two markets: never ranked together (the city
+    feature already hashes city|state)."""
+    il = fold([biz("a", T0, city="Springfield", state="IL", bid="b-il")])
+    mo = fold([biz("b", T0, city="Springfield", state="MO", bid="b-mo")])
+    il2 = fold([biz("c", T0, city="Springfield", state="IL", bid="b-il2")])
+    assert group_key(il) != group_key(mo)
+    assert group_key(il) == group_key(il2) == "Springfield, IL|Restaurants"
+    assert group_key(fold([biz("d", T0, city="Nowhere", state="", bid="b-x")])) == "Nowhere|Restaurants"
 
 
 def test_extract_into_matches_extract_in_float32():

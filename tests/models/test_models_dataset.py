@@ -242,7 +242,7 @@ def test_start_uses_compacted_business_table():
     ids = ts.business_ids
     assert "b2" not in set(ids)  # tombstoned before the start: unknown, never scorable
     groups = {ts.group_table[g][0] for g, b in zip(ts.groups, ids) if b == "b1"}
-    assert groups == {"Tempe|Restaurants"}
+    assert groups == {"Tempe, AZ|Restaurants"}
     assert ts.as_of[ids == "b3"].min() >= T0 + 3 * DAY
     assert np.all(ts.as_of >= start)
     assert set(ts.popularity[ids == "b1"].tolist()) == {1.0}
