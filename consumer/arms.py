@@ -218,6 +218,16 @@ class ArmModels:
                 self._fixed[name] = m
         return m
 
+    def load_fixed(self) -> None:
+        """Load and validate every arm (and shadow) on a fixed version now: a worker refuses to
+        start with one clear line rather than failing at its first batch."""
+        names = [a.model for a in self.config.arms]
+        if self.config.shadow:
+            names.append(self.config.shadow)
+        for name in names:
+            if name not in (PROMOTED, RANDOM):
+                self._model(name, None)
+
     def bind(self, promoted: Any) -> Routing:
         scorers = {a.name: self._model(a.model, promoted) for a in self.config.arms}
         scorers[HOLDOUT] = promoted

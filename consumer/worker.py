@@ -178,6 +178,8 @@ class Worker:
 
     def _run(self) -> WorkerStats:
         check_transport(self.cfg.transport)  # before waiting for a model: a missing client is a config error
+        if self.arms is not None:
+            self.arms.load_fixed()  # a fixed arm version that cannot be served is a config error too
         self._prepare_topics()
         if not self._wait_for_model():
             log.warning("stopping before any model was promoted")

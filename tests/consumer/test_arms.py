@@ -122,3 +122,15 @@ def test_process_routes_rows_with_one_call_per_distinct_model():
         assert p["feature_hash"] == c["feature_hash"] and p["prediction_id"] != c["prediction_id"]
         if p["arm"] != "r":
             assert p["score"] == c["score"]
+
+
+def test_a_worker_with_an_arm_on_a_missing_version_refuses_to_start(registry_copy):
+    """A fixed arm version that cannot be served stops the worker at start with one clear line,
+    before it joins the group or reads anything (not mid-run at its first batch). No broker is
+    needed to find that out: the bootstrap here points nowhere."""
+    from consumer.errors import ConfigError
+    from consumer.worker import Worker
+
+    cfg = Config(bootstrap="127.0.0.1:1", registry_dir=str(registry_copy), arms="a:promoted:1,b:v20990101000000-deadbeef:1")
+    with pytest.raises(ConfigError, match=r"arm model 'v20990101000000-deadbeef' cannot be served"):
+        Worker(cfg, exit_when_idle_s=1).run()
