@@ -2,12 +2,15 @@
 
 Reading order, following a record through the worker:
 
-``source`` (poll the input topics) → ``codec`` (Confluent-framed Avro → events) → ``process``
-(fold events into per-business state with ``features``, pick what to score) → ``score``
-(one vectorised model call per batch) → ``sink`` (predictions and dead letters out, then commit).
+``worker`` (the loop: poll through ``transport``, merge the two input topics per partition) →
+``decode``/``codec`` (Confluent-framed Avro → events, or a dead letter) → ``process`` (fold events
+into per-business state with ``features``, pick what to score, one vectorised model call per
+batch) → ``sink`` (predictions and dead letters out) → ``statestore`` (changed state to the
+changelog) → commit. ``score`` holds the served model and its hot swap; ``rebuild`` rebuilds a
+partition's state from the input topics when its changelog was written by another feature set.
 
 Around that loop: ``config`` (one frozen settings object from the environment), ``kafka``
 (client settings in one place, topic admin), ``broker`` (the embedded Tansu broker for tests and
-the demo), ``generate`` (the simulated world onto topics or files), ``cli`` (the ``streamrank``
-command).
+the demo) and ``jvmbroker`` (Apache Kafka on demand), ``publish`` (the simulated world onto
+topics), ``cli`` (the ``streamrank`` command).
 """

@@ -1,7 +1,8 @@
 """Per-partition feature state, its changelog, and restore on assignment.
 
-Each input partition owns the states of the businesses keyed to it. After every batch, the
-changed states go to the changelog topic (same partition number, key = business_id; compacted on
+Each input partition owns the states of the businesses keyed to it. At every checkpoint (each
+batch once caught up, at most every ``STREAMRANK_CHECKPOINT_INTERVAL_MS`` while working off a
+backlog) the changed states go to the changelog topic (same partition number, key = business_id; compacted on
 real Kafka). Each changelog value is stamped with the input offsets the state reflects, one per
 input topic, so a record re-read after a crash (state written, offsets not yet committed) is
 recognised and not applied twice.
