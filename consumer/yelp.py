@@ -32,9 +32,9 @@ emitted once. Rules (docs/yelp.md is the user-facing version):
   import. A check-in line with one bad timestamp is skipped whole, like any other bad line.
 
 Memory: the files are read once, streaming; events go to sorted runs of ``run_size`` on disk
-(pickled chunks in a private temp folder) that are k-way merged (``heapq.merge``). What grows with
-the data is only per-business: first/last activity time and the set of business ids (about 150k
-businesses in the real dataset: tens of MB). Business records wait in a spill file until every
+(JSON-lines chunks in a private temp folder; never pickle, even for our own files) that are
+k-way merged (``heapq.merge``). What grows with the data is only per-business: first/last
+activity time and the set of business ids (about 150k businesses in the real dataset: tens of MB). Business records wait in a spill file until every
 activity time is known.
 """
 
@@ -45,7 +45,6 @@ import hashlib
 import heapq
 import json
 import math
-import pickle
 import shutil
 import tempfile
 import time
@@ -65,7 +64,7 @@ KINDS = ("business", "review", "tip", "checkin")
 MIXED = "mixed"
 IGNORED_TYPES = ("user",)  # old mixed files hold user profiles: not events
 RUN_SIZE = 200_000
-CHUNK = 4096  # items per pickled chunk: what one run's reader holds during the merge
+CHUNK = 4096  # items per spilled chunk (one JSON line): what one run's reader holds during the merge
 MAX_FANIN = 64  # runs merged at once; more are merged in rounds (open files, reader buffers)
 EXAMPLES_KEPT = 5  # line numbers kept per file and reason for the report
 PROGRESS_EVERY = 8192
@@ -382,35 +381,38 @@ def tip_event_id(user_id: str | None, business_id: str, time_ms: int, text: str)
 # A spilled item: (event_time, rank, event_id, seq, payload). ``seq`` (input order) makes every
 # item distinct, so tuple comparison never reaches the payload; the merge order is thus
 # (event_time, rank, event_id), deterministic, with input order only between exact duplicates.
+def _dump_chunk(items: list[Any], f: Any) -> None:
+    # JSON, not pickle: loading a pickle can run code, and the rule has no exception for our own
+    # temp files. Items are tuples of str/int/float/bool/None and lists of str; they come back as
+    # lists, which compare and unpack the same.
+    f.write(json.dumps(items, separators=(",", ":")).encode("utf-8"))
+    f.write(b"\n")
+
+
 def _write_chunks(path: Path, items: Iterable[Any]) -> int:
     with open(path, "wb") as f:
         buf: list[Any] = []
         for it in items:
             buf.append(it)
             if len(buf) >= CHUNK:
-                pickle.dump(buf, f, protocol=pickle.HIGHEST_PROTOCOL)
+                _dump_chunk(buf, f)
                 buf = []
         if buf:
-            pickle.dump(buf, f, protocol=pickle.HIGHEST_PROTOCOL)
+            _dump_chunk(buf, f)
     return path.stat().st_size
 
 
 def _read_chunks(path: Path) -> Iterator[Any]:
-    # Our own files, written by _write_chunks in this process's private temp folder.
     with open(path, "rb") as f:
-        while True:
-            try:
-                chunk = pickle.load(f)
-            except EOFError:
-                return
-            yield from chunk
+        for line in f:
+            yield from json.loads(line)
 
 
 def _spill(items: list[Any], f: Any) -> None:
     if not items:
         return
     try:
-        pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
+        _dump_chunk(items, f)
     except OSError as exc:
         raise YelpImportError(f"cannot write the business spill {f.name} (free space? see --tmp-dir): {exc}") from exc
     items.clear()

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="print the whole report, not only the uplift lines")
     ap.add_argument("--views", type=float, default=4.0, help="views per business and day")
     ap.add_argument("--popularity-sigma", type=float, default=0.6)
-    ap.add_argument("--dump", metavar="DIR", help="also pickle each run's predictions and conversions there")
+    ap.add_argument("--dump", metavar="DIR", help="also write each run's predictions and conversions there (JSON)")
     a = ap.parse_args(argv)
     with EmbeddedBroker() as broker:
         for seed in a.seeds:
@@ -193,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             conv = read_conversions(cfg, ("BIZSITE_VISIT", "CALL", "DIRECTIONS"))
             rep = build_report(preds, conv.times, conv.log_end_ms, horizon_ms=cfg.horizon_ms, k=3, start_ms=res.experiment_start_ms)
             if a.dump:
-                import pickle
+                import json
                 from pathlib import Path
 
                 Path(a.dump).mkdir(parents=True, exist_ok=True)
-                with open(Path(a.dump) / f"seed{seed}.pkl", "wb") as fh:
-                    pickle.dump({"preds": preds, "conv": conv.times, "end": conv.log_end_ms, "start": res.experiment_start_ms,
-                                 "horizon": cfg.horizon_ms}, fh)
+                with open(Path(a.dump) / f"seed{seed}.json", "w") as fh:
+                    json.dump({"preds": preds, "conv": conv.times, "end": conv.log_end_ms, "start": res.experiment_start_ms,
+                               "horizon": cfg.horizon_ms}, fh, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
             print(f"seed {seed}: {res.published} records, {res.predictions} serving predictions, {res.seconds:.1f}s", flush=True)
             if a.full:
                 print(to_markdown(rep, None))
