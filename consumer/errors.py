@@ -64,3 +64,8 @@ class StaleState(StreamrankError):
         self.partition = partition
         self.business_id = business_id
         super().__init__(f"changelog partition {partition} key {business_id!r}: {reason}")
+
+
+class ProcessingHalted(StreamrankError):
+    """Our own code failed on record after record: a bug, not bad input. The worker stops (exit 1)
+    rather than dead-letter its whole input; the records stay uncommitted for the fixed version."""

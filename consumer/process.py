@@ -27,14 +27,18 @@ import numpy as np
 
 from consumer.arms import HOLDOUT, SHADOW, Routing, score_rows
 from consumer.decode import Decoded, DeadLetter
+from consumer.errors import ProcessingHalted, StaleState
 from consumer.statestore import Entry, PartitionState
 from features.extract import extract_into, group_key
 from features.scoring import SCORED, apply, as_of
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from features.state import new_state
+from features.state import from_bytes, new_state, to_bytes
 
 ALREADY_APPLIED = "already_applied"
 DEAD_LETTER = "dead_letter"
+UNPROCESSABLE = "unprocessable"  # dead-letter reason: our code raised on a decodable record
+# More consecutive unprocessable records than this is a bug hitting everything, not bad input.
+MAX_CONSECUTIVE_UNPROCESSABLE = 50
 BUSINESS_DELETED = "business_deleted"
 
 
@@ -254,3 +258,86 @@ def _score_routed(out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: 
         (out.holdout if arm == HOLDOUT else out.predictions).append(rec)
     if shadow_scores is not None:
         out.shadow.extend(record(i, SHADOW, routing.shadow, float(shadow_scores[i])) for i in range(len(pending)))
+
+
+def process_isolated(
+    items: list[Decoded | DeadLetter | Tombstone],
+    store: dict[int, PartitionState],
+    scorer: Scorer | Routing,
+    *,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    rows: RowBuffer | None = None,
+    clock: Callable[[], float] = time.time,
+) -> BatchOutput:
+    """``process`` one record at a time: the error policy for records.
+
+    A record on which our own code raises (a decodable, valid event that hits a bug) is
+    dead-lettered with reason ``unprocessable`` and the exception, and its business's state is put
+    back as it was before the record; every other record is processed as ``process`` would.
+    The worker takes this path only to re-run a batch whose ``process`` raised, so the price of
+    one model call per record is paid rarely. More than ``MAX_CONSECUTIVE_UNPROCESSABLE`` failures
+    in a row raise ``ProcessingHalted``: that is a bug hitting everything, and the worker stops.
+    """
+    total = BatchOutput()
+    failed_in_a_row = 0
+    for item in items:
+        saved = _saved_state(item, store)
+        try:
+            out = process([item], store, scorer, spec=spec, rows=rows, clock=clock)
+            failed_in_a_row = 0
+        except StaleState:
+            raise  # not the record's fault: the worker rebuilds the partition
+        except Exception as exc:  # noqa: BLE001 - the policy: any other error is this record's
+            failed_in_a_row += 1
+            if failed_in_a_row > MAX_CONSECUTIVE_UNPROCESSABLE:
+                raise ProcessingHalted(f"{failed_in_a_row} consecutive records failed, the last "
+                                       f"{item.topic}[{item.partition}]@{item.offset}: {type(exc).__name__}: {exc}") from exc
+            _put_back(item, store, saved, spec)
+            out = BatchOutput(dead_letters=[_unprocessable(item, exc)], outcomes=Counter({DEAD_LETTER: 1}))
+        _add(total, out)
+    return total
+
+
+def _saved_state(item: Any, store: dict[int, PartitionState]) -> tuple[Any, bytes | None] | None:
+    if type(item) is not Decoded:
+        return None
+    part = store.get(item.partition)
+    entry = None if part is None else part.entries.get(item.event.business_id)
+    if entry is None:
+        return (None, None)
+    return (tuple(entry.applied), to_bytes(entry.state))
+
+
+def _put_back(item: Any, store: dict[int, PartitionState], saved: tuple[Any, bytes | None] | None, spec: FeatureSpec) -> None:
+    if saved is None:
+        return
+    part = store[item.partition]
+    bid = item.event.business_id
+    applied, raw = saved
+    if raw is None:
+        part.entries.pop(bid, None)  # the failed record created it
+        part.dirty.discard(bid)
+        return
+    entry = part.entries[bid]
+    entry.state = from_bytes(raw, spec)
+    entry.applied[:] = list(applied)
+
+
+def _unprocessable(item: Any, exc: Exception) -> DeadLetter:
+    where = f"{item.topic}[{item.partition}]@{item.offset}"
+    key = item.event.business_id.encode() if type(item) is Decoded else item.business_id.encode()
+    return DeadLetter(item.topic, item.partition, item.offset, key, None, getattr(getattr(item, "event", None), "event_time", -1),
+                      UNPROCESSABLE, f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _add(total: BatchOutput, out: BatchOutput) -> None:
+    total.predictions += out.predictions
+    total.holdout += out.holdout
+    total.shadow += out.shadow
+    total.dead_letters += out.dead_letters
+    total.deleted += out.deleted
+    total.outcomes.update(out.outcomes)
+    total.score_seconds += out.score_seconds
+    if out.features is not None and len(out.predictions):
+        rows = np.array(out.features[: len(out.predictions)], dtype=np.float32)
+        total.features = rows if total.features is None else np.vstack([total.features, rows])

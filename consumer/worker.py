@@ -43,7 +43,7 @@ from consumer.errors import StaleState, StreamrankError, TopicLayoutError, Trans
 from consumer.kafka import check_compacted, check_copartitioned, check_reachable, create_topics, partition_counts
 from consumer.metrics import WorkerMetrics
 from consumer.arms import ArmModels
-from consumer.process import BatchOutput, RowBuffer, Tombstone, process
+from consumer.process import BatchOutput, RowBuffer, Tombstone, process, process_isolated
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
 from consumer.rebuild import rebuild_partitions, replace_in_changelog
@@ -102,6 +102,9 @@ class Worker:
         self._swapped_to: str | None = None
         self._joined = False  # idle time counts only once the group has given us an assignment
         self._assigned = False  # an assignment arrived since the loop last looked
+        # (topic, partition) -> last offset of a batch that raised in processing: up to there the
+        # worker processes record by record (process_isolated).
+        self._isolate_until: dict[tuple[str, int], int] = {}
         self._to_restore: set[int] = set()
         self._rebuild_next: set[int] = set()  # partitions with an entry that failed to decode
         self._backlog = False  # the last batch left releasable items queued
@@ -207,6 +210,18 @@ class Worker:
         return self.stats
 
     def _loop(self) -> None:
+        """The one error policy, at the loop boundary:
+
+        * Kafka failing (poll, commit, a flush, a restore; the broker away or refusing): rewind to
+          the last commit and retry with a back-off (0.5 s doubling to 30 s). Never exits.
+        * A record that cannot be decoded or is invalid: dead letter (``decode``), not an error.
+        * State written by another feature set: rebuild its partition from the inputs (``rebuild``).
+        * Our own code raising on a batch: rewind, re-run it record by record; the record that
+          raises goes to the dead-letter topic with reason ``unprocessable`` and the exception.
+        * Record after record raising (``ProcessingHalted``), a configuration error, or anything
+          else: the exception leaves the loop; the worker closes cleanly and ``streamrank run``
+          prints one line and exits 1, with the input uncommitted.
+        """
         from kafka.errors import KafkaError
 
         backoff = 0.5
@@ -219,6 +234,14 @@ class Worker:
                     rewind_due = False
                 progressed = self._run_batch()
                 backoff = 0.5
+            except _Unprocessable as exc:
+                # Our code raised on this batch (not Kafka): its state changes are unsaved, so
+                # rewind to the last checkpoint and re-run up to the same offsets one record at a
+                # time; the record that raises again goes to the dead-letter topic.
+                self.metrics.batch_failed("Unprocessable")
+                log.error("a batch failed in processing; re-running it record by record", extra={"error": str(exc)})
+                rewind_due = True
+                continue
             except StaleState as exc:
                 # A changelog entry this feature set cannot read, found on its business's next
                 # event: rebuild its partition from the input topics and re-read from the commit.
@@ -357,7 +380,7 @@ class Worker:
             return False
         model = self.models.current
         t2 = time.perf_counter()
-        out = process(released, self.store, model if self.arms is None else self.arms.bind(model), spec=self.spec, rows=self._rows)
+        out = self._process(released, model if self.arms is None else self.arms.bind(model))
         t3 = time.perf_counter()
         self._send_outputs(out)
         for item in released:  # released in offset order per topic-partition
@@ -404,6 +427,29 @@ class Worker:
         if nxt is None:
             nxt = self._next[tp] = self.consumer.position(tp, timeout_ms=5000) or 0
         return nxt >= hw
+
+    def _process(self, released: list[Any], scorer: Any) -> BatchOutput:
+        """The batch through the broker-free core. If it raises (our code failing on a record),
+        the batch is rewound and re-run record by record (``process_isolated``), which
+        dead-letters the culprit: see ``_loop`` for the one error policy."""
+        if self._isolate_until:
+            out = process_isolated(released, self.store, scorer, spec=self.spec, rows=self._rows)
+            for item in released:
+                key = (item.topic, item.partition)
+                if item.offset >= self._isolate_until.get(key, -1):
+                    self._isolate_until.pop(key, None)
+            return out
+        try:
+            return process(released, self.store, scorer, spec=self.spec, rows=self._rows)
+        except StaleState:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a record our code cannot handle, or a bug
+            bounds: dict[tuple[str, int], int] = {}
+            for item in released:
+                key = (item.topic, item.partition)
+                bounds[key] = max(bounds.get(key, -1), item.offset)
+            self._isolate_until = bounds
+            raise _Unprocessable(f"{type(exc).__name__}: {exc}") from exc
 
     def _send_outputs(self, out: BatchOutput) -> None:
         """Send a batch's predictions and dead letters; they are acknowledged at the next checkpoint."""
@@ -628,6 +674,10 @@ class _CommitFailed(StreamrankError):
     pass
 
 
+class _Unprocessable(StreamrankError):
+    pass
+
+
 class _Rebalance(ConsumerRebalanceListener):
     """Revocation: buffered input is dropped and each partition's fetch position is set back to its
     first unprocessed record (the next owner re-reads it from the commit; this worker, if it keeps
@@ -652,6 +702,7 @@ class _Rebalance(ConsumerRebalanceListener):
                 self.w.store.clear()
             self.w._uncommitted = {}  # every partition is revoked (eager protocol); the changelog says what is applied
         self.w._rewind_unprocessed(parts)
+        self.w._isolate_until = {k: v for k, v in self.w._isolate_until.items() if k[1] not in parts}
         for p in parts:
             self.w.mergers.pop(p, None)
             self.w._last_time.pop((p, BUSINESS_RANK), None)

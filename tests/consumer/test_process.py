@@ -1,6 +1,7 @@
 """The broker-free core: process(items, store, scorer) -> predictions."""
 
 import numpy as np
+import pytest
 
 from consumer.decode import DeadLetter, Decoded
 from consumer.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, prediction_id, process
@@ -164,3 +165,48 @@ def test_a_business_recreated_after_its_tombstone_keeps_its_new_state_when_the_t
     assert again.outcomes == {ALREADY_APPLIED: len(items)}
     assert restored[0].decode_all()["b1"].state == store[0].entries["b1"].state
     assert store[0].entries["b1"].applied == [2, 1]
+
+
+def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_kept(monkeypatch):
+    """The error policy for records (consumer.process.process_isolated): a legal-looking event
+    that makes our own code raise is dead-lettered with the reason "unprocessable" and its
+    coordinates; its business's state is as before it; every other record is processed."""
+    import consumer.process as proc
+    from consumer.process import UNPROCESSABLE, process_isolated
+
+    real_apply = proc.apply
+
+    def apply(state, event, spec):
+        if getattr(event, "event_id", "") == "b1-bad":
+            state.late_dropped += 10**6  # half-way through, then the bug: the state must not keep this
+            raise ZeroDivisionError("a bug in feature code")
+        return real_apply(state, event, spec)
+
+    monkeypatch.setattr(proc, "apply", apply)
+    bad = act("b1", T0 + 2, 2, eid="b1-bad")
+    items = [biz("b1", T0), act("b1", T0 + 1, 1), bad, act("b1", T0 + 3, 3), biz("b2", T0 + 4, offset=1), act("b2", T0 + 5, 4)]
+    store = {}
+    out = process_isolated(items, store, SumScorer())
+    assert [(d.topic, d.partition, d.offset, d.reason) for d in out.dead_letters] == [("activity-events", 0, 2, UNPROCESSABLE)]
+    assert "activity-events[0]@2" in out.dead_letters[0].detail and "ZeroDivisionError" in out.dead_letters[0].detail
+    assert [p["source_offset"] for p in out.predictions] == [1, 3, 4]
+    assert store[0].entries["b1"].state.late_dropped < 10**6
+    assert sum(out.outcomes.values()) == len(items) and out.outcomes[DEAD_LETTER] == 1
+    # Same outputs as processing the batch without the bad record, apart from the dead letter.
+    clean_store = {}
+    clean = process([i for i in items if i is not bad], clean_store, SumScorer())
+    assert [p["score"] for p in out.predictions] == [p["score"] for p in clean.predictions]
+
+
+def test_a_bug_that_hits_every_record_stops_instead_of_dead_lettering_everything(monkeypatch):
+    import consumer.process as proc
+    from consumer.errors import ProcessingHalted
+    from consumer.process import process_isolated
+
+    def apply(state, event, spec):
+        raise RuntimeError("every record")
+
+    monkeypatch.setattr(proc, "apply", apply)
+    items = [act("b1", T0 + i, i) for i in range(100)]
+    with pytest.raises(ProcessingHalted, match="consecutive records"):
+        process_isolated(items, {}, SumScorer())

@@ -189,6 +189,39 @@ def test_corrupted_messages_go_to_dead_letters_and_the_worker_keeps_going(cfg):
     assert stats.predictions > 0 and sum(stats.outcomes.values()) == sum(stats.consumed.values())
 
 
+def test_a_record_our_code_cannot_process_is_dead_lettered_and_the_worker_keeps_going(cfg, monkeypatch):
+    """The error policy (Worker._loop): a valid event on which our own code raises goes to the
+    dead-letter topic (reason "unprocessable", with its coordinates); the worker keeps going and
+    scores everything else. Before the policy the exception left the loop: a crash loop, since a
+    restarted worker re-reads the same record."""
+    import consumer.process as proc
+    from sim.world import WorldConfig, generate_records
+
+    publish_world(cfg, businesses=30, days=2, seed=43)
+    expected, _, _ = expected_run(cfg, cfg.registry_dir)
+    records = [r for kind, r in generate_records(WorldConfig(businesses=30, days=2, seed=43, cities=2, categories=2)) if kind == "activity"]
+    victim = records[len(records) // 2]
+    real_apply = proc.apply
+
+    def apply(state, event, spec):
+        if event.event_id == victim["event_id"]:
+            raise ArithmeticError("a bug that only this event reaches")
+        return real_apply(state, event, spec)
+
+    monkeypatch.setattr(proc, "apply", apply)
+    stats = Worker(cfg, exit_when_idle_s=2).run()
+    dls = read_topic(cfg, cfg.dead_letter_topic)
+    assert len(dls) == 1 and stats.dead_letters == {"unprocessable": 1}
+    h = dict(dls[0].headers)
+    assert h["dlq.reason"] == b"unprocessable" and b"ArithmeticError" in h["dlq.error"]
+    assert dls[0].key == victim["business_id"].encode()
+    got = {p["prediction_id"]: p for p in read_predictions(cfg)}
+    others = {pid: p for pid, p in expected.items() if p["business_id"] != victim["business_id"]}
+    assert others.keys() <= got.keys()
+    assert all(got[pid]["score"] == p["score"] for pid, p in others.items())
+    assert stats.outcomes["dead_letter"] == 1
+
+
 def test_refuses_inputs_that_are_not_copartitioned(broker, registry_copy):
     from consumer.config import Config
 
