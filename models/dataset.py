@@ -20,7 +20,8 @@ The build, in three passes over memory:
    written with ``extract_into`` straight into a growing float32 matrix.
 3. **Label.** For an example of business b at ``as_of``: the number of distinct conversions of b
    with event time in ``(as_of, as_of + H]`` (per-business sorted times + ``searchsorted``,
-   vectorised). Examples whose horizon ends after the data's end are dropped (label incomplete).
+   vectorised). Examples whose horizon ends after the data's end minus the allowed lateness are
+   dropped (label incomplete: a late conversion could still change it).
 
 Features never see data after ``as_of``: ``as_of`` is the business state's clock (the largest
 accepted activity time), and the state holds only events folded so far, all at or before it.
@@ -348,7 +349,10 @@ def build_training_set(
     pre_conv: dict[str, int] = defaultdict(int)  # distinct conversions before start_ms, per business
     pre_seen: set[str] = set()
     n_moments = n_sampled = n_incomplete = n_prefix = n_before = n_unkeyed = 0
-    last_ok = (data_end - horizon) if data_end is not None else None
+    # A label is final only when no conversion in its horizon can still arrive: activity may come
+    # up to the allowed lateness behind the newest event time, so the horizon must end that much
+    # before the data's end. Otherwise a label emitted as 0 could later be 1.
+    last_ok = (data_end - horizon - spec.allowed_lateness_ms) if data_end is not None else None
 
     for p in sorted(parts):
         biz_list, act_list = parts[p]

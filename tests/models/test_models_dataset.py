@@ -168,8 +168,8 @@ def test_features_and_labels_never_use_data_after_as_of():
     part = build_training_set(cut, sample_rate=0.3)
     assert part.stats.data_end_ms <= T
     assert np.all(part.as_of + H <= part.stats.data_end_ms)
-    # Late deliveries are at most an hour late in the simulator: keep a margin before the cut.
-    limit = T - H - 2 * HOUR
+    # Labels are complete only once the allowed lateness has passed after their horizon.
+    limit = part.stats.data_end_ms - H - DEFAULT_SPEC.allowed_lateness_ms
 
     def rows(ts):
         sel = np.flatnonzero(ts.as_of <= limit)
@@ -284,3 +284,21 @@ def test_features_match_extract_on_a_replayed_state():
         if e.__class__.__name__ == "ActivityEvent" and st.max_event_ms + H <= T0 + 5 * DAY:
             want.append(np.array(extract(st, st.max_event_ms), dtype=np.float32))
     assert np.array_equal(ts.X, np.array(want), equal_nan=True)
+
+
+def test_a_label_is_emitted_only_once_no_late_conversion_can_change_it():
+    """Activity may arrive up to the allowed lateness behind the newest event time. A label whose
+    horizon ends within that lateness of the log's end could still gain a conversion, so such an
+    example is incomplete (dropped), never labelled 0 and later 1."""
+    lateness = DEFAULT_SPEC.allowed_lateness_ms
+    a = T0 + 10 * HOUR
+    early = [biz("b1", T0), act("b1", a, "PAGE_VIEW"), act("b2", a + 2 * HOUR, "PAGE_VIEW")]
+    head = [biz("b2", T0), *early, act("b2", a + H + lateness // 2, "PAGE_VIEW")]  # the log's end, as read first
+    late_call = act("b1", a + H - 1, "CALL", eid="late-call")  # delivered after, within the lateness
+    first = build_training_set(to_records(head), label_cfg=LabelConfig(horizon_ms=H))
+    later = build_training_set(to_records(head + [late_call, act("b2", a + 3 * H, "PAGE_VIEW")]), label_cfg=LabelConfig(horizon_ms=H))
+    label = lambda ts: {(b, int(t)): float(y) for b, t, y in zip(ts.business_ids[ts.business], ts.as_of, ts.y)}  # noqa: E731
+    got_first, got_later = label(first), label(later)
+    assert got_later[("b1", a)] == 1.0  # the late call is in b1's horizon
+    assert all(got_later[k] == y for k, y in got_first.items()), (got_first, got_later)
+    assert ("b1", a) not in got_first and first.stats.dropped_incomplete >= 1
