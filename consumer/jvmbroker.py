@@ -284,14 +284,19 @@ class KafkaBroker:
                     raise EmbeddedBrokerError(f"Apache Kafka did not answer on port {self.port} in time; see {self.log_file}") from None
 
     def _last_error(self) -> str:
+        """The last error line of the broker's log, else the last line the JVM printed (a JVM
+        that cannot start, e.g. a bad heap setting, says why on stdout only)."""
+        tails = []
         for path in (self.log_file, self._stdout_file):
             try:
-                lines = [ln for ln in path.read_text(errors="replace").splitlines() if "ERROR" in ln or "Exception" in ln]
+                lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
             except OSError:
                 continue
-            if lines:
-                return lines[-1][:400]
-        return "no error logged"
+            errors = [ln for ln in lines if "ERROR" in ln or "Exception" in ln or ln.startswith("Error")]
+            if errors:
+                return errors[-1][:400]
+            tails += lines[-1:]
+        return tails[-1][:400] if tails else "no error logged"
 
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self._proc = self._proc, None

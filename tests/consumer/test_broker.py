@@ -111,3 +111,46 @@ def test_cli_bad_arguments_exit_2():
     out = subprocess.run([sys.executable, "-m", "consumer.cli", "generate", "--businesses", "-3"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "must be >= 1" in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_kafka_engine_prints_bootstrap_first_and_stops_on_sigterm(tmp_path):
+    """`streamrank broker --engine kafka`: Apache Kafka (JVM, KRaft) on a free port, the same
+    contract as the embedded broker: bootstrap= first, a log file, a clean stop."""
+    from consumer.jvmbroker import java_available
+
+    if not java_available():
+        pytest.skip("no Java on this machine")
+    log = tmp_path / "kafka.log"
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.cli", "broker", "--engine", "kafka", "--log", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline().strip()
+        assert first.startswith("bootstrap=127.0.0.1:"), first + proc.stderr.read()
+        assert proc.stdout.readline().strip() == f"log={log}"
+        bootstrap = first.split("=", 1)[1]
+        check_reachable(bootstrap)
+        admin_cfg = Config(bootstrap=bootstrap, business_topic="b", activity_topic="a")
+        create_topics(admin_cfg, [("b", 1, {}), ("a", 1, {})])
+        assert partition_counts(admin_cfg, ["a", "b"]) == {"a": 1, "b": 1}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert proc.stdout.read().strip() == "broker stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Kafka Server started" in log.read_text() or "STARTED" in log.read_text()
+    with pytest.raises(BrokerUnavailable):
+        check_reachable(bootstrap, timeout_s=1)
+
+
+def test_cli_kafka_engine_without_java_is_one_clear_line(tmp_path):
+    """No Java: one line saying so, non-zero exit; the Tansu engine still works (other tests)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(tmp_path)  # an empty PATH: no java, no mvn
+    env["STREAMRANK_KAFKA_HOME"] = str(tmp_path / "no-jars")
+    out = subprocess.run([sys.executable, "-m", "consumer.cli", "broker", "--engine", "kafka"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 1
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: Apache Kafka needs Java 17+: no java on PATH or in $JAVA_HOME (use --engine tansu)"], out.stderr
