@@ -32,13 +32,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class KafkaClientLevels(logging.Filter):
+    """The Kafka client's own records, mapped in one place. kafka-python logs WARNING and ERROR
+    for its normal lifecycle (connecting while a broker starts, a metadata refresh cancelled by a
+    close, a fetch cut by a rebalance, a slow event-loop task during training); a successful run
+    that prints "error" teaches operators to ignore errors. Every failure that matters is reported
+    by streamrank with its own line (batch not delivered, broker unreachable, refused commit), so
+    the client's records are kept at DEBUG, except security failures (SASL, SSL, authorization),
+    which an operator must see as they are."""
+
+    _KEEP = ("sasl", "ssl", "authenticat", "authoriz")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING and (record.name == "kafka" or record.name.startswith("kafka.")):
+            if not any(k in record.getMessage().lower() for k in self._KEEP):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        return True
+
+
 def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(KafkaClientLevels())
     root.addHandler(handler)
     root.setLevel(level)
-    # kafka-python is chatty at INFO (every connection); its warnings still come through.
+    # kafka-python is chatty at INFO (every connection): its INFO lines only at DEBUG.
     logging.getLogger("kafka").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
