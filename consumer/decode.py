@@ -57,8 +57,9 @@ class Decoder:
             return DeadLetter(topic, partition, offset, key, value, timestamp, "invalid", f"{topic}[{partition}]@{offset}: {exc}")
         if key != event.business_id.encode():
             # A wrong key puts the event in the wrong partition: its state would split across workers.
+            # A null key (legal in Kafka) is wrong too, and must not crash the message below.
             return DeadLetter(
                 topic, partition, offset, key, value, timestamp, "key_mismatch",
-                f"{topic}[{partition}]@{offset}: key {key[:64]!r} is not business_id {event.business_id!r}",
+                f"{topic}[{partition}]@{offset}: key {key if key is None else key[:64]!r} is not business_id {event.business_id!r}",
             )
         return Decoded(topic, rank, partition, offset, event)

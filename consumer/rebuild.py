@@ -6,8 +6,8 @@ business's entry fails to decode on its next event (corrupt). Stopping would be 
 restart reads the same changelog); skipping the entry would serve wrong features.
 
 How: read the partition's two input topics from the beginning up to the consumer group's
-committed offsets, turn each record into what the worker's poll loop makes of it (a tombstone, an
-event, or a dead letter, queued at the time of the record before it), merge both streams in the
+committed offsets, turn each record into what the worker's poll loop makes of it (``consumer.order``:
+a tombstone, an event, or a dead letter, queued at the time of the record before it), merge both streams in the
 worker's order (``merge_finished``: on a prefix of the log it releases what the live head merge
 released) and fold them with the worker's own transition (``process.fold_item``). The state, its
 applied offsets and its deletions are then exactly what the worker built up to the commit; the
@@ -26,10 +26,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from consumer.decode import DeadLetter, Decoded, Decoder
-from consumer.process import Tombstone, fold_item
+from consumer.decode import DeadLetter, Decoder
+from consumer.order import by_partition
+from consumer.process import fold_item
 from consumer.statestore import PartitionState
-from features.order import ACTIVITY_RANK, BUSINESS_RANK, merge_finished
+from features.order import merge_finished
 from features.spec import DEFAULT_SPEC, FeatureSpec
 
 log = logging.getLogger("streamrank.rebuild")
@@ -47,26 +48,6 @@ class RebuildStats:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
-
-
-def worker_items(records: Iterable[Any], decoder: Decoder, topics: tuple[str, str]) -> dict[int, list[tuple[int, int, int, Any]]]:
-    """Records (topic order per partition) as the worker's poll loop queues them:
-    ``(rank, event_time, offset, item)`` per partition."""
-    ranks = {topics[BUSINESS_RANK]: BUSINESS_RANK, topics[ACTIVITY_RANK]: ACTIVITY_RANK}
-    by_part: dict[int, list[tuple[int, int, int, Any]]] = {}
-    last: dict[tuple[int, int], int] = {}
-    for r in records:
-        rank = ranks[r.topic]
-        key = (r.partition, rank)
-        t = last.get(key, 0)
-        if r.value is None and rank == BUSINESS_RANK and r.key:
-            item: Any = Tombstone(r.topic, r.partition, r.offset, r.key.decode("utf-8", "replace"))
-        else:
-            item = decoder.decode(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-        if type(item) is Decoded:
-            t = last[key] = item.event.event_time
-        by_part.setdefault(r.partition, []).append((rank, t, r.offset, item))
-    return by_part
 
 
 def fold_partitions(by_part: dict[int, list[tuple[int, int, int, Any]]], partitions: list[int],
@@ -118,7 +99,7 @@ def rebuild_partitions(
         finally:
             consumer.close()
     stats.records = len(records)
-    store = fold_partitions(worker_items(records, decoder, topics), partitions, spec)
+    store = fold_partitions(by_partition(records, decoder, topics), partitions, spec)
     stats.entities = sum(len(ps.entries) for ps in store.values())
     stats.seconds = time.perf_counter() - t0
     return store, stats

@@ -38,12 +38,13 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
-from consumer.decode import Decoded, Decoder
+from consumer.decode import Decoder
 from consumer.errors import StaleState, StreamrankError, TopicLayoutError, TransportError
 from consumer.kafka import check_compacted, check_copartitioned, check_reachable, create_topics, partition_counts
 from consumer.metrics import WorkerMetrics
 from consumer.arms import ArmModels
-from consumer.process import BatchOutput, RowBuffer, Tombstone, process, process_isolated
+from consumer.order import RecordOrder
+from consumer.process import BatchOutput, RowBuffer, process, process_isolated
 from consumer.score import ModelHolder
 from consumer.sink import DeliveryError, Sink
 from consumer.rebuild import rebuild_partitions, replace_in_changelog
@@ -91,11 +92,9 @@ class Worker:
         self._stop = threading.Event()
         self.store: dict[int, PartitionState] = {}
         self.mergers: dict[int, HeadMerger] = {}
-        self._last_time: dict[tuple[int, int], int] = {}  # (partition, rank) -> last pushed event time
         self._next: dict[Any, int] = {}  # TopicPartition -> offset after the last record received
         self._commit: dict[Any, int] = {}  # TopicPartition -> offset after the last record processed
         self._rows = RowBuffer(len(spec.names))
-        self._ranks = {cfg.business_topic: BUSINESS_RANK, cfg.activity_topic: ACTIVITY_RANK}
         self.metrics = WorkerMetrics(self.worker_id, topics=cfg.input_topics)  # own registry: several workers can share a process
         self.models = ModelHolder(ModelRegistry(cfg.registry_dir), cfg.model_poll_s, on_refused=self.metrics.model_refused)
         self.arms = ArmModels.from_config(cfg, self.models.registry)  # None: one promoted arm, the classic path
@@ -343,24 +342,12 @@ class Worker:
         t0 = time.perf_counter()
         records = self.consumer.poll(timeout_ms=timeout, max_records=cfg.batch_size)
         t1 = time.perf_counter()
-        decoder = self._decoder
+        order = self._order
         for tp, recs in records.items():
-            rank = self._ranks[tp.topic]
             merger = self.mergers.get(tp.partition)
             if merger is None:
                 merger = self.mergers[tp.partition] = HeadMerger()
-            key = (tp.partition, rank)
-            last_t = self._last_time.get(key, 0)
-            for r in recs:
-                if r.value is None and rank == BUSINESS_RANK and r.key:
-                    item: Any = Tombstone(tp.topic, tp.partition, r.offset, r.key.decode("utf-8", "replace"))
-                else:
-                    item = decoder.decode(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp)
-                if type(item) is Decoded:
-                    last_t = item.event.event_time
-                # Dead letters and tombstones keep their place in the queue (time of the record before).
-                merger.push(rank, last_t, r.offset, item)
-            self._last_time[key] = last_t
+            order.push(tp.topic, tp.partition, recs, merger.push)  # decode, key check, queue time
             self._next[tp] = recs[-1].offset + 1
             self.stats.consumed[tp.topic] += len(recs)
             m.count_consumed(tp.topic, len(recs))
@@ -559,8 +546,7 @@ class Worker:
         for p in partitions:
             self.store.pop(p, None)
             self.mergers.pop(p, None)
-            self._last_time.pop((p, BUSINESS_RANK), None)
-            self._last_time.pop((p, ACTIVITY_RANK), None)
+        self._order.forget(partitions)
         for tp in [tp for tp in self._next if tp.partition in partitions]:
             del self._next[tp]
 
@@ -649,6 +635,13 @@ class Worker:
         return self._decoder_obj
 
     @property
+    def _order(self) -> RecordOrder:
+        """Records → merge items, with each input stream's last event time (``consumer.order``)."""
+        if not hasattr(self, "_order_obj"):
+            self._order_obj = RecordOrder(self._decoder, self.cfg.input_topics)
+        return self._order_obj
+
+    @property
     def _prediction_codec(self) -> AvroCodec:
         self._decoder  # noqa: B018 - builds both codecs
         return self._prediction_codec_obj
@@ -705,8 +698,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.w._isolate_until = {k: v for k, v in self.w._isolate_until.items() if k[1] not in parts}
         for p in parts:
             self.w.mergers.pop(p, None)
-            self.w._last_time.pop((p, BUSINESS_RANK), None)
-            self.w._last_time.pop((p, ACTIVITY_RANK), None)
+        self.w._order.forget(parts)
         for tp in [tp for tp in self.w._next if tp.partition in parts]:
             del self.w._next[tp]
         self.w.metrics.forget_partitions(parts)
