@@ -3,7 +3,9 @@
 Reading order, following a record through the worker:
 
 ``worker`` (the loop: poll through ``transport``, merge the two input topics per partition) →
-``decode``/``codec`` (Confluent-framed Avro → events, or a dead letter) → ``process`` (fold events
+``order`` (each record → the item the merge takes: ``decode``/``codec``, Confluent-framed Avro →
+an event, a tombstone or a dead letter, and its place in the merge; the trainer, replay, parity and
+rebuild read the log through it too) → ``process`` (fold events
 into per-business state with ``features``, pick what to score, one vectorised model call per
 batch) → ``sink`` (predictions and dead letters out) → ``statestore`` (changed state to the
 changelog) → commit. ``score`` holds the served model and its hot swap; ``rebuild`` rebuilds a

@@ -3,7 +3,8 @@
 The trainer and replays consume through this (``models`` never talks to Kafka). The end of the
 log is the high-water mark reported by the first fetch of each partition, not ``end_offsets``,
 which the embedded broker answers wrongly. Records arrive as :class:`LogRecord` with their
-coordinates so the caller can apply the same per-partition order as the live worker.
+coordinates and merge time, after the worker's own order step (``consumer.order``), so every
+reader of the log drops what the worker dead-letters and applies the worker's per-partition order.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.codec import FileSchemaRegistry
 from consumer.config import Config
-from consumer.errors import DecodeError, StreamrankError
+from consumer.decode import Decoded, Decoder
+from consumer.errors import StreamrankError
 from consumer.kafka import check_reachable, consumer_kwargs, iter_to_highwater
-from features.errors import InvalidEvent
+from consumer.order import RecordOrder, ordered
+from consumer.process import Tombstone
 from features.events import ActivityEvent, BusinessEvent
-from features.order import ACTIVITY_RANK, BUSINESS_RANK
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,17 @@ class LogRecord:
     partition: int
     offset: int
     event: BusinessEvent | ActivityEvent | None  # None: a tombstone on the business topic
-    key: str | None = None  # the record key (business_id); what a tombstone deletes
+    key: str | None = None  # the record key: the event's business_id (checked), or what a tombstone deletes
+    # Where the worker's merge queues it (``consumer.order``): the event time; for a tombstone, the
+    # time of the record before it in its stream. None on records that did not come from Kafka.
+    time: int | None = None
+
+    def merge_entry(self, topics: tuple[str, str]) -> tuple[int, int, int, Decoded | Tombstone]:
+        """``(rank, time, offset, item)`` as the worker pushes it into its merge."""
+        topic = topics[self.rank]
+        if self.event is None:
+            return self.rank, self.time, self.offset, Tombstone(topic, self.partition, self.offset, self.key)
+        return self.rank, self.time, self.offset, Decoded(topic, self.rank, self.partition, self.offset, self.event)
 
 
 @dataclass
@@ -37,8 +49,13 @@ class LogRange:
     min_event_time: int | None = None
     max_event_time: int | None = None
     records: int = 0
+    # What the worker dead-letters (``consumer.decode``'s reasons), skipped by every reader of the log.
     undecodable: int = 0
     invalid: int = 0
+    key_mismatch: int = 0
+
+    def dead_letter(self, reason: str) -> None:
+        setattr(self, reason, getattr(self, reason) + 1)
 
     def observe(self, topic: str, partition: int, offset: int) -> None:
         span = self.offsets.setdefault(topic, {}).setdefault(partition, [offset, offset + 1])
@@ -53,6 +70,7 @@ class LogRange:
             "records": self.records,
             "undecodable": self.undecodable,
             "invalid": self.invalid,
+            "key_mismatch": self.key_mismatch,
         }
 
 
@@ -61,29 +79,25 @@ def read_input_log(
     log_range: LogRange | None = None,
     progress: Callable[[int, int], None] | None = None,
     idle_timeout_s: float = 30.0,
-    keys: bool = False,
 ) -> Iterator[LogRecord]:
-    """Yield every decodable input record up to the high-water marks seen at start.
+    """Yield every input record the worker folds (events and tombstones), up to the high-water
+    marks seen at start, in topic order per partition.
 
-    Undecodable or invalid records are counted in ``log_range`` and skipped: the worker sends
-    them to the dead-letter topic; the trainer must not stop on them.
-
-    ``keys``: also fill ``LogRecord.key`` for events (not only tombstones), so a caller can drop
-    records whose key is not their business_id, as the worker's decoder does (replays).
+    Each record goes through the worker's own order step (``consumer.order``), so the trainer,
+    replays and parity skip exactly what the worker dead-letters (undecodable, invalid, a key that
+    is not the business_id), counted per reason in ``log_range``, and queue tombstones where the
+    worker does (``LogRecord.time``).
     """
     from kafka import KafkaConsumer, TopicPartition
 
     check_reachable(cfg.bootstrap)
     rng = log_range if log_range is not None else LogRange()
-    registry = FileSchemaRegistry(cfg.schema_registry or None)
-    decoders = {
-        cfg.business_topic: (BUSINESS_RANK, AvroCodec(registry, "BusinessEvent"), BusinessEvent.from_record),
-        cfg.activity_topic: (ACTIVITY_RANK, AvroCodec(registry, "ActivityEvent"), ActivityEvent.from_record),
-    }
+    topics = cfg.input_topics
+    order = RecordOrder(Decoder(cfg, FileSchemaRegistry(cfg.schema_registry or None)), topics)
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None, max_poll_records=5000))
     try:
         tps = []
-        for topic in cfg.input_topics:
+        for topic in topics:
             parts = consumer.partitions_for_topic(topic)
             if not parts:
                 raise StreamrankError(f"topic {topic} does not exist (run `streamrank topics create`)")
@@ -93,32 +107,21 @@ def read_input_log(
         on_poll = None if progress is None else (lambda pending: progress(rng.records, pending))
         records = iter_to_highwater(consumer, tps, poll_ms=500, max_records=5000, idle_timeout_s=idle_timeout_s, on_poll=on_poll)
         try:
-            for rec in records:
-                rank, codec, build = decoders[rec.topic]
-                rng.observe(rec.topic, rec.partition, rec.offset)
+            for p, (rank, t, off, item) in ordered(records, order):
+                rng.observe(topics[rank], p, off)
                 rng.records += 1
-                if rec.value is None and rank == BUSINESS_RANK:
-                    if rec.key:
-                        yield LogRecord(rank, rec.partition, rec.offset, None, rec.key.decode("utf-8", "replace"))
-                    continue
-                try:
-                    event = build(codec.decode(rec.value, rec.topic, rec.partition, rec.offset))
-                except DecodeError:
-                    rng.undecodable += 1
-                    continue
-                except InvalidEvent:
-                    rng.invalid += 1
-                    continue
-                t = event.event_time
-                if rng.min_event_time is None or t < rng.min_event_time:
-                    rng.min_event_time = t
-                if rng.max_event_time is None or t > rng.max_event_time:
-                    rng.max_event_time = t
-                if keys:
-                    key = None if rec.key is None else rec.key.decode("utf-8", "replace")
-                    yield LogRecord(rank, rec.partition, rec.offset, event, key)
+                kind = type(item)
+                if kind is Decoded:
+                    ev = item.event
+                    if rng.min_event_time is None or t < rng.min_event_time:
+                        rng.min_event_time = t
+                    if rng.max_event_time is None or t > rng.max_event_time:
+                        rng.max_event_time = t
+                    yield LogRecord(rank, p, off, ev, ev.business_id, t)
+                elif kind is Tombstone:
+                    yield LogRecord(rank, p, off, None, item.business_id, t)
                 else:
-                    yield LogRecord(rank, rec.partition, rec.offset, event)
+                    rng.dead_letter(item.reason)
         except TimeoutError as exc:
             raise StreamrankError(f"reading the input log: {exc}") from exc
     finally:

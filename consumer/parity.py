@@ -68,17 +68,10 @@ def replay_hashes(cfg: Config, wanted: set[Coord], spec: FeatureSpec = DEFAULT_S
     """Feature hashes at the trainer's scoring moments of the ``wanted`` source records."""
     topics = {BUSINESS_RANK: cfg.business_topic, ACTIVITY_RANK: cfg.activity_topic}
     by_part: dict[int, list[tuple[int, int, int, Any]]] = defaultdict(list)
-    last_t: dict[tuple[int, int], int] = {}
-    for rec in read_input_log(cfg, keys=True):
-        k = (rec.partition, rec.rank)
-        if rec.event is None:
-            # The worker queues a tombstone at the time of the record before it in its stream.
-            by_part[rec.partition].append((rec.rank, last_t.get(k, 0), rec.offset, (rec.rank, rec.offset, Tombstone(rec.key))))
-            continue
-        if rec.key != rec.event.business_id:
-            continue  # the worker dead-letters it (key_mismatch): no state change, no prediction
-        t = last_t[k] = rec.event.event_time
-        by_part[rec.partition].append((rec.rank, t, rec.offset, (rec.rank, rec.offset, rec.event)))
+    # The reader has dropped what the worker dead-letters and gives each record the worker's merge time.
+    for rec in read_input_log(cfg):
+        item = rec.event if rec.event is not None else Tombstone(rec.key)
+        by_part[rec.partition].append((rec.rank, rec.time, rec.offset, (rec.rank, rec.offset, item)))
     row = np.empty(len(spec.names), dtype=np.float32)
     out: dict[Coord, str] = {}
     for p, items in by_part.items():

@@ -56,7 +56,6 @@ from consumer.process import (
     RowBuffer,
     fold_item,
     Scorer,
-    Tombstone,
     process,
 )
 from consumer.statestore import PartitionState
@@ -250,31 +249,18 @@ def partition_items(
     topics: tuple[str, str],
     stats: ReplayStats,
 ) -> dict[int, list[tuple[int, int, int, Any]]]:
-    """Bucket the log into ``(rank, event_time, offset, item)`` per replayed partition, as the
-    worker would push them into its merger; drop what the worker would dead-letter, and activity
-    past the range end (it cannot change anything released before it)."""
+    """Bucket the log into ``(rank, time, offset, item)`` per replayed partition, as the worker
+    pushes them into its merge (the log reader has already dropped what it dead-letters); drop
+    activity past the range end (it cannot change anything released before it)."""
     by_part: dict[int, list[tuple[int, int, int, Any]]] = {p: [] for p in ranges}
-    last_t: dict[tuple[int, int], int] = {}
     for rec in records:
-        stats.records_read += 1
         r = ranges.get(rec.partition)
         if r is None:
             continue
-        rank, p, off = rec.rank, rec.partition, rec.offset
-        if rank == ACTIVITY_RANK and r.end is not None and off >= r.end:
+        if rec.rank == ACTIVITY_RANK and r.end is not None and rec.offset >= r.end:
             stats.skipped["after_end"] += 1
             continue
-        key = (p, rank)
-        ev = rec.event
-        if ev is None:
-            # The worker queues a tombstone at the time of the record before it in its stream.
-            by_part[p].append((rank, last_t.get(key, 0), off, Tombstone(topics[rank], p, off, rec.key)))
-            continue
-        if rec.key != ev.business_id:
-            stats.skipped[KEY_MISMATCH] += 1
-            continue
-        t = last_t[key] = ev.event_time
-        by_part[p].append((rank, t, off, Decoded(topics[rank], rank, p, off, ev)))
+        by_part[rec.partition].append(rec.merge_entry(topics))
     return by_part
 
 
@@ -395,10 +381,11 @@ def replay(
 
     t0 = time.perf_counter()
     rng = LogRange()
-    records = read_input_log(cfg, rng, progress=on_read, keys=True)
+    records = read_input_log(cfg, rng, progress=on_read)
     by_part = partition_items(records, stats.ranges, cfg.input_topics, stats)
-    stats.skipped["undecodable"] += rng.undecodable
-    stats.skipped["invalid"] += rng.invalid
+    for reason in ("undecodable", "invalid", KEY_MISMATCH):
+        stats.skipped[reason] += getattr(rng, reason)
+    stats.records_read += rng.records  # dead-lettered records included
     stats.read_seconds = time.perf_counter() - t0
     for p, r in stats.ranges.items():
         # A range end past what was read means "to the end"; say what the end actually was.

@@ -361,7 +361,9 @@ def build_training_set(
         if (p, ACTIVITY_RANK) in unsorted:
             act_list.sort(key=lambda x: x[2])
         # Business stream: tombstones take the time of the record before them, so they stay in
-        # place in the merge and fall into the prefix exactly when that record does.
+        # place in the merge and fall into the prefix exactly when that record does. Records from
+        # the log reader carry that time (``time``, from the worker's order step): it is used, so
+        # the trainer cannot queue a tombstone elsewhere than the worker; hand-built ones get it here.
         items: list[tuple[int, int, int, Any]] = []
         prefix: list[Any] = []
         prev_t = 0
@@ -371,7 +373,8 @@ def build_training_set(
                 if bid is None:
                     n_unkeyed += 1
                     continue
-                et, item = prev_t, Tombstone(bid)
+                t = getattr(r, "time", None)
+                et, item = (prev_t if t is None else t), Tombstone(bid)
             else:
                 et = prev_t = ev.event_time
                 item = ev

@@ -73,3 +73,52 @@ def test_sample_is_deterministic_and_bounded():
     assert sample(preds, 10) == sample(list(reversed(preds)), 10) and len(sample(preds, 10)) == 10
     assert len(sample(preds, None)) == 50
     assert np.isnan(parity.ParityResult().mismatch_rate)
+
+
+def _publish_with_wrong_keys(cfg) -> int:
+    """A world with records whose key is not their business_id published in the middle of it (a
+    copy of a real activity or profile record under another business's key, new event ids; one
+    with no key at all). The worker dead-letters each (``key_mismatch``). Returns how many."""
+    from kafka import KafkaProducer
+
+    from consumer.codec import AvroCodec, FileSchemaRegistry
+    from consumer.publish import publish_records
+    from sim.world import WorldConfig, generate_records
+
+    records = list(generate_records(WorldConfig(businesses=30, days=2, seed=63, cities=2, categories=2)))
+    half = len(records) // 2
+    publish_records(cfg, records[:half])
+    ids = sorted({r["business_id"] for _, r in records})
+    other = {b: ids[(i + 1) % len(ids)] for i, b in enumerate(ids)}
+    reg = FileSchemaRegistry(cfg.schema_registry or None)
+    codecs = {"business": (cfg.business_topic, AvroCodec(reg, "BusinessEvent", subject=f"{cfg.business_topic}-value")),
+              "activity": (cfg.activity_topic, AvroCodec(reg, "ActivityEvent", subject=f"{cfg.activity_topic}-value"))}
+    # Recent records (just before the cut): timely for the state they would be folded into.
+    bad = [(kind, dict(r, event_id=f"{r['event_id']}-rekeyed")) for kind, r in records[half - 400:half]][::10]
+    producer = KafkaProducer(bootstrap_servers=cfg.bootstrap)
+    for i, (kind, rec) in enumerate(bad):
+        topic, codec = codecs[kind]
+        key = None if i == 0 else other[rec["business_id"]].encode()
+        producer.send(topic, key=key, value=codec.encode(rec), timestamp_ms=rec["event_time"])
+    producer.flush()
+    producer.close()
+    publish_records(cfg, records[half:])
+    return len(bad)
+
+
+def test_the_trainer_drops_exactly_the_wrongly_keyed_records_the_worker_dead_letters(kafka_config, registry_copy):
+    from consumer.logreader import LogRange, read_input_log
+    from models.dataset import build_training_set
+
+    cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
+    n_bad = _publish_with_wrong_keys(cfg)
+    stats = Worker(cfg, exit_when_idle_s=2).run()
+    assert stats.dead_letters == {"key_mismatch": n_bad}
+    preds = read_prediction_topics(cfg, [cfg.predictions_topic])
+    rng = LogRange()
+    ts = build_training_set(read_input_log(cfg, rng))
+    # The trainer's scoring moments are the worker's predictions, one for one.
+    assert ts.stats.scoring_moments == len(preds) == stats.predictions
+    assert rng.key_mismatch == n_bad and rng.records == sum(stats.consumed.values())
+    res = check_parity(cfg, preds, n=None)
+    assert res.sampled == len(preds) and res.mismatch_rate == 0.0, res.to_dict()

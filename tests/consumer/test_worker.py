@@ -74,7 +74,7 @@ def test_features_at_scoring_equal_the_trainers_replay(cfg):
     live = {(p["source_partition"], p["source_offset"]): p["feature_hash"] for p in read_predictions(cfg) if p["source_topic"] == cfg.activity_topic}
     by_part = {}
     for r in read_input_log(cfg):
-        by_part.setdefault(r.partition, []).append((r.rank, r.event.event_time, r.offset, r))
+        by_part.setdefault(r.partition, []).append((r.rank, r.time, r.offset, r))  # the worker's merge time
     row = np.empty(len(DEFAULT_SPEC.names), dtype=np.float32)
     replayed = {}
     for p, items in by_part.items():

@@ -12,10 +12,9 @@ from typing import Any
 
 from consumer.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
-from consumer.decode import Decoded
 from consumer.kafka import consumer_kwargs, iter_to_highwater
 from consumer.logreader import LogRange, read_input_log
-from consumer.process import Tombstone, process
+from consumer.process import process
 from consumer.publish import publish_records
 from consumer.statestore import decode_entry, is_deletion
 from features.order import merge_finished
@@ -31,17 +30,8 @@ def expected_run(cfg: Config, registry_dir) -> tuple[dict[str, dict], dict[int, 
     """What a fault-free worker must produce: (predictions by id, store, outcomes), from the log."""
     model = ModelRegistry(registry_dir).load()
     by_part: dict[int, list] = defaultdict(list)
-    topics = (cfg.business_topic, cfg.activity_topic)
-    last_t: dict[tuple[int, int], int] = {}
-    for rec in read_input_log(cfg, LogRange()):
-        k = (rec.partition, rec.rank)
-        if rec.event is None:
-            item = Tombstone(topics[rec.rank], rec.partition, rec.offset, rec.key)
-            t = last_t.get(k, 0)  # as the worker queues it: at the time of the record before it
-        else:
-            item = Decoded(topics[rec.rank], rec.rank, rec.partition, rec.offset, rec.event)
-            t = last_t[k] = rec.event.event_time
-        by_part[rec.partition].append((rec.rank, t, rec.offset, item))
+    for rec in read_input_log(cfg, LogRange()):  # through the worker's order step (consumer.order)
+        by_part[rec.partition].append(rec.merge_entry(cfg.input_topics))
     store: dict[int, Any] = {}
     preds: dict[str, dict] = {}
     outcomes: dict[str, int] = defaultdict(int)

@@ -9,10 +9,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from consumer.config import Config
-from consumer.decode import Decoded
 from consumer.kafka import create_topics
 from consumer.logreader import LogRange, read_input_log
-from consumer.process import Tombstone, process
+from consumer.process import process
 from features.order import merge_finished
 from features.scoring import SCORED
 from models.registry import ModelRegistry
@@ -30,16 +29,9 @@ class Expected:
         model = ModelRegistry(registry_dir).load(version)
         self.model_version = model.version
         by_part: dict[int, list] = defaultdict(list)
-        topics = (cfg.business_topic, cfg.activity_topic)
         self.log = LogRange()
-        for rec in read_input_log(cfg, self.log):
-            if rec.event is None:
-                item: Any = Tombstone(topics[rec.rank], rec.partition, rec.offset, rec.key)
-                t = 0
-            else:
-                item = Decoded(topics[rec.rank], rec.rank, rec.partition, rec.offset, rec.event)
-                t = rec.event.event_time
-            by_part[rec.partition].append((rec.rank, t, rec.offset, item))
+        for rec in read_input_log(cfg, self.log):  # through the worker's order step (consumer.order)
+            by_part[rec.partition].append(rec.merge_entry(cfg.input_topics))
         self.store: dict[int, Any] = {}
         self.predictions: dict[str, dict] = {}
         self.outcomes: Counter = Counter()
