@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from the event log; register it, promote it if it passes the gates")
     p.add_argument("--every", type=parse_duration, metavar="DURATION", help="retrain periodically (e.g. 6h) until SIGTERM")
-    p.add_argument("--start", type=parse_time_ms, metavar="TIME", help="fold activity from this time (ISO-8601 or epoch ms); default: earliest")
+    p.add_argument("--start", type=parse_time_ms, metavar="TIME",
+                   help="make training examples from this time on (ISO-8601 or epoch ms); the state is still built from the whole log, as the worker's; default: earliest")
     p.add_argument("--objective", default="rank:ndcg", choices=["rank:ndcg", "binary:logistic"])
     p.add_argument("--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)")
     p.add_argument("--validation-days", type=_positive_int, default=7)

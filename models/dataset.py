@@ -11,10 +11,10 @@ The build, in three passes over memory:
    note the data's end (largest activity event time), and collect every conversion
    (``LabelConfig.kinds``) once per ``event_id`` for the labels.
 2. **Fold** each partition in the deterministic merge order the live worker uses
-   (``features.order.merge_finished`` on ``(rank, event_time, offset)``). With ``start_ms``, the
-   business table at the start is the compacted prefix of the business log
-   (:func:`compact_table`: latest value per key, tombstones delete) and only events from
-   ``start_ms`` on are folded. :func:`scoring_moments` applies the scoring-moment rule shared with
+   (``features.order.merge_finished`` on ``(rank, event_time, offset)``), from the log's start:
+   the state a worker scores with holds the business's whole history (lifetime counts, age,
+   lifecycle). ``start_ms`` only chooses which moments become examples (``as_of >= start_ms``).
+   :func:`scoring_moments` applies the scoring-moment rule shared with
    the worker (``features.scoring.apply``; tombstones forget the business, as in the worker); each moment
    is sampled deterministically (a seeded hash of ``event_id``, no random state) and its features
    written with ``extract_into`` straight into a growing float32 matrix.
@@ -26,7 +26,7 @@ The build, in three passes over memory:
 Features never see data after ``as_of``: ``as_of`` is the business state's clock (the largest
 accepted activity time), and the state holds only events folded so far, all at or before it.
 Labels are strictly after ``as_of``. The popularity baseline per example is the business's
-all-time conversions up to the moment (accepted by the state, plus those before ``start_ms``).
+all-time conversions up to the moment, as accepted by the state.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import logging
 import math
 import time
 import zlib
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,7 +46,7 @@ from features.extract import extract_into, group_key
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, merge_finished
 from features.scoring import SCORED, apply
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from features.state import BusinessState, update
+from features.state import BusinessState
 
 log = logging.getLogger("streamrank.models.dataset")
 
@@ -97,26 +96,6 @@ def record_key(record: Any) -> str | None:
     return key
 
 
-def compact_table(records: Iterable[Any]) -> dict[str, BusinessEvent]:
-    """Latest value per business id by offset, as Kafka log compaction would leave it.
-
-    Only business records (rank 0) count; a tombstone (``event`` None, business named by ``key``)
-    deletes its key if it is the latest record of that key. Input order does not matter. A key is
-    expected in one partition only (co-partitioning by key); offsets are compared as given.
-    """
-    latest: dict[str, tuple[int, BusinessEvent | None]] = {}
-    for r in records:
-        if r.rank != BUSINESS_RANK:
-            continue
-        key = record_key(r)
-        if key is None:
-            continue
-        prev = latest.get(key)
-        if prev is None or r.offset > prev[0]:
-            latest[key] = (r.offset, r.event)
-    return {k: ev for k, (_, ev) in latest.items() if ev is not None}
-
-
 # ----------------------------------------------------------------------- the scoring rule
 def scoring_moments(
     events: Iterable[BusinessEvent | ActivityEvent | Tombstone],
@@ -156,8 +135,8 @@ class BuildStats:
     activity_records: int = 0
     tombstones: int = 0
     unkeyed_tombstones: int = 0
-    prefix_business_records: int = 0  # business records before start_ms (compacted)
-    activity_before_start: int = 0  # activity before start_ms (not folded; counted for popularity)
+    prefix_business_records: int = 0  # business records before start_ms (folded, no examples)
+    activity_before_start: int = 0  # activity before start_ms (folded, no examples)
     conversions: int = 0  # distinct conversion events in the log
     scoring_moments: int = 0
     sampled: int = 0
@@ -266,8 +245,8 @@ def build_training_set(
 ) -> TrainingSet:
     """Fold the log and return the labelled examples (see the module doc).
 
-    ``start_ms``: first event time to fold (default: everything); the business table at the start is
-    the compacted prefix. ``end_ms``: the data's end for label completeness (default: the largest
+    ``start_ms``: the first ``as_of`` that makes an example (default: all); everything before it is
+    folded all the same, so the features are the worker's. ``end_ms``: the data's end for label completeness (default: the largest
     activity event time in the log). The throughput includes consuming ``records``.
     """
     threshold = _sample_threshold(sample_rate)
@@ -346,8 +325,6 @@ def build_training_set(
     ex_asof: list[int] = []
     ex_pop: list[int] = []
     conv_idx = [spec.layout.kind_index[k] for k in label_cfg.kinds]
-    pre_conv: dict[str, int] = defaultdict(int)  # distinct conversions before start_ms, per business
-    pre_seen: set[str] = set()
     n_moments = n_sampled = n_incomplete = n_prefix = n_before = n_unkeyed = 0
     # A label is final only when no conversion in its horizon can still arrive: activity may come
     # up to the allowed lateness behind the newest event time, so the horizon must end that much
@@ -365,7 +342,6 @@ def build_training_set(
         # the log reader carry that time (``time``, from the worker's order step): it is used, so
         # the trainer cannot queue a tombstone elsewhere than the worker; hand-built ones get it here.
         items: list[tuple[int, int, int, Any]] = []
-        prefix: list[Any] = []
         prev_t = 0
         for off, ev, r in biz_list:
             if ev is None:
@@ -379,36 +355,22 @@ def build_training_set(
                 et = prev_t = ev.event_time
                 item = ev
             if start_ms is not None and et < start_ms:
-                prefix.append(r)
-            else:
-                items.append((BUSINESS_RANK, et, off, item))
-        states: dict[str, BusinessState] = {}
+                n_prefix += 1  # folded like every record (the worker has them), no example from it
+            items.append((BUSINESS_RANK, et, off, item))
         if start_ms is not None:
-            n_prefix += len(prefix)
-            for bid, ev in compact_table(prefix).items():
-                states[bid] = update(None, ev, spec)
-        # Merge the two streams: merge_finished wants each stream in topic (offset) order.
-        if start_ms is None:
-            act_items = act_list
-        else:
-            act_items = []
-            for item in act_list:
-                ev = item[3]
-                if item[1] < start_ms:
-                    n_before += 1
-                    if ev.kind in conv_kinds and ev.event_id not in pre_seen:
-                        pre_seen.add(ev.event_id)
-                        pre_conv[ev.business_id] += 1
-                else:
-                    act_items.append(item)
+            n_before += sum(1 for item in act_list if item[1] < start_ms)
+        act_items = act_list
+        states: dict[str, BusinessState] = {}
         merged = merge_finished(_interleave_for_merge(items, act_items))
 
         for ev, st in scoring_moments(merged, spec, states):
             n_moments += 1
             if threshold < 2**32 and (crc32(ev.event_id.encode(), seed_crc) * _GOLD) & 0xFFFFFFFF >= threshold:
                 continue  # == not sampled(ev.event_id, sample_rate, seed), inlined
-            n_sampled += 1
             as_of = st.max_event_ms  # features.scoring.as_of(st), inlined
+            if start_ms is not None and as_of < start_ms:
+                continue  # before the examples' start: its state still counts, as in the worker
+            n_sampled += 1
             if last_ok is None or as_of > last_ok:
                 n_incomplete += 1
                 continue
@@ -423,7 +385,7 @@ def build_training_set(
             ex_gkey.append(group_key(st))
             ex_asof.append(as_of)
             totals = st.totals
-            ex_pop.append(sum(totals[i] for i in conv_idx) + (pre_conv.get(bid, 0) if pre_conv else 0))
+            ex_pop.append(sum(totals[i] for i in conv_idx))
         del parts[p]  # free the partition's records as we go
     stats.prefix_business_records = n_prefix
     stats.activity_before_start = n_before

@@ -65,7 +65,7 @@ class TrainOptions:
     nthread: int = 2
     # Data
     sample_rate: float = 0.1  # share of scoring moments kept (deterministic, by event id)
-    start_ms: int | None = None  # fold events from here (business table: compacted prefix)
+    start_ms: int | None = None  # examples from here; the state is folded from the log's start (as the worker's)
     # Evaluation and gates
     top_k: int = 3
     tolerance: float = 0.02  # a candidate may trail the promoted model's capture by this much

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from models_testkit import (
     DAY,
     HOUR,
@@ -26,60 +24,12 @@ from models.dataset import (
     Tombstone,
     _conversion_counts_loop,
     build_training_set,
-    compact_table,
     conversion_counts,
     sampled,
     scoring_moments,
 )
 
 H = DAY
-
-
-# ------------------------------------------------------------------------- compact_table
-def test_compact_table_latest_by_offset_and_tombstones():
-    a1, a2, b1 = biz("a", T0, n=1), biz("a", T0 + 1, "UPDATED", n=2), biz("b", T0, n=3)
-    c1 = biz("c", T0, n=4)
-    records = [
-        Rec(0, 0, 5, a2),
-        Rec(0, 0, 1, a1),  # older offset, listed later: loses
-        Rec(0, 1, 0, b1),
-        Rec(0, 1, 3, None, "b"),  # tombstone deletes b
-        Rec(0, 0, 7, c1),
-        Rec(0, 0, 2, None, b"c"),  # tombstone older than c's value: c survives; bytes keys work
-        Rec(1, 0, 9, act("a", T0 + 5)),  # activity is not part of the table
-        Rec(0, 1, 4, None),  # a tombstone without a key cannot be attributed
-    ]
-    assert compact_table(records) == {"a": a2, "c": c1}
-
-
-def test_compact_table_value_after_tombstone_revives():
-    v1, v2 = biz("a", T0, n=1), biz("a", T0 + 5, "REOPENED", n=2)
-    assert compact_table([Rec(0, 0, 0, v1), Rec(0, 0, 1, None, "a"), Rec(0, 0, 2, v2)]) == {"a": v2}
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    ops=st.lists(st.tuples(st.sampled_from("abcdef"), st.booleans()), max_size=40),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_compact_table_matches_replay_property(ops, seed):
-    """Whatever the input order, the table equals replaying the log in offset order."""
-    offsets: dict[int, int] = {}
-    records = []
-    expected: dict[str, object] = {}
-    for i, (key, is_tombstone) in enumerate(ops):
-        p = partition_of(key)
-        off = offsets.get(p, 0)
-        offsets[p] = off + 1
-        if is_tombstone:
-            records.append(Rec(0, p, off, None, key))
-            expected.pop(key, None)
-        else:
-            ev = biz(key, T0 + i, n=i)
-            records.append(Rec(0, p, off, ev))
-            expected[key] = ev
-    random.Random(seed).shuffle(records)
-    assert compact_table(records) == expected
 
 
 # ---------------------------------------------------------------------- scoring moments
@@ -213,40 +163,24 @@ def test_sampled_training_set_is_a_subset():
 
 
 # ---------------------------------------------------------------------------- start time
-def test_start_uses_compacted_business_table():
-    start = T0 + 2 * DAY
-    events = [
-        biz("b1", T0, city="Phoenix", n=1),
-        biz("b1", T0 + DAY, "UPDATED", city="Tempe", n=2),  # the table keeps this one
-        biz("b2", T0, n=3),
-        act("b1", T0 + DAY + HOUR, "CALL"),  # before the start: not folded, but popularity counts it
-        act("b1", T0 + DAY + HOUR, "CALL"),  # (once)
-    ]
-    records = to_records(events)
-    p2 = partition_of("b2")
-    records.append(Rec(0, p2, 1 + max(r.offset for r in records if r.rank == 0 and r.partition == p2), None, "b2"))
-    later = [biz("b3", T0 + 3 * DAY, n=4)]
-    for i in range(48):
-        t = start + HOUR + i * HOUR
-        later += [act("b1", t), act("b2", t), act("b3", t)]
-    later.append(act("b1", T0 + 6 * DAY))
-    offsets = {(r.rank, r.partition): r.offset + 1 for r in records}
-    for e in later:
-        rank = 0 if e.__class__.__name__ == "BusinessEvent" else 1
-        p = partition_of(e.business_id)
-        o = offsets.get((rank, p), 0)
-        offsets[(rank, p)] = o + 1
-        records.append(Rec(rank, p, o, e))
+def test_start_gives_the_workers_features_not_a_truncated_history():
+    """``start_ms`` picks which moments become examples; it does not cut the history the state is
+    built from. A worker that has run since the beginning scores a business with its lifetime
+    counts, its age and its lifecycle, so the examples from ``start_ms`` on are exactly the full
+    build's examples from ``start_ms`` on: features, labels and the popularity baseline."""
+    records = world_records(40, 10, seed=9)
+    start = T0 + 6 * DAY
+    full = build_training_set(records)
+    part = build_training_set(records, start_ms=start)
 
-    ts = build_training_set(records, start_ms=start)
-    ids = ts.business_ids
-    assert "b2" not in set(ids)  # tombstoned before the start: unknown, never scorable
-    groups = {ts.group_table[g][0] for g, b in zip(ts.groups, ids) if b == "b1"}
-    assert groups == {"Tempe, AZ|Restaurants"}
-    assert ts.as_of[ids == "b3"].min() >= T0 + 3 * DAY
-    assert np.all(ts.as_of >= start)
-    assert set(ts.popularity[ids == "b1"].tolist()) == {1.0}
-    assert ts.stats.prefix_business_records == 4 and ts.stats.activity_before_start == 2
+    def rows(ts, sel):
+        return sorted((ts.business_table[ts.business[i]], int(ts.as_of[i]), ts.X[i].tobytes(), float(ts.y[i]),
+                       float(ts.popularity[i])) for i in sel)
+
+    want = rows(full, np.flatnonzero(full.as_of >= start))
+    assert len(want) > 200
+    assert rows(part, range(len(part.y))) == want
+    assert part.stats.activity_before_start > 0 and part.stats.prefix_business_records > 0
 
 
 def test_tombstone_without_key_is_counted():
