@@ -108,7 +108,7 @@ def check_parity(cfg: Config, preds: list[dict[str, Any]], n: int | None = 1000,
         else:
             res.mismatched += 1
         if len(res.examples) < 5:
-            res.examples.append({"prediction_id": p["prediction_id"], "source": f"{c[0]}[{c[1]}]@{c[2]}",
+            res.examples.append({"prediction_id": p["prediction_id"], "business_id": p["business_id"], "source": f"{c[0]}[{c[1]}]@{c[2]}",
                                  "live": p["feature_hash"], "replayed": got})
     return res
 

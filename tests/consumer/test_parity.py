@@ -122,3 +122,44 @@ def test_the_trainer_drops_exactly_the_wrongly_keyed_records_the_worker_dead_let
     assert rng.key_mismatch == n_bad and rng.records == sum(stats.consumed.values())
     res = check_parity(cfg, preds, n=None)
     assert res.sampled == len(preds) and res.mismatch_rate == 0.0, res.to_dict()
+
+
+def test_live_order_drift_is_measured_when_a_business_event_arrives_after_later_activity(kafka_config, registry_copy):
+    """The stated bound (README, Determinism): live features equal the trainer's when no record
+    arrives after the worker has already applied a record of the other topic with a later event
+    time. Here a worker runs while traffic is published: first in event-time order (parity exact),
+    then a business's profile change delivered late, after activity that happened after it. The
+    live worker has already scored that activity; the trainer's merge puts the profile change
+    first. `streamrank parity` must see the drift, not hide it."""
+    import threading
+    import time
+
+    from consumer.publish import publish_records
+    from sim.world import WorldConfig, generate_records
+
+    cfg = kafka_config.with_overrides(registry_dir=str(registry_copy))
+    records = sorted(generate_records(WorldConfig(businesses=20, days=2, seed=81, cities=2, categories=2)),
+                     key=lambda kr: (kr[1]["event_time"], kr[0] != "business"))
+    half = len(records) // 2
+    worker = Worker(cfg, exit_when_idle_s=4)
+    run = threading.Thread(target=worker.run, daemon=True)
+    run.start()
+    publish_records(cfg, records[:half])  # in order: live == finished
+    deadline = time.monotonic() + 60
+    while worker.stats.predictions == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    in_order = check_parity(cfg, read_prediction_topics(cfg, [cfg.predictions_topic]), n=None)
+    assert in_order.sampled > 100 and in_order.mismatch_rate == 0
+    # A profile change stamped before the second half's activity, delivered after it was scored.
+    bid = next(r["business_id"] for k, r in records[half:] if k == "activity")
+    profile = next(r for k, r in records if k == "business" and r["business_id"] == bid)
+    t_change = next(r["event_time"] for k, r in records[half:] if k == "activity" and r["business_id"] == bid) - 1
+    publish_records(cfg, records[half:])
+    time.sleep(2.0)  # scored by now
+    publish_records(cfg, [("business", {**profile, "event_id": "late-profile-change", "kind": "UPDATED",
+                                        "price_range": 4 if profile.get("price_range") != 4 else 1, "event_time": t_change})])
+    run.join(120)
+    assert not run.is_alive()
+    drift = check_parity(cfg, read_prediction_topics(cfg, [cfg.predictions_topic]), n=None)
+    assert drift.mismatched > 0, "a late cross-topic arrival changes live features; parity must report it"
+    assert {e["business_id"] for e in drift.examples} == {bid}
