@@ -281,10 +281,12 @@ def compare(
     latest = evaluation_frame(groups, biz, t)
     rep.groups = _group_diffs(group_table, groups[latest], biz[latest], sa[latest], sb[latest], k)
 
-    # Offline metrics on the same outcomes.
-    complete = t + horizon_ms <= conversions.log_end_ms
+    # Offline metrics on the same outcomes, labelled from the clock the features had (as_of), as
+    # in training and `streamrank report`; event_time for predictions written before as_of existed.
+    lt = np.fromiter((p.get("as_of") or p["event_time"] for p in pa), dtype=np.int64, count=len(pa))
+    complete = lt + horizon_ms <= conversions.log_end_ms
     rep.incomplete_labels = int((~complete).sum())
-    y = np.array([_count(conversions.times.get(bz), ti, horizon_ms) for bz, ti in zip(biz, t)], dtype=np.float64)
+    y = np.array([_count(conversions.times.get(bz), ti, horizon_ms) for bz, ti in zip(biz, lt)], dtype=np.float64)
     sel = np.flatnonzero(complete)
     if len(sel):
         idx = sel[evaluation_frame(groups[sel], biz[sel], t[sel])]

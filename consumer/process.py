@@ -192,7 +192,7 @@ def process(
     raw = np.ascontiguousarray(X, dtype=np.float32).tobytes()
     width = 4 * X.shape[1]
     id_suffix = f"\x1f{mv}"  # prediction_id(topic, partition, offset, mv): this path's ids never carry the arm
-    for i, ((item, gkey, _t), score) in enumerate(zip(pending, scores.tolist())):
+    for i, ((item, gkey, t), score) in enumerate(zip(pending, scores.tolist())):
         event = item.event
         topic, partition, offset = item.topic, item.partition, item.offset
         preds.append(
@@ -210,6 +210,7 @@ def process(
                 "group_key": gkey,
                 "arm": arm,
                 "feature_hash": blake2b(raw[i * width:(i + 1) * width], digest_size=8).hexdigest(),
+                "as_of": t,
             }
         )
     return out
@@ -235,7 +236,7 @@ def _score_routed(out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: 
     hashes = [feature_hash(X[i]) for i in range(len(pending))]
 
     def record(i: int, arm: str, sc: Any, score: float) -> dict[str, Any]:
-        item, gkey, _t = pending[i]
+        item, gkey, t = pending[i]
         mv = sc.version
         return {
             "prediction_id": prediction_id(item.topic, item.partition, item.offset, mv, arm),
@@ -251,6 +252,7 @@ def _score_routed(out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: 
             "group_key": gkey,
             "arm": arm,
             "feature_hash": hashes[i],
+            "as_of": t,
         }
 
     for i, arm in enumerate(arms):

@@ -6,8 +6,10 @@ and the activity topic (conversions: ``LabelConfig.kinds``). Units:
 * **Cells**: (arm, model version). Hold-out predictions form the ``holdout`` cell, shadow ones the
   ``shadow`` cell (the shadow scores every business: its outcome columns are the population's).
 * **Online label** of a prediction: distinct conversions of its business in
-  ``(event_time, event_time + H]``; predictions whose horizon runs past the end of the activity log
-  are left out of AUC, capture and calibration (incomplete label).
+  ``(as_of, as_of + H]``, ``as_of`` being the business's clock when it was scored (the features
+  know everything up to it; ``event_time`` for predictions written before the field existed), as
+  the trainer labels; predictions whose horizon runs past the end of the activity log are left out
+  of AUC, capture and calibration (incomplete label).
 * **Ranking frame** as in training (``models.evaluate``): one example per (group_key x UTC day,
   business), its latest prediction; **top-k capture** = share of the cell's next-horizon
   conversions that land in each group's top-k (within the cell: the arms split every group), and
@@ -188,6 +190,9 @@ def build_report(
     cells: list[Cell] = []
     for (arm, mv), ps in cells_preds.items():
         t = np.fromiter((p["event_time"] for p in ps), np.int64, len(ps))
+        # Labels start at the clock the features had (as_of), as in training; event_time for
+        # predictions written before the field existed.
+        lt = np.fromiter((p.get("as_of") or p["event_time"] for p in ps), np.int64, len(ps))
         s = np.fromiter((p["score"] for p in ps), np.float64, len(ps))
         biz = np.array([p["business_id"] for p in ps], dtype=object)
         y = np.zeros(len(ps))
@@ -196,8 +201,8 @@ def build_report(
             rows_of[b].append(i)
         for b, idx in rows_of.items():
             ix = np.asarray(idx)
-            y[ix] = _count_after(conversions.get(b), t[ix], t[ix] + horizon_ms)
-        complete = t + horizon_ms <= log_end_ms
+            y[ix] = _count_after(conversions.get(b), lt[ix], lt[ix] + horizon_ms)
+        complete = lt + horizon_ms <= log_end_ms
         # Per-business outcome rate from first exposure to the end of the log.
         first: dict[str, int] = {}
         for b, ti in zip(biz.tolist(), t.tolist()):

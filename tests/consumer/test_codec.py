@@ -35,7 +35,20 @@ def test_packaged_ids_are_stable():
     reg = FileSchemaRegistry()
     assert AvroCodec(reg, "BusinessEvent").schema_id == 1
     assert AvroCodec(reg, "ActivityEvent").schema_id == 2
-    assert AvroCodec(reg, "Prediction").schema_id == 3
+    assert AvroCodec(reg, "Prediction").schema_id == 4  # 3: the prediction before as_of
+
+
+def test_predictions_written_before_as_of_still_decode():
+    """Predictions already on a topic were written with schema id 3 (no as_of): a reader of the
+    current schema decodes them, as_of null (readers then use event_time)."""
+    reg = FileSchemaRegistry()
+    old = AvroCodec(reg, "Prediction", schema=load_schema_file("prediction_v1.avsc"))
+    assert old.schema_id == 3
+    rec = {"prediction_id": "p", "business_id": "b1", "score": 0.5, "model_version": "v", "feature_set_version": "f",
+           "source_topic": "a", "source_partition": 0, "source_offset": 7, "event_time": 1000, "scored_at": 2000,
+           "group_key": "g", "arm": "default", "feature_hash": "h"}
+    got = AvroCodec(reg, "Prediction").decode(old.encode(rec), "predictions", 0, 0)
+    assert got == {**rec, "as_of": None}
 
 
 def test_reader_accepts_older_writer_schema(tmp_path):

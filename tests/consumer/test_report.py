@@ -86,3 +86,17 @@ def test_worker_routes_arms_holdout_and_shadow_and_report_runs(kafka_config, reg
     out = capsys.readouterr().out
     assert "| shadow |" in out and "| holdout |" in out and "| r | random |" in out
     assert (tmp_path / "rep" / "report.png").exists() and (tmp_path / "rep" / "report.md").exists()
+
+
+def test_online_labels_start_at_the_business_clock_the_features_had():
+    """A prediction's features know every event up to ``as_of`` (the business's clock), which is
+    later than the triggering event when that event arrived late. A conversion in between is
+    already in the features: it is not an outcome of the prediction (the trainer labels from
+    as_of too)."""
+    HOUR = 3_600_000
+    hi = {**_pred("a", "hi", 1000, 1.0), "as_of": 1000 + HOUR}  # scored after a late event
+    lo = {**_pred("a", "lo", 1000, 0.0), "as_of": 1000}
+    none = {**_pred("a", "none", 1000, 0.5), "as_of": None}  # written before as_of existed: event_time
+    conv = {"hi": np.array([1000 + HOUR // 2]), "lo": np.array([1000 + 2 * HOUR])}
+    rep = build_report([hi, lo, none], conv, 5 * DAY, horizon_ms=DAY, k=1)
+    assert rep.cell("a").auc == 0.0  # only lo converted after its clock; labelled from event_time, hi would count too (0.5)
