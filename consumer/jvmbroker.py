@@ -67,6 +67,11 @@ def java_available() -> bool:
     return java_binary() is not None
 
 
+def kafka_runnable(version: str = KAFKA_VERSION) -> bool:
+    """Java, and the broker's jars or Maven to fetch them: what ``KafkaBroker`` needs."""
+    return java_available() and ((kafka_home(version) / ".complete").exists() or shutil.which("mvn") is not None)
+
+
 def kafka_home(version: str = KAFKA_VERSION) -> Path:
     explicit = os.environ.get("STREAMRANK_KAFKA_HOME")
     if explicit:
@@ -342,13 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--if-java", action="store_true", help="without Java: say so and succeed (the suite then runs on Tansu)")
     args = p.parse_args(argv)
     if args.action == "has-java":
-        return 0 if java_available() else 1
+        return 0 if kafka_runnable() else 1
     if args.if_java:
         forced = os.environ.get("STREAMRANK_TEST_BROKER", "")
         if forced == "tansu" or (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and forced != "kafka"):
             return 0  # the suite will not start Apache Kafka
-        if not java_available() and forced != "kafka":
-            print("no Java on this machine: the suite runs on the embedded Tansu broker (real_kafka tests skip)")
+        if not kafka_runnable() and forced != "kafka":
+            print("no Java (or no Maven to fetch Apache Kafka) on this machine: the suite runs on the embedded Tansu broker "
+                  "(real_kafka tests skip)")
             return 0
     try:
         t0 = time.monotonic()

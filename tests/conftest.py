@@ -58,9 +58,9 @@ def broker_choice() -> str:
         return "external"
     if _docker_answers():
         return "testcontainers"
-    from consumer.jvmbroker import java_available
+    from consumer.jvmbroker import kafka_runnable
 
-    return "kafka" if java_available() else "tansu"
+    return "kafka" if kafka_runnable() else "tansu"
 
 
 _USED: list[str] = []
