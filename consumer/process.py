@@ -86,6 +86,7 @@ class BatchOutput:
     # With experiment arms (consumer.arms): predictions of hold-out businesses and of the shadow model.
     holdout: list[dict[str, Any]] = field(default_factory=list)
     shadow: list[dict[str, Any]] = field(default_factory=list)
+    failed_in_a_row: int = 0  # process_isolated: unprocessable records at the end of this batch, in a row
 
 
 class RowBuffer:
@@ -270,6 +271,7 @@ def process_isolated(
     spec: FeatureSpec = DEFAULT_SPEC,
     rows: RowBuffer | None = None,
     clock: Callable[[], float] = time.time,
+    failed_before: int = 0,
 ) -> BatchOutput:
     """``process`` one record at a time: the error policy for records.
 
@@ -279,9 +281,11 @@ def process_isolated(
     The worker takes this path only to re-run a batch whose ``process`` raised, so the price of
     one model call per record is paid rarely. More than ``MAX_CONSECUTIVE_UNPROCESSABLE`` failures
     in a row raise ``ProcessingHalted``: that is a bug hitting everything, and the worker stops.
+    ``failed_before``: failures in a row at the end of the previous call, so the count spans
+    batches; the result carries it on (``BatchOutput.failed_in_a_row``).
     """
     total = BatchOutput()
-    failed_in_a_row = 0
+    failed_in_a_row = failed_before
     for item in items:
         saved = _saved_state(item, store)
         try:
@@ -297,6 +301,7 @@ def process_isolated(
             _put_back(item, store, saved, spec)
             out = BatchOutput(dead_letters=[_unprocessable(item, exc)], outcomes=Counter({DEAD_LETTER: 1}))
         _add(total, out)
+    total.failed_in_a_row = failed_in_a_row
     return total
 
 

@@ -104,6 +104,7 @@ class Worker:
         # (topic, partition) -> last offset of a batch that raised in processing: up to there the
         # worker processes record by record (process_isolated).
         self._isolate_until: dict[tuple[str, int], int] = {}
+        self._failed_in_a_row = 0  # unprocessable records in a row, across isolated batches
         self._to_restore: set[int] = set()
         self._rebuild_next: set[int] = set()  # partitions with an entry that failed to decode
         self._backlog = False  # the last batch left releasable items queued
@@ -420,7 +421,9 @@ class Worker:
         the batch is rewound and re-run record by record (``process_isolated``), which
         dead-letters the culprit: see ``_loop`` for the one error policy."""
         if self._isolate_until:
-            out = process_isolated(released, self.store, scorer, spec=self.spec, rows=self._rows)
+            out = process_isolated(released, self.store, scorer, spec=self.spec, rows=self._rows,
+                                   failed_before=self._failed_in_a_row)
+            self._failed_in_a_row = out.failed_in_a_row
             for item in released:
                 key = (item.topic, item.partition)
                 if item.offset >= self._isolate_until.get(key, -1):

@@ -210,3 +210,8 @@ def test_a_bug_that_hits_every_record_stops_instead_of_dead_lettering_everything
     items = [act("b1", T0 + i, i) for i in range(100)]
     with pytest.raises(ProcessingHalted, match="consecutive records"):
         process_isolated(items, {}, SumScorer())
+    # Small batches: the count spans them (a batch of 20 alone would never reach the limit).
+    failed = 0
+    with pytest.raises(ProcessingHalted):
+        for start in range(0, 100, 20):
+            failed = process_isolated(items[start:start + 20], {}, SumScorer(), failed_before=failed).failed_in_a_row
