@@ -22,19 +22,19 @@ install: $(STAMP)
 # instead of letting its tests skip. pytest exits 5 when it collected nothing: a failure here.
 test: install
 	@bash scripts/install-prometheus.sh || [ "$${STREAMRANK_REQUIRE_PROMETHEUS:-0}" != 1 ]
-	@$(BIN)/python -m consumer.jvmbroker check --if-java
+	@$(BIN)/python -m consumer.io.brokers.apache check --if-java
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; [ $$rc -eq 0 ] || exit $$rc
-	@if $(BIN)/python -m consumer.jvmbroker has-java; then \
+	@if $(BIN)/python -m consumer.io.brokers.apache has-java; then \
 	  echo "== smoke subset on the embedded Tansu broker =="; \
 	  STREAMRANK_TEST_BROKER=tansu $(BIN)/python -m pytest -m tansu_smoke $(PYTEST_ARGS); \
 	fi
 
 demo: install
-	$(BIN)/python -m consumer.demo
+	$(BIN)/python -m consumer.tools.demo
 
 bench: install
-	$(BIN)/python -m consumer.bench
+	$(BIN)/python -m consumer.tools.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -16,7 +16,7 @@ from consumer.errors import ConfigError
 SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
 
 
-# The worker's Kafka clients (consumer.transport).
+# The worker's Kafka clients (consumer.io.transport).
 TRANSPORTS = ("kafka-python", "confluent")
 
 
@@ -76,7 +76,7 @@ class Config:
     conversion_kinds: str = _env_field("STREAMRANK_CONVERSION_KINDS", "BIZSITE_VISIT,CALL,DIRECTIONS", "Activity kinds counted as conversions")
     horizon_ms: int = _env_field("STREAMRANK_HORIZON_MS", 86_400_000, "Label horizon H: conversions in (t, t+H]", kind=int)
 
-    # Experiments (consumer.arms)
+    # Experiments (consumer.pipeline.arms)
     arms: str = _env_field("STREAMRANK_ARMS", "", "Experiment arms name:model:weight,... (model: a version, promoted or random); empty: one promoted arm")
     holdout: float = _env_field("STREAMRANK_HOLDOUT", 0.0, "Share of businesses held out (scored to the hold-out topic, never served)", kind=float)
     arm_salt: str = _env_field("STREAMRANK_ARM_SALT", "streamrank", "Salt of the business-to-arm hash (a new salt is a new assignment)")
@@ -138,7 +138,7 @@ class Config:
             raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
-        from consumer.arms import ArmConfig
+        from consumer.pipeline.arms import ArmConfig
 
         ArmConfig.from_config(self)  # raises ConfigError naming the bad setting
 
@@ -159,3 +159,15 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     print(markdown_table())
+
+
+def label_config(cfg: Config) -> Any:
+    """The label definition (``models.dataset.LabelConfig``) these settings describe."""
+    from models.dataset import LabelConfig
+
+    kinds = tuple(k.strip() for k in cfg.conversion_kinds.split(",") if k.strip())
+    try:
+        return LabelConfig(kinds=kinds, horizon_ms=cfg.horizon_ms)
+    except ValueError as exc:
+        raise ConfigError(f"conversion kinds {cfg.conversion_kinds!r} (--conversion-kinds or "
+                          f"STREAMRANK_CONVERSION_KINDS): {exc}") from exc

@@ -24,12 +24,12 @@ import fastavro
 
 from sim.world import World, WorldConfig, generate, generate_records
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "consumer" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "consumer" / "pipeline" / "schemas"
 FILES = {"business": "business_events.avro", "activity": "activity_events.avro"}
 
 
 def load_schema(name: str) -> dict:
-    """Parsed Avro schema ``consumer/schemas/<name>.avsc`` (``business_event`` or ``activity_event``)."""
+    """Parsed Avro schema ``consumer/pipeline/schemas/<name>.avsc`` (``business_event`` or ``activity_event``)."""
     return fastavro.parse_schema(json.loads((SCHEMA_DIR / f"{name}.avsc").read_text()))
 
 

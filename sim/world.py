@@ -370,7 +370,7 @@ class World:
         """:meth:`records` cut into delivery days: batch ``d`` is what is delivered during
         ``[day_start(d), day_start(d + 1))``. Day ``d`` is generated only when it is requested, and
         ``exposure_boost`` is consulted then: a closed loop can change the boost between days
-        (``sim.closedloop``)."""
+        (``consumer.tools.closedloop``)."""
         st = _Stream()
         for rows in self._delivered_batches(st):
             yield list(self._records_of(rows))

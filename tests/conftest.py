@@ -2,7 +2,7 @@
 
 The broker is chosen in this order (``broker_choice``): an existing cluster from
 ``KAFKA_BOOTSTRAP_SERVERS``; testcontainers' ``KafkaContainer`` (KRaft) when a Docker daemon
-answers; Apache Kafka on the JVM (``consumer.jvmbroker``) when Java is present; else the embedded
+answers; Apache Kafka on the JVM (``consumer.io.brokers.apache``) when Java is present; else the embedded
 Tansu. ``STREAMRANK_TEST_BROKER=kafka|tansu`` forces one engine (the Tansu smoke run of
 ``make test`` uses it). When Apache Kafka is the choice and does not start, every broker test
 errors: no quiet fall-back to a weaker broker. The header and the summary of each run name the
@@ -58,7 +58,7 @@ def broker_choice() -> str:
         return "external"
     if _docker_answers():
         return "testcontainers"
-    from consumer.jvmbroker import kafka_runnable
+    from consumer.io.brokers.apache import kafka_runnable
 
     return "kafka" if kafka_runnable() else "tansu"
 
@@ -67,7 +67,7 @@ _USED: list[str] = []
 
 
 def pytest_report_header(config):
-    from consumer.jvmbroker import KAFKA_VERSION
+    from consumer.io.brokers.apache import KAFKA_VERSION
 
     choice = broker_choice()
     what = {"external": f"the cluster at {os.environ.get('KAFKA_BOOTSTRAP_SERVERS')}",
@@ -96,7 +96,7 @@ def broker(tmp_path_factory) -> BrokerInfo:
             _USED.append("broker used: testcontainers KafkaContainer")
             yield BrokerInfo(kafka.get_bootstrap_server(), "testcontainers")
         return
-    from consumer.broker import start_broker
+    from consumer.io.brokers import start_broker
 
     log = tmp_path_factory.mktemp(choice) / f"{choice}.log"
     with start_broker(choice, log_path=str(log)) as started:
@@ -119,7 +119,7 @@ def _skip_real_kafka_only(request):
 @pytest.fixture
 def kafka_config(broker, tmp_path) -> Config:
     """A Config on the session broker with topic names unique to this test; topics created."""
-    from consumer.kafka import create_topics
+    from consumer.io.clients import create_topics
 
     suffix = uuid.uuid4().hex[:10]
     cfg = Config(

@@ -11,7 +11,7 @@ import yaml
 
 from consumer.cli import build_parser
 from consumer.config import env_settings
-from consumer.jvmbroker import java_available as _java_available
+from consumer.io.brokers.apache import java_available as _java_available
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -59,9 +59,9 @@ def test_shared_model_volume():
 # --- The Kafka image tag, the Dockerfile and the volumes -------------------------------------------
 
 def test_compose_kafka_image_is_the_tested_kafka_version():
-    """One place of truth: consumer.jvmbroker.KAFKA_VERSION is what the suite runs; the compose file
+    """One place of truth: consumer.io.brokers.apache.KAFKA_VERSION is what the suite runs; the compose file
     must give users the same broker."""
-    from consumer.jvmbroker import KAFKA_VERSION
+    from consumer.io.brokers.apache import KAFKA_VERSION
 
     image = COMPOSE["services"]["kafka"]["image"]
     name, _, tag = image.partition(":")
@@ -161,7 +161,7 @@ def test_dockerfile_check_catches_a_root_owned_mount():
 # --- The compose environment -> server.properties, as the apache/kafka image maps it -----------------
 
 def test_compose_env_to_properties_mapping_rule():
-    from consumer.jvmbroker import compose_env_to_properties
+    from consumer.io.brokers.apache import compose_env_to_properties
 
     props, cid = compose_env_to_properties({
         "KAFKA_NODE_ID": 1,
@@ -198,7 +198,7 @@ def test_compose_env_mapping_is_what_the_image_does(tmp_path):
     import os
     import subprocess
 
-    from consumer.jvmbroker import compose_env_to_properties, ensure_jars, java_binary
+    from consumer.io.brokers.apache import compose_env_to_properties, ensure_jars, java_binary
 
     env = {k: str(v) for k, v in COMPOSE["services"]["kafka"]["environment"].items()}
     env.update(KAFKA_LOG_DIRS=str(tmp_path / "data"), KAFKA_A___B__C_D="x", KAFKA_HEAP_OPTS="-Xmx1g",
@@ -232,7 +232,7 @@ _ENDPOINT_PROPS = ("listeners", "advertised.listeners", "controller.quorum.voter
 def _loopback(value: str, ports: dict[int, int]) -> str:
     """Every ``host:port`` (``kafka:9092``, ``localhost:9094``, ``:9093``) -> ``127.0.0.1:<free port>``,
     one free port per compose port, so the same port means the same socket everywhere."""
-    from consumer.broker import free_port
+    from consumer.io.brokers import free_port
 
     def sub(m: re.Match) -> str:
         port = int(m.group("port"))
@@ -246,7 +246,7 @@ def _loopback(value: str, ports: dict[int, int]) -> str:
 def compose_broker_settings(log_dirs: Path, ports: dict[int, int]) -> tuple[dict[str, str], str | None]:
     """What docker-compose.yml gives the kafka service, as server.properties, with only endpoints
     moved to loopback and log.dirs to ``log_dirs``."""
-    from consumer.jvmbroker import compose_env_to_properties
+    from consumer.io.brokers.apache import compose_env_to_properties
 
     props, cluster_id = compose_env_to_properties(COMPOSE["services"]["kafka"]["environment"])
     for key in _ENDPOINT_PROPS:
@@ -300,9 +300,9 @@ def test_compose_stack_runs_on_apache_kafka(tmp_path):
     import subprocess
     import sys
 
-    from consumer.broker import wait_for_metadata
+    from consumer.io.brokers import wait_for_metadata
     from consumer.config import Config
-    from consumer.jvmbroker import KafkaBroker
+    from consumer.io.brokers.apache import KafkaBroker
     from models.registry import ModelRegistry
 
     sys.path.insert(0, str(ROOT / "tests" / "consumer"))

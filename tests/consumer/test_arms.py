@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.arms import HOLDOUT, N_BUCKETS, ArmConfig, ArmSpec, Assigner, RandomScorer, arm_table, bucket
+from consumer.pipeline.arms import HOLDOUT, N_BUCKETS, ArmConfig, ArmSpec, Assigner, RandomScorer, arm_table, bucket
 from consumer.config import Config
 from consumer.errors import ConfigError
 
@@ -85,9 +85,9 @@ def test_random_scorer_depends_on_the_business_only():
 
 
 def test_process_routes_rows_with_one_call_per_distinct_model():
-    from consumer.arms import Routing
-    from consumer.decode import Decoded
-    from consumer.process import process
+    from consumer.pipeline.arms import Routing
+    from consumer.pipeline.decode import Decoded
+    from consumer.pipeline.process import process
     from features.order import ACTIVITY_RANK, BUSINESS_RANK
     from sim.world import WorldConfig, generate
 
@@ -129,7 +129,7 @@ def test_a_worker_with_an_arm_on_a_missing_version_refuses_to_start(registry_cop
     before it joins the group or reads anything (not mid-run at its first batch). No broker is
     needed to find that out: the bootstrap here points nowhere."""
     from consumer.errors import ConfigError
-    from consumer.worker import Worker
+    from consumer.runtime.worker import Worker
 
     cfg = Config(bootstrap="127.0.0.1:1", registry_dir=str(registry_copy), arms="a:promoted:1,b:v20990101000000-deadbeef:1")
     with pytest.raises(ConfigError, match=r"arm model 'v20990101000000-deadbeef' cannot be served"):

@@ -1,11 +1,11 @@
-"""A tiny ``consumer.bench`` run on the session broker: every figure is in the JSON, for both
+"""A tiny ``consumer.tools.bench`` run on the session broker: every figure is in the JSON, for both
 transports (timings are not asserted: speed figures come from ``make bench``, never from tests)."""
 
 from __future__ import annotations
 
 import json
 
-from consumer.bench import figures, format_table, run_bench
+from consumer.tools.bench import figures, format_table, run_bench
 
 
 def test_bench_json_has_every_figure(broker, tmp_path):

@@ -10,10 +10,10 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumer.broker import EmbeddedBroker
+from consumer.io.brokers.tansu import EmbeddedBroker
 from consumer.config import Config
 from consumer.errors import BrokerUnavailable, TopicLayoutError
-from consumer.kafka import GROUP_TIMING, check_copartitioned, check_reachable, create_topics, partition_counts
+from consumer.io.clients import GROUP_TIMING, check_copartitioned, check_reachable, create_topics, partition_counts
 
 pytestmark = pytest.mark.broker
 
@@ -117,7 +117,7 @@ def test_cli_bad_arguments_exit_2():
 def test_cli_kafka_engine_prints_bootstrap_first_and_stops_on_sigterm(tmp_path):
     """`streamrank broker --engine kafka`: Apache Kafka (JVM, KRaft) on a free port, the same
     contract as the embedded broker: bootstrap= first, a log file, a clean stop."""
-    from consumer.jvmbroker import java_available
+    from consumer.io.brokers.apache import java_available
 
     if not java_available():
         pytest.skip("no Java on this machine")

@@ -2,7 +2,7 @@ import pytest
 
 from consumer.config import Config, env_settings
 from consumer.errors import ConfigError
-from consumer.kafka import client_kwargs
+from consumer.io.clients import client_kwargs
 
 
 def test_from_env_reads_and_types_settings():

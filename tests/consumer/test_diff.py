@@ -12,10 +12,10 @@ import pytest
 
 from consumer.cli import main
 from consumer.config import Config
-from consumer.diff import Conversions, DiffError, Source, compare, run_diff
-from consumer.kafka import create_topics
-from consumer.publish import publish_records
-from consumer.replay import Position, replay
+from consumer.tools.diff import Conversions, DiffError, Source, compare, run_diff
+from consumer.io.clients import create_topics
+from consumer.io.publish import publish_records
+from consumer.tools.replay import Position, replay
 from sim.world import WorldConfig, generate, generate_records
 
 H = 86_400_000

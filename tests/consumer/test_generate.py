@@ -13,10 +13,10 @@ import fastavro
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer.eventlog import read_log
+from consumer.io.eventfiles import read_log
 
 pytestmark = pytest.mark.broker
-SCHEMAS = Path(__file__).resolve().parents[2] / "consumer" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "consumer" / "pipeline" / "schemas"
 
 
 def _env(cfg):

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from consumer.logs import KafkaClientLevels
+from consumer.logsetup import KafkaClientLevels
 from workerkit import publish_world, start_worker
 
 

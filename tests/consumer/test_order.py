@@ -1,12 +1,12 @@
-"""The order step (``consumer.order``): Kafka records → merge items, without a broker."""
+"""The order step (``consumer.pipeline.order``): Kafka records → merge items, without a broker."""
 
 from collections import namedtuple
 
-from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
-from consumer.decode import DeadLetter, Decoded, Decoder
-from consumer.order import RecordOrder, by_partition
-from consumer.process import Tombstone
+from consumer.pipeline.decode import DeadLetter, Decoded, Decoder
+from consumer.pipeline.order import RecordOrder, by_partition
+from consumer.pipeline.process import Tombstone
 from features.order import BUSINESS_RANK, HeadMerger, merge_finished
 from sim.world import WorldConfig, generate_records
 

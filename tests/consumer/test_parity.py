@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-import consumer.parity as parity
-import consumer.process as process_mod
+import consumer.tools.parity as parity
+import consumer.pipeline.process as process_mod
 from consumer.cli import main
-from consumer.parity import check_parity, sample
-from consumer.report import read_prediction_topics
-from consumer.worker import Worker
+from consumer.tools.parity import check_parity, sample
+from consumer.tools.report import read_prediction_topics
+from consumer.runtime.worker import Worker
 from workerkit import publish_world
 
 pytestmark = pytest.mark.broker
@@ -81,8 +81,8 @@ def _publish_with_wrong_keys(cfg) -> int:
     with no key at all). The worker dead-letters each (``key_mismatch``). Returns how many."""
     from kafka import KafkaProducer
 
-    from consumer.codec import AvroCodec, FileSchemaRegistry
-    from consumer.publish import publish_records
+    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+    from consumer.io.publish import publish_records
     from sim.world import WorldConfig, generate_records
 
     records = list(generate_records(WorldConfig(businesses=30, days=2, seed=63, cities=2, categories=2)))
@@ -107,7 +107,7 @@ def _publish_with_wrong_keys(cfg) -> int:
 
 
 def test_the_trainer_drops_exactly_the_wrongly_keyed_records_the_worker_dead_letters(kafka_config, registry_copy):
-    from consumer.logreader import LogRange, read_input_log
+    from consumer.io.inputlog import LogRange, read_input_log
     from models.dataset import build_training_set
 
     cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
@@ -134,7 +134,7 @@ def test_live_order_drift_is_measured_when_a_business_event_arrives_after_later_
     import threading
     import time
 
-    from consumer.publish import publish_records
+    from consumer.io.publish import publish_records
     from sim.world import WorldConfig, generate_records
 
     cfg = kafka_config.with_overrides(registry_dir=str(registry_copy))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from consumer.decode import DeadLetter, Decoded
-from consumer.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, prediction_id, process
-from consumer.statestore import decode_entry, encode_entry
+from consumer.pipeline.decode import DeadLetter, Decoded
+from consumer.pipeline.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, prediction_id, process
+from consumer.pipeline.store import decode_entry, encode_entry
 from features.events import ActivityEvent, BusinessEvent
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
 from features.scoring import BUSINESS_UPDATE, DUPLICATE, NOT_SCORABLE, SCORED
@@ -98,7 +98,7 @@ def test_restored_state_skips_records_it_already_reflects():
 
 
 def test_restored_entries_stay_encoded_until_their_business_is_next_seen():
-    from consumer.statestore import PartitionState
+    from consumer.pipeline.store import PartitionState
 
     store = {}
     items = [biz("b1", T0), act("b1", T0 + 1, 0), biz("b2", T0, offset=1), act("b2", T0 + 1, 1)]
@@ -132,7 +132,7 @@ def test_row_buffer_grows_without_losing_rows():
 
 def _checkpoint_and_restore(store):
     """What a crash right after a checkpoint leaves: the changelog's latest values, restored."""
-    from consumer.statestore import from_changelog
+    from consumer.pipeline.store import from_changelog
 
     return {p: from_changelog(p, dict(part.drain_changes())) for p, part in store.items()}
 
@@ -168,11 +168,11 @@ def test_a_business_recreated_after_its_tombstone_keeps_its_new_state_when_the_t
 
 
 def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_kept(monkeypatch):
-    """The error policy for records (consumer.process.process_isolated): a legal-looking event
+    """The error policy for records (consumer.pipeline.process.process_isolated): a legal-looking event
     that makes our own code raise is dead-lettered with the reason "unprocessable" and its
     coordinates; its business's state is as before it; every other record is processed."""
-    import consumer.process as proc
-    from consumer.process import UNPROCESSABLE, process_isolated
+    import consumer.pipeline.process as proc
+    from consumer.pipeline.process import UNPROCESSABLE, process_isolated
 
     real_apply = proc.apply
 
@@ -199,9 +199,9 @@ def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_k
 
 
 def test_a_bug_that_hits_every_record_stops_instead_of_dead_lettering_everything(monkeypatch):
-    import consumer.process as proc
+    import consumer.pipeline.process as proc
     from consumer.errors import ProcessingHalted
-    from consumer.process import process_isolated
+    from consumer.pipeline.process import process_isolated
 
     def apply(state, event, spec):
         raise RuntimeError("every record")

@@ -14,14 +14,14 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.errors import TopicLayoutError
-from consumer.kafka import check_compacted, consumer_kwargs, create_topics, producer_kwargs, topic_config
-from consumer.parity import check_parity
-from consumer.statestore import restore_partitions
-from consumer.transport import reader
-from consumer.worker import Worker
-from consumer.statestore import decode_entry
+from consumer.io.clients import check_compacted, consumer_kwargs, create_topics, producer_kwargs, topic_config
+from consumer.tools.parity import check_parity
+from consumer.pipeline.store import restore_partitions
+from consumer.io.transport import reader
+from consumer.runtime.worker import Worker
+from consumer.pipeline.store import decode_entry
 from workerkit import expected_run, publish_world, read_predictions
 
 pytestmark = [pytest.mark.broker, pytest.mark.real_kafka]
@@ -142,7 +142,7 @@ def test_workers_and_the_trainer_agree_on_a_compacted_business_topic_with_tombst
 
 
 def test_offsets_for_times_and_end_offsets_are_exact_and_replay_trusts_them(cfg):
-    from consumer.timeindex import offset_for_time
+    from consumer.io.timeindex import offset_for_time
 
     out = _fresh(cfg)
     publish_world(out, businesses=20, days=2, seed=73)
@@ -178,7 +178,7 @@ def test_event_time_timestamps_are_accepted_from_2005_to_an_hour_ahead(cfg):
     (log.message.timestamp.after.max.ms): the publisher names that setting instead of failing
     obscurely."""
     from consumer.errors import PublishError
-    from consumer.publish import publish_records
+    from consumer.io.publish import publish_records
 
     out = _fresh(cfg)
     now = int(time.time() * 1000)

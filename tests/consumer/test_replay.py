@@ -12,12 +12,12 @@ from kafka import KafkaAdminClient
 from workerkit import prediction_count, read_predictions, read_topic
 
 from consumer.cli import main
-from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
-from consumer.kafka import client_kwargs, create_topics
-from consumer.publish import publish_records
-from consumer.replay import Position, ReplayError, parse_offsets, replay
-from consumer.worker import Worker
+from consumer.io.clients import client_kwargs, create_topics
+from consumer.io.publish import publish_records
+from consumer.tools.replay import Position, ReplayError, parse_offsets, replay
+from consumer.runtime.worker import Worker
 from sim.world import DEFAULT_START_MS, WorldConfig, generate_records
 
 pytestmark = pytest.mark.broker
@@ -170,6 +170,6 @@ def test_offsets_syntax():
         with pytest.raises(ValueError):
             parse_offsets(bad)
     with pytest.raises(ReplayError, match="input topic"):
-        from consumer.replay import check_output_topic
+        from consumer.tools.replay import check_output_topic
 
         check_output_topic(Config(activity_topic="a"), "a")

@@ -5,10 +5,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from consumer.arms import ArmConfig, Assigner
+from consumer.pipeline.arms import ArmConfig, Assigner
 from consumer.cli import main
-from consumer.report import build_report, read_prediction_topics, to_markdown, welch, write_report
-from consumer.worker import Worker
+from consumer.tools.report import build_report, read_prediction_topics, to_markdown, welch, write_report
+from consumer.runtime.worker import Worker
 from workerkit import expected_run, publish_world
 
 DAY = 86_400_000

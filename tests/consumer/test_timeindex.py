@@ -10,8 +10,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import UnsupportedVersionError
 from kafka.structs import OffsetAndTimestamp
 
-from consumer.kafka import consumer_kwargs, create_topics, producer_kwargs
-from consumer.timeindex import offset_for_time
+from consumer.io.clients import consumer_kwargs, create_topics, producer_kwargs
+from consumer.io.timeindex import offset_for_time
 
 T0 = 1_767_225_600_000
 LATE = 600_000  # the largest lateness in the generated logs below

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.kafka import consumer_kwargs
-from consumer.logreader import read_input_log
-from consumer.parity import check_parity
-from consumer.process import feature_hash
-from consumer.replay import Position, replay
-from consumer.statestore import applied_offsets, is_deletion
-from consumer.worker import Worker
+from consumer.io.clients import consumer_kwargs
+from consumer.io.inputlog import read_input_log
+from consumer.tools.parity import check_parity
+from consumer.pipeline.process import feature_hash
+from consumer.tools.replay import Position, replay
+from consumer.pipeline.store import applied_offsets, is_deletion
+from consumer.runtime.worker import Worker
 from models.dataset import build_training_set
 from models.registry import ModelRegistry
 from workerkit import expected_run, prediction_count, publish_world, read_predictions, read_topic, start_worker
@@ -34,7 +34,7 @@ def cfg(kafka_config, registry_copy):
 def _publish_with_tombstones(cfg, businesses=30, days=2) -> None:
     """A world; a tombstone for RECREATED (its later activity and a small second world bring it
     back); then a late profile update of GONE and its tombstone, queued after all its activity."""
-    from consumer.publish import publish_records
+    from consumer.io.publish import publish_records
     from sim.world import WorldConfig, generate_records
 
     world = WorldConfig(businesses=businesses, days=days, seed=61, cities=2, categories=2)
@@ -66,7 +66,7 @@ def _latest_changelog(cfg) -> dict[str, bytes | None]:
 
 
 def _live_states(cfg) -> dict:
-    from consumer.statestore import decode_entry
+    from consumer.pipeline.store import decode_entry
 
     return {k: decode_entry(v).state for k, v in _latest_changelog(cfg).items() if not is_deletion(v)}
 

@@ -8,7 +8,7 @@ import pytest
 
 from consumer.config import Config
 from consumer.errors import ConfigError
-from consumer.transport import ConfluentInput, ConfluentOutput, check_transport, confluent_settings, input_consumer
+from consumer.io.transport import ConfluentInput, ConfluentOutput, check_transport, confluent_settings, input_consumer
 
 SECURE = {
     "KAFKA_BOOTSTRAP_SERVERS": "k1:9093,k2:9093",
@@ -66,7 +66,7 @@ def test_both_clients_put_a_key_in_the_same_partition(kafka_config):
     keyed output goes when the producer's partitioner decides."""
     from kafka import KafkaProducer
 
-    from consumer.kafka import create_topics, producer_kwargs
+    from consumer.io.clients import create_topics, producer_kwargs
 
     topic = f"{kafka_config.predictions_topic}-keys"
     create_topics(kafka_config, [(topic, 7, {})])

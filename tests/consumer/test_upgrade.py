@@ -7,9 +7,9 @@ import struct
 import pytest
 from kafka import KafkaProducer
 
-from consumer.publish import publish_records
-from consumer.statestore import HEADER, MAGIC
-from consumer.worker import Worker
+from consumer.io.publish import publish_records
+from consumer.pipeline.store import HEADER, MAGIC
+from consumer.runtime.worker import Worker
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from features.state import STATE_VERSION
 from sim.world import DEFAULT_START_MS, WorldConfig, generate_records

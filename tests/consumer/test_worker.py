@@ -10,9 +10,9 @@ import pytest
 from kafka import KafkaProducer
 
 from consumer.errors import TopicLayoutError
-from consumer.kafka import create_topics
-from consumer.process import feature_hash
-from consumer.worker import Worker
+from consumer.io.clients import create_topics
+from consumer.pipeline.process import feature_hash
+from consumer.runtime.worker import Worker
 from features.extract import extract_into
 from features.order import merge_finished
 from features.scoring import as_of
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture
 def cfg(kafka_config, registry_copy, request):
-    # Tests marked with `both_transports` run once per Kafka client (consumer.transport).
+    # Tests marked with `both_transports` run once per Kafka client (consumer.io.transport).
     transport = getattr(request, "param", "kafka-python")
     return kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200, transport=transport)
 
@@ -67,7 +67,7 @@ def test_exact_predictions_and_state_for_a_generated_log(cfg):
 
 def test_features_at_scoring_equal_the_trainers_replay(cfg):
     """Parity: the trainer's fold (models.dataset.scoring_moments) gives the features the worker scored."""
-    from consumer.logreader import read_input_log
+    from consumer.io.inputlog import read_input_log
 
     publish_world(cfg, businesses=40, days=3, seed=11)
     Worker(cfg, exit_when_idle_s=2).run()
@@ -194,7 +194,7 @@ def test_a_record_our_code_cannot_process_is_dead_lettered_and_the_worker_keeps_
     dead-letter topic (reason "unprocessable", with its coordinates); the worker keeps going and
     scores everything else. Before the policy the exception left the loop: a crash loop, since a
     restarted worker re-reads the same record."""
-    import consumer.process as proc
+    import consumer.pipeline.process as proc
     from sim.world import WorldConfig, generate_records
 
     publish_world(cfg, businesses=30, days=2, seed=43)

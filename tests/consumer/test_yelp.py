@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumer import yelp
+from consumer.tools.importers import yelp
 from consumer.cli import main
-from consumer.eventlog import read_log
-from consumer.yelp import YelpImport, YelpImportError, find_files
+from consumer.io.eventfiles import read_log
+from consumer.tools.importers.yelp import YelpImport, YelpImportError, find_files
 from features.events import ActivityEvent, BusinessEvent
 from features.state import update
 
@@ -348,7 +348,7 @@ def test_train_refuses_unknown_conversion_kinds(tmp_path, capsys):
 @pytest.mark.broker
 def test_import_onto_topics_and_read_back(kafka_config):
     from consumer.cli import build_parser
-    from consumer.logreader import read_input_log
+    from consumer.io.inputlog import read_input_log
 
     expected, _ = run_import(CURRENT)
     args = build_parser().parse_args(["import-yelp", str(CURRENT), "--quiet"])

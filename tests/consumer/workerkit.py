@@ -10,13 +10,13 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from consumer.codec import AvroCodec, FileSchemaRegistry
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
-from consumer.kafka import consumer_kwargs, iter_to_highwater
-from consumer.logreader import LogRange, read_input_log
-from consumer.process import process
-from consumer.publish import publish_records
-from consumer.statestore import decode_entry, is_deletion
+from consumer.io.clients import consumer_kwargs, iter_to_highwater
+from consumer.io.inputlog import LogRange, read_input_log
+from consumer.pipeline.process import process
+from consumer.io.publish import publish_records
+from consumer.pipeline.store import decode_entry, is_deletion
 from features.order import merge_finished
 from models.registry import ModelRegistry
 from sim.world import WorldConfig, generate_records
@@ -30,7 +30,7 @@ def expected_run(cfg: Config, registry_dir) -> tuple[dict[str, dict], dict[int, 
     """What a fault-free worker must produce: (predictions by id, store, outcomes), from the log."""
     model = ModelRegistry(registry_dir).load()
     by_part: dict[int, list] = defaultdict(list)
-    for rec in read_input_log(cfg, LogRange()):  # through the worker's order step (consumer.order)
+    for rec in read_input_log(cfg, LogRange()):  # through the worker's order step (consumer.pipeline.order)
         by_part[rec.partition].append(rec.merge_entry(cfg.input_topics))
     store: dict[int, Any] = {}
     preds: dict[str, dict] = {}

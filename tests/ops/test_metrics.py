@@ -1,4 +1,4 @@
-"""consumer.metrics without a broker: bulk histograms, liveness and readiness rules, the HTTP
+"""consumer.runtime.metrics without a broker: bulk histograms, liveness and readiness rules, the HTTP
 endpoints, the trainer's run record, and structured logs without secrets."""
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.config import Config
-from consumer.logs import JsonFormatter
-from consumer.metrics import (
+from consumer.logsetup import JsonFormatter
+from consumer.runtime.health import MetricsServer
+from consumer.runtime.metrics import (
     SCORE_BUCKETS,
     BulkHistogram,
-    MetricsServer,
-    TrainingRun,
     WorkerMetrics,
     model_created_s,
 )
+from consumer.trainer.metrics import TrainingRun
 
 
 def _samples(registry, name: str) -> dict[tuple, float]:

@@ -14,7 +14,8 @@ from kafka import TopicPartition
 from opskit import OPS, ROOT
 from prometheus_client import generate_latest
 
-from consumer.metrics import TrainerMetrics, WorkerMetrics
+from consumer.runtime.metrics import WorkerMetrics
+from consumer.trainer.metrics import TrainerMetrics
 
 RULES = OPS / "alerts.yml"
 RULE_TESTS = OPS / "alerts_test.yml"

@@ -23,10 +23,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from opskit import OPS, free_port
 
-from consumer.kafka import consumer_kwargs, producer_kwargs
-from consumer.logs import JsonFormatter
-from consumer.publish import publish_records
-from consumer.worker import Worker
+from consumer.io.clients import consumer_kwargs, producer_kwargs
+from consumer.logsetup import JsonFormatter
+from consumer.io.publish import publish_records
+from consumer.runtime.worker import Worker
 from models.registry import ModelRegistry
 from sim.world import WorldConfig, generate_records
 
@@ -115,7 +115,7 @@ def scraped(broker, trained_registry, prometheus_bin, tmp_path_factory):
     import uuid
 
     from consumer.config import Config
-    from consumer.kafka import create_topics
+    from consumer.io.clients import create_topics
 
     tmp = tmp_path_factory.mktemp("scrape")
     registry = tmp / "registry"

@@ -9,15 +9,15 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from consumer.config import Config
-from consumer.kafka import create_topics
-from consumer.logreader import LogRange, read_input_log
-from consumer.process import process
+from consumer.io.clients import create_topics
+from consumer.io.inputlog import LogRange, read_input_log
+from consumer.pipeline.process import process
 from features.order import merge_finished
 from features.scoring import SCORED
 from models.registry import ModelRegistry
 from workerkit import read_changelog_states, read_predictions, read_topic
 
-# What an input record may become without a prediction or a dead letter (see consumer.process).
+# What an input record may become without a prediction or a dead letter (see consumer.pipeline.process).
 NON_SCORING = frozenset({"business_update", "duplicate", "late", "not_scorable", "already_applied", "business_deleted"})
 
 
@@ -30,7 +30,7 @@ class Expected:
         self.model_version = model.version
         by_part: dict[int, list] = defaultdict(list)
         self.log = LogRange()
-        for rec in read_input_log(cfg, self.log):  # through the worker's order step (consumer.order)
+        for rec in read_input_log(cfg, self.log):  # through the worker's order step (consumer.pipeline.order)
             by_part[rec.partition].append(rec.merge_entry(cfg.input_topics))
         self.store: dict[int, Any] = {}
         self.predictions: dict[str, dict] = {}

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from consumer.worker import Worker
+from consumer.runtime.worker import Worker
 from models.registry import ModelRegistry
 from relkit import Expected, ThreadedWorker, check_invariant
 from sim.world import WorldConfig, generate_records
-from consumer.publish import publish_records
+from consumer.io.publish import publish_records
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 

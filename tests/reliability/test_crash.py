@@ -80,7 +80,7 @@ def test_kill_minus_9_at_random_points(cfg, tmp_path, tally):
 
 def fresh_inputs(cfg, n):
     """A new pair of input topics (2 partitions) for world ``n``."""
-    from consumer.kafka import create_topics, topic_specs
+    from consumer.io.clients import create_topics, topic_specs
 
     world = cfg.with_overrides(business_topic=f"{cfg.business_topic}-w{n}", activity_topic=f"{cfg.activity_topic}-w{n}")
     # With the configs `topics create` gives inputs: under Kafka's default 7-day retention the

@@ -1,12 +1,12 @@
 """The suite's fault-free expectation (``relkit.Expected``) is the worker's: it reads the log through
-the worker's own order step (``consumer.order``), so a tombstone is queued where the worker queues
+the worker's own order step (``consumer.pipeline.order``), so a tombstone is queued where the worker queues
 it and wrongly keyed records are dropped as the worker dead-letters them. The other scenarios
 compare a faulty run against this expectation; it must not be wrong itself."""
 
 import pytest
 from kafka import KafkaProducer
 
-from consumer.worker import Worker
+from consumer.runtime.worker import Worker
 from relkit import Expected, check_invariant
 from workerkit import expected_run, publish_world
 
@@ -23,7 +23,7 @@ def _send(cfg, topic, key, value, timestamp_ms):
 def test_the_expectation_is_the_workers_with_tombstones_and_wrong_keys(cfg, tally):
     # Between two worlds: a tombstone, and a copy of a real activity record under another key (then
     # under none). The worker deletes the business, and dead-letters both copies.
-    from consumer.codec import AvroCodec, FileSchemaRegistry
+    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
     from workerkit import read_topic
 
     publish_world(cfg, businesses=20, days=2, seed=71)

@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 from kafka import KafkaProducer
 
-from consumer.codec import AvroCodec, FileSchemaRegistry, load_schema_file
-from consumer.kafka import producer_kwargs
-from consumer.worker import Worker
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry, load_schema_file
+from consumer.io.clients import producer_kwargs
+from consumer.runtime.worker import Worker
 from relkit import Expected, ThreadedWorker, check_invariant
 from sim.world import WorldConfig, generate_records
 

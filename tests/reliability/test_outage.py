@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from consumer.broker import free_port, start_broker
+from consumer.io.brokers import free_port, start_broker
 from consumer.config import Config
-from consumer.kafka import create_topics
-from consumer.worker import Worker
+from consumer.io.clients import create_topics
+from consumer.runtime.worker import Worker
 from proxy import TcpProxy
 from relkit import Expected, ThreadedWorker, check_invariant
 from workerkit import publish_world
@@ -26,7 +26,7 @@ STALL_S = 5.0  # the liveness threshold for this test (production default: 60 s)
 
 @pytest.fixture
 def proxied(tmp_path, broker):
-    from consumer.jvmbroker import java_available
+    from consumer.io.brokers.apache import java_available
 
     engine = "kafka" if broker.is_real_kafka and java_available() else "tansu"
     port = free_port()

@@ -13,11 +13,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
-import consumer.worker as worker_mod
-from consumer.codec import AvroCodec, FileSchemaRegistry
-from consumer.kafka import producer_kwargs
-from consumer.sink import Sink
-from consumer.worker import Worker
+import consumer.runtime.worker as worker_mod
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+from consumer.io.clients import producer_kwargs
+from consumer.runtime.sink import Sink
+from consumer.runtime.worker import Worker
 from relkit import Expected, ThreadedWorker, check_invariant
 from workerkit import publish_world
 

@@ -13,8 +13,8 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from consumer.codec import AvroCodec, FileSchemaRegistry
-from consumer.kafka import producer_kwargs
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+from consumer.io.clients import producer_kwargs
 from relkit import Expected, check_invariant
 from sim.world import WorldConfig, generate_records
 from workerkit import prediction_count, start_worker
@@ -101,9 +101,9 @@ def test_partitions_kept_across_a_rebalance_lose_no_buffered_input(cfg, tmp_path
     predictions missing in the kill -9 trials)."""
     from kafka import KafkaConsumer
 
-    from consumer.kafka import GROUP_TIMING, consumer_kwargs
-    from consumer.transport import subscribe
-    from consumer.worker import Worker
+    from consumer.io.clients import GROUP_TIMING, consumer_kwargs
+    from consumer.io.transport import subscribe
+    from consumer.runtime.worker import Worker
     from relkit import ThreadedWorker
     from workerkit import publish_world
 
@@ -119,7 +119,7 @@ def test_partitions_kept_across_a_rebalance_lose_no_buffered_input(cfg, tmp_path
     other = cfg.dead_letter_topic  # any topic: the visitor's subscription shares nothing with the worker's
     while worker.stats.predictions < len(expected.predictions) * 0.8 and rebalances < 6 and run.thread.is_alive():
         visitor = KafkaConsumer(**consumer_kwargs(cfg, cfg.group_id, **GROUP_TIMING))
-        subscribe(visitor, [other], None)  # as a worker joins: metadata first (see consumer.transport.subscribe)
+        subscribe(visitor, [other], None)  # as a worker joins: metadata first (see consumer.io.transport.subscribe)
         joined = time.monotonic() + 15
         while not visitor.assignment() and time.monotonic() < joined:
             visitor.poll(timeout_ms=200)  # joins: the group rebalances, the worker keeps its partitions

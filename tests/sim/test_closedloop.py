@@ -2,10 +2,10 @@
 
 import pytest
 
-from consumer.diff import read_conversions
-from consumer.report import build_report, offline_metrics, read_prediction_topics, to_markdown
+from consumer.tools.diff import read_conversions
+from consumer.tools.report import build_report, offline_metrics, read_prediction_topics, to_markdown
 from models.registry import ModelRegistry
-from sim.closedloop import LoopConfig, rank_boosts, run_closed_loop
+from consumer.tools.closedloop import LoopConfig, rank_boosts, run_closed_loop
 from sim.world import WorldConfig
 
 pytestmark = pytest.mark.broker

@@ -15,7 +15,7 @@ from sim.catalog import CATEGORIES, CITIES
 from sim.world import HOUR_MS, WorldConfig, expected_event_count
 
 CONVERSIONS = {"BIZSITE_VISIT", "CALL", "DIRECTIONS"}
-SCHEMAS = Path(__file__).resolve().parents[2] / "consumer" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "consumer" / "pipeline" / "schemas"
 
 
 def first_copies(records):

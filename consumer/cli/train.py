@@ -1,0 +1,65 @@
+"""``streamrank train``: one training run, or one every ``--every`` until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from consumer.cli import common
+from consumer.config import Config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model from the event log; register it, promote it if it passes the gates")
+    p.add_argument("--every", type=common.parse_duration, metavar="DURATION", help="retrain periodically (e.g. 6h) until SIGTERM")
+    p.add_argument("--start", type=common.parse_time_ms, metavar="TIME",
+                   help="make training examples from this time on (ISO-8601 or epoch ms); the state is still built from "
+                        "the whole log, as the worker's; default: earliest")
+    p.add_argument("--objective", default="rank:ndcg", choices=["rank:ndcg", "binary:logistic"])
+    p.add_argument("--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)")
+    p.add_argument("--validation-days", type=common.positive_int, default=7)
+    p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
+    p.add_argument("--conversion-kinds", metavar="KINDS",
+                   help="label: activity kinds counted as conversions, comma-separated, e.g. REVIEW,TIP,CHECKIN "
+                        "(default: $STREAMRANK_CONVERSION_KINDS)")
+    p.add_argument("--horizon", type=common.parse_duration, metavar="DURATION",
+                   help="label horizon H: conversions in (t, t+H], e.g. 1d or 30d (default: $STREAMRANK_HORIZON_MS)")
+    common.add_kafka_args(p)
+    common.add_registry_args(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer import logsetup
+    from consumer.trainer.loop import run_every
+
+    logsetup.setup("WARNING")
+    # The label flags override the environment's STREAMRANK_CONVERSION_KINDS / STREAMRANK_HORIZON_MS.
+    cfg = cfg.with_overrides(conversion_kinds=args.conversion_kinds,
+                             horizon_ms=None if args.horizon is None else round(args.horizon * 1000))
+    if args.every is None:
+        return train_and_print(args, cfg)
+
+    def retry_later(exc: Exception) -> None:
+        print(f"error: {exc}; retrying at the next period", file=sys.stderr)
+
+    run_every(args.every, lambda: train_and_print(args, cfg), common.stop_on_signals(), retry_later)
+    return 0
+
+
+def train_and_print(args: argparse.Namespace, cfg: Config) -> int:
+    from consumer.trainer.loop import TrainRequest, describe, train_once
+    from models.errors import TrainingError
+    from models.train import TrainOptions
+
+    options = TrainOptions(objective=args.objective, sample_rate=args.sample_rate, start_ms=args.start,
+                           validation_days=args.validation_days)
+    request = TrainRequest(options, from_file=args.from_file, serve_metrics=args.every is not None)
+    try:
+        result = train_once(cfg, request, progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    except TrainingError as exc:
+        print(f"error: training failed: {exc}", file=sys.stderr)
+        return common.EXIT_FAILURE
+    print("\n".join(describe(result)))
+    return 0

@@ -1,0 +1,231 @@
+"""Per-partition feature state, its changelog, and restore on assignment.
+
+Each input partition owns the states of the businesses keyed to it. At every checkpoint (each
+batch once caught up, at most every ``STREAMRANK_CHECKPOINT_INTERVAL_MS`` while working off a
+backlog) the changed states go to the changelog topic (same partition number, key = business_id; compacted on
+real Kafka). Each changelog value is stamped with the input offsets the state reflects, one per
+input topic, so a record re-read after a crash (state written, offsets not yet committed) is
+recognised and not applied twice.
+
+Changelog value layout: ``b"SR1" | business offset (int64) | activity offset (int64) | state bytes``.
+
+A deleted business (a tombstone on the business topic) is written in two steps. First a *deletion
+marker*, the header alone: it keeps the offsets the dropped state reflected, so records re-read
+after a crash (up to the tombstone, whose offsets were not committed yet) are still recognised as
+applied instead of being folded into a fresh state. Once the input offsets past them are
+committed, nothing can be re-read and the worker writes a null value (a real tombstone), which
+compaction removes.
+
+Restore checks each value's headers, ours and the state's (version, spec), and decodes nothing:
+entries another feature set wrote are counted in ``PartitionState.stale``, and the worker rebuilds
+such a partition from the input topics (``consumer.runtime.rebuild``). A body that fails to decode later
+raises ``StaleState`` for the same treatment.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from consumer.errors import StaleState
+from features.errors import StateVersionError
+from features.spec import DEFAULT_SPEC, FeatureSpec
+from features.state import BusinessState, from_bytes, readable, to_bytes
+
+HEADER = struct.Struct(">3sqq")
+MAGIC = b"SR1"
+
+
+@dataclass(slots=True)
+class Entry:
+    state: BusinessState
+    # Highest input offset applied to this state, per input topic rank (business, activity).
+    applied: list[int] = field(default_factory=lambda: [-1, -1])
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return HEADER.pack(MAGIC, entry.applied[0], entry.applied[1]) + to_bytes(entry.state)
+
+
+def deletion_marker(applied: list[int]) -> bytes:
+    return HEADER.pack(MAGIC, applied[0], applied[1])
+
+
+def is_deletion(value: bytes | None) -> bool:
+    """A changelog value that says the business has no state: a tombstone or a deletion marker."""
+    return value is None or len(value) == HEADER.size
+
+
+def applied_offsets(data: bytes) -> list[int]:
+    """The offsets a changelog value reflects, read from its header alone (no state decode)."""
+    _, b_off, a_off = HEADER.unpack_from(data)
+    return [b_off, a_off]
+
+
+def decode_entry(data: bytes) -> Entry:
+    magic, b_off, a_off = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise ValueError(f"changelog value does not start with {MAGIC!r}")
+    return Entry(from_bytes(data[HEADER.size:]), [b_off, a_off])
+
+
+@dataclass
+class PartitionState:
+    partition: int
+    entries: dict[str, Entry] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    # Restored from the changelog and not needed yet: the changelog value, decoded on the
+    # business's next event (``restored``). A restore then costs the read, not a decode of every
+    # business, and businesses that stay quiet are never decoded.
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    # Deleted businesses whose deletion marker is still needed: the offsets their dropped state
+    # reflected (see the module doc), until a commit covers them.
+    deleted: dict[str, list[int]] = field(default_factory=dict)
+    # Changelog entries found at restore that this feature set cannot read (another state version
+    # or spec): the partition must be rebuilt from the input topics (``consumer.runtime.rebuild``).
+    stale: int = 0
+
+    def __len__(self) -> int:
+        """Businesses held, decoded or not."""
+        return len(self.entries) + len(self.encoded)
+
+    def restored(self, business_id: str) -> Entry | None:
+        """The restored entry of a business not in ``entries`` yet, decoded and moved there."""
+        data = self.encoded.pop(business_id, None)
+        if data is None:
+            return None
+        try:
+            entry = self.entries[business_id] = decode_entry(data)
+        except StateVersionError as exc:  # a header that passed the restore's check, a corrupt body
+            raise StaleState(self.partition, business_id, str(exc)) from exc
+        return entry
+
+    def new_entry(self, business_id: str, state: BusinessState) -> Entry:
+        """A fresh entry; after a deletion it keeps the deleted state's offsets, so records that were
+        applied before the deletion are still skipped when re-read."""
+        marker = self.deleted.pop(business_id, None) if self.deleted else None
+        entry = self.entries[business_id] = Entry(state, marker if marker is not None else [-1, -1])
+        return entry
+
+    def deleted_after(self, business_id: str, rank: int, offset: int) -> bool:
+        """Whether the record at ``offset`` of input ``rank`` was applied to a state since deleted."""
+        marker = self.deleted.get(business_id)
+        return marker is not None and offset <= marker[rank]
+
+    def delete(self, business_id: str, offset: int) -> bool | None:
+        """Apply a tombstone at business-topic ``offset``: True if a state was dropped, False if there
+        was none, None if this tombstone is already reflected (re-read after a crash)."""
+        entry = self.entries.get(business_id)
+        if entry is not None:
+            applied = entry.applied
+        elif business_id in self.encoded:
+            applied = applied_offsets(self.encoded[business_id])
+        else:
+            marker = self.deleted.get(business_id)
+            return None if marker is not None and offset <= marker[0] else False
+        if offset <= applied[0]:
+            return None  # the state was rebuilt after this tombstone: keep it
+        self.entries.pop(business_id, None)
+        self.encoded.pop(business_id, None)
+        self.deleted[business_id] = [offset, applied[1]]
+        self.dirty.add(business_id)
+        return True
+
+    def forget_deleted(self, business_committed: int | None, activity_committed: int | None) -> list[str]:
+        """Deleted businesses whose offsets are all below the committed ones: their markers are no
+        longer needed (nothing before them will be re-read). Removed here; the caller writes nulls."""
+        gone = [bid for bid, (b_off, a_off) in self.deleted.items()
+                if business_committed is not None and b_off < business_committed
+                and (a_off < 0 or (activity_committed is not None and a_off < activity_committed))]
+        for bid in gone:
+            del self.deleted[bid]
+        return gone
+
+    def decode_all(self) -> dict[str, Entry]:
+        """Every entry, decoded (for inspection: tests, the benchmark)."""
+        for business_id in list(self.encoded):
+            self.restored(business_id)
+        return self.entries
+
+    def drain_changes(self) -> Iterator[tuple[str, bytes | None]]:
+        """The changelog value of every business changed since the last call: its encoded state, a
+        deletion marker, or None (no state and no marker needed)."""
+        dirty, self.dirty = self.dirty, set()
+        for business_id in sorted(dirty):
+            entry = self.entries.get(business_id)
+            if entry is not None:
+                yield business_id, encode_entry(entry)
+            elif business_id in self.deleted:
+                yield business_id, deletion_marker(self.deleted[business_id])
+            else:
+                yield business_id, None
+
+
+@dataclass
+class RestoreStats:
+    partitions: list[int]
+    records: int
+    entities: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.entities / self.seconds if self.seconds > 0 else float("inf")
+
+
+def restore_partitions(
+    consumer_factory: Callable[[], Any],
+    changelog_topic: str,
+    partitions: list[int],
+    idle_timeout_s: float = 30.0,
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> tuple[dict[int, PartitionState], RestoreStats]:
+    """Rebuild partitions' states from the changelog: latest value per key, tombstones delete.
+    Values are kept encoded until their business is next needed (``PartitionState.restored``).
+
+    One consumer reads all the partitions at once, each to the high-water mark of its first
+    fetch (the embedded broker's ``end_offsets`` is wrong). Compaction is done here, in code, not
+    trusted to the broker: the embedded broker never compacts.
+    """
+    from kafka import TopicPartition
+
+    from consumer.io.clients import iter_to_highwater
+
+    t0 = time.perf_counter()
+    tps = [TopicPartition(changelog_topic, p) for p in partitions]
+    latest: dict[int, dict[str, bytes | None]] = {p: {} for p in partitions}
+    records = 0
+    if tps:
+        consumer = consumer_factory()
+        try:
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            for rec in iter_to_highwater(consumer, tps, poll_ms=100, max_records=20_000, idle_timeout_s=idle_timeout_s):
+                latest[rec.partition][rec.key.decode()] = rec.value
+                records += 1
+        finally:
+            consumer.close()
+    out = {p: from_changelog(p, part, spec) for p, part in latest.items()}
+    entities = sum(len(ps.encoded) for ps in out.values())
+    return out, RestoreStats(partitions, records, entities, time.perf_counter() - t0)
+
+
+def from_changelog(partition: int, latest: dict[str, bytes | None], spec: FeatureSpec = DEFAULT_SPEC) -> PartitionState:
+    """A partition's state from the latest changelog value of each key (null: no state).
+
+    Each value's headers are checked (ours, then the state's version and spec), not its body: the
+    full check is the decode, on the business's next event. Values that fail are counted in
+    ``stale`` and kept, so the caller knows which keys the changelog held."""
+    ps = PartitionState(partition)
+    for key, value in latest.items():
+        if value is None:
+            continue
+        if value[:3] == MAGIC and len(value) == HEADER.size:
+            ps.deleted[key] = applied_offsets(value)
+            continue
+        if value[:3] != MAGIC or not readable(value, spec, HEADER.size):
+            ps.stale += 1
+        ps.encoded[key] = value
+    return ps

@@ -1,0 +1,636 @@
+"""``make bench`` / ``streamrank bench``: the worker against its Kafka ceiling, in one run.
+
+One embedded broker, one generated world (encoded once), one trained model; then, per run and per
+installed transport (``consumer.io.transport``: kafka-python, confluent-kafka):
+
+1. **passthrough** at saturation: a child process consumes the preloaded input topics and produces
+   the same bytes through the worker's transport and settings, flushing and committing per poll
+   batch like the worker's checkpoint: the ceiling the Kafka client allows;
+2. **worker** at saturation: a child process runs ``Worker`` over the same preloaded topics
+   (another group): events/s, CPU µs per event by stage (the worker's own stage timers);
+3. **half load**: fresh topics, input produced at 0.5 × the worker's saturation rate while the
+   passthrough, then the worker, runs: p50/p99 latency from each input record's timestamp to its
+   output record's (both wall clock at send). The passthrough's is the floor that the broker, the
+   client and the load generator leave. (At saturation, latency is the age of the backlog: not
+   reported.)
+
+and once per run:
+
+4. **state**: bytes per business (latest changelog value); restore rate, per transport, from a
+   changelog of 50,000 businesses; decode rate of restored states (paid on each one's next event);
+5. **trainer**: training-set build events/s on the log's records (the fit is timed once, when the
+   bench's model is trained);
+6. **replay**: ``consumer.tools.replay.replay`` of the preloaded topics.
+
+Both Kafka children are separate processes so that the producing/reading parent does not share
+their GIL. The key figure is worker events/s ÷ passthrough msgs/s, from the same run. Timings are
+printed and written to ``bench-out/bench.json``; nothing asserts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from consumer.config import TRANSPORTS, Config
+
+IDLE_EXIT_S = 2.0
+FIXED_RATE = 10_000  # events/s: the latency comparison at one load for every transport
+TRAIN_BUSINESSES = 300
+BATCH_STAGES = ("poll", "decode", "state", "score", "produce", "commit")
+
+
+# ----------------------------------------------------------------------------- child processes
+def _child_main(spec_path: str) -> int:
+    """Run one measured loop (``passthrough`` or ``worker``) and write its figures as JSON."""
+    from consumer import logsetup
+
+    logsetup.setup("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = Config(**spec["cfg"])
+    kind = spec["kind"]
+    ready = Path(spec["ready"])
+    if kind == "worker" and os.environ.get("STREAMRANK_BENCH_PROFILE"):
+        import cProfile
+
+        # Profiling aid (figures from a profiled run are not the bench's): cProfile stats to this path.
+        prof = cProfile.Profile()
+        result = prof.runcall(_run_worker, cfg, ready)
+        prof.dump_stats(f"{os.environ['STREAMRANK_BENCH_PROFILE']}.{ready.parent.name}")
+    elif kind == "worker":
+        result = _run_worker(cfg, ready)
+    elif kind == "restore":
+        result = _run_restore(cfg, spec["output_topic"], spec["extra"])
+    else:
+        result = _run_passthrough(cfg, spec["output_topic"], ready)
+    Path(spec["out"]).write_text(json.dumps(result))
+    return 0
+
+
+def _run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
+    from consumer.runtime.worker import Worker
+
+    w = Worker(cfg, exit_when_idle_s=IDLE_EXIT_S, worker_id="bench")
+    first: list[float] = []
+    last = [0.0]
+    cpu0: list[float] = []
+    run_batch = w._run_batch
+
+    def timed() -> bool:
+        t = time.perf_counter()
+        c = time.process_time()
+        progressed = run_batch()
+        if progressed:
+            if not first:
+                first.append(t)
+                cpu0.append(c)
+            last[0] = time.perf_counter()
+        elif w._joined and not w._to_restore and not ready.exists() and _fetching(w.consumer):
+            ready.write_text("ready")
+        return progressed
+
+    w._run_batch = timed  # the bench's throughput window: first batch with records to the last one
+    stats = w.run()
+    cpu = time.process_time() - cpu0[0] if cpu0 else 0.0
+    stages = {}
+    for s in BATCH_STAGES:
+        v = w.metrics.registry.get_sample_value("streamrank_batch_stage_seconds_sum", {"stage": s})
+        stages[s] = v or 0.0
+    consumed = sum(stats.consumed.values())
+    return {"consumed": consumed, "predictions": stats.predictions, "batches": stats.batches,
+            "seconds": (last[0] - first[0]) if first else 0.0, "cpu_seconds": cpu, "stage_seconds": stages,
+            "dead_letters": sum(stats.dead_letters.values())}
+
+
+def _run_restore(cfg: Config, topic: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Restore ``topic`` with each transport, then decode every restored state, in a process set
+    up like a worker's (its garbage-collector settings): what a worker pays on assignment, and
+    later on each business's next event."""
+    from consumer.io.transport import reader
+    from consumer.pipeline.store import restore_partitions
+    from consumer.runtime.worker import _tune_gc
+
+    _tune_gc()
+    out: dict[str, Any] = {"restore": {}}
+    restored: dict[int, Any] = {}
+    for tr in extra["transports"]:
+        restored, rs = restore_partitions(lambda: reader(cfg.with_overrides(transport=tr), "bench-restore"), topic,
+                                          list(range(extra["partitions"])))
+        out["restore"][tr] = {"entities": rs.entities, "seconds": rs.seconds, "entities_per_s": rs.rate}
+    t = time.perf_counter()
+    n = sum(len(ps.decode_all()) for ps in restored.values())
+    out["decode_entities_per_s"] = n / (time.perf_counter() - t)
+    return out
+
+
+def _fetching(consumer: Any) -> bool:
+    """Every assigned partition has had a fetch answered (its high-water mark is known): the
+    paced input of the half-load runs starts only then, so a client's start-up (librdkafka takes
+    ~0.5-1 s from assignment to its first fetch on the embedded broker) is not counted as latency."""
+    assigned = consumer.assignment()
+    return bool(assigned) and all(consumer.highwater(tp) is not None for tp in assigned)
+
+
+def _run_passthrough(cfg: Config, output_topic: str, ready: Path) -> dict[str, Any]:
+    from consumer.io.transport import passthrough
+
+    def idle(consumer: Any) -> None:
+        if not ready.exists() and _fetching(consumer):
+            ready.write_text("ready")
+
+    return passthrough(cfg, cfg.group_id, output_topic, idle_exit_s=IDLE_EXIT_S, on_idle=idle)
+
+
+class _Child:
+    """A measured loop in its own process (same interpreter, ``python -m consumer.tools.bench --child``)."""
+
+    def __init__(self, kind: str, cfg: Config, work: Path, output_topic: str = "", extra: Any = None):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))
+        self.out = self.dir / "out.json"
+        self.ready = self.dir / "ready"
+        spec = {"kind": kind, "cfg": dataclasses.asdict(cfg), "out": str(self.out), "ready": str(self.ready),
+                "output_topic": output_topic, "extra": extra}
+        (self.dir / "spec.json").write_text(json.dumps(spec))
+        self.proc = subprocess.Popen([sys.executable, "-m", "consumer.tools.bench", "--child", str(self.dir / "spec.json")])
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bench child exited with {self.proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"bench child not ready within {timeout_s:.0f}s")
+            time.sleep(0.02)
+
+    def result(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        if rc != 0 or not self.out.exists():
+            raise RuntimeError(f"bench child {self.dir.name} failed with exit code {rc}")
+        return json.loads(self.out.read_text())
+
+
+# ----------------------------------------------------------------------------- parent helpers
+def _encode_world(cfg: Config, world: Any) -> list[tuple[bool, bytes, bytes]]:
+    """(is_business, key, Avro value) for every generated record, encoded once for all runs."""
+    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+    from sim.world import generate_records
+
+    registry = FileSchemaRegistry(cfg.schema_registry or None)
+    codecs = {"business": AvroCodec(registry, "BusinessEvent"), "activity": AvroCodec(registry, "ActivityEvent")}
+    return [(kind == "business", rec["business_id"].encode(), codecs[kind].encode(rec)) for kind, rec in generate_records(world)]
+
+
+def _publish(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], rate: float | None = None) -> dict[Any, int]:
+    """Produce the records (record timestamp = wall clock at send), paced at ``rate`` per second if
+    given. Returns the activity records' timestamps (ms), keyed by (partition, offset) and by value.
+
+    The load generator uses librdkafka when it is installed (a fraction of kafka-python's CPU, so
+    less of the machine is taken from what is measured), sends each record as soon as it is due
+    and keeps several requests in flight: its own queueing would otherwise count as latency."""
+    from consumer.errors import ConfigError
+    from consumer.io.transport import CONFLUENT, check_transport
+
+    try:
+        fast = check_transport(CONFLUENT) == CONFLUENT
+    except ConfigError:
+        fast = False
+    bt, at = cfg.business_topic, cfg.activity_topic
+    sent: dict[Any, int] = {}
+    t0 = time.perf_counter()
+
+    def pace(i: int) -> None:
+        if rate is not None and i % 50 == 0:
+            ahead = i / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    if fast:
+        from confluent_kafka import Producer
+
+        from consumer.io.transport import confluent_settings
+
+        failed: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failed.append(str(err))
+            elif msg.topic() == at:
+                sent[(msg.partition(), msg.offset())] = sent[msg.value()] = msg.timestamp()[1]
+
+        producer = Producer({**confluent_settings(cfg), "acks": 1, "linger.ms": 0, "partitioner": "murmur2_random",
+                             "queue.buffering.max.messages": 2_000_000})
+        for i, (is_business, key, value) in enumerate(encoded):
+            pace(i)
+            producer.produce(bt if is_business else at, value, key, on_delivery=delivered)
+            if i % 1000 == 0:
+                producer.poll(0)
+        if producer.flush(120) or failed:
+            raise RuntimeError(f"load generator: {len(failed)} records failed, e.g. {failed[:1]}")
+        return sent
+
+    from kafka import KafkaProducer
+
+    from consumer.io.clients import producer_kwargs
+
+    kp = KafkaProducer(**producer_kwargs(cfg, linger_ms=0, max_in_flight_requests_per_connection=5, acks=1))
+    futures = []
+    try:
+        for i, (is_business, key, value) in enumerate(encoded):
+            pace(i)
+            f = kp.send(bt if is_business else at, key=key, value=value)
+            if not is_business:
+                futures.append((value, f))
+        kp.flush()
+    finally:
+        kp.close()
+    for value, f in futures:
+        m = f.get()
+        sent[(m.partition, m.offset)] = sent[value] = m.timestamp
+    return sent
+
+
+def _latencies(cfg: Config, topic: str, input_time: Any) -> list[float]:
+    """ms from each input record's produce time (``input_time(record)``, None: not an input's
+    output) to the timestamp of the output record in ``topic`` that it caused."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from consumer.io.clients import consumer_kwargs
+
+    consumer = KafkaConsumer(**consumer_kwargs(cfg, None))
+    out: list[float] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        done: set = set()
+        deadline = time.monotonic() + 120
+        while len(done) < len(tps) and time.monotonic() < deadline:
+            for tp, recs in consumer.poll(timeout_ms=300, max_records=50_000).items():
+                for r in recs:
+                    t_in = input_time(r)
+                    if t_in is not None:
+                        out.append(r.timestamp - t_in)
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if hw is not None and consumer.position(tp) >= hw:
+                    done.add(tp)
+    finally:
+        consumer.close()
+    return out
+
+
+def _prediction_latencies(cfg: Config, sent: dict[Any, int]) -> list[float]:
+    """ms from each input record's produce time to its prediction record's timestamp."""
+    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+
+    codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
+
+    def input_time(r: Any) -> int | None:
+        p = codec.decode(r.value)
+        return sent.get((p["source_partition"], p["source_offset"]))
+
+    return _latencies(cfg, cfg.predictions_topic, input_time)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return float(s[min(len(s) - 1, int(q * len(s)))])
+
+
+def _state_figures(cfg: Config, partitions: int, restore_entities: int, transports: list[str], work: Path) -> dict[str, Any]:
+    """Bytes per business from the worker's changelog; the restore rate, with each transport, from
+    a changelog of ``restore_entities`` businesses (the bench's own world is far too small to time
+    a restore: that figure would be consumer start-up; their states are the worker's, re-keyed);
+    and the decode rate of restored states, which the worker pays on each business's next event."""
+    from kafka import KafkaProducer
+
+    from consumer.io.clients import create_topics, producer_kwargs
+    from consumer.io.transport import reader
+    from consumer.pipeline.store import decode_entry, encode_entry, restore_partitions
+    from features.state import from_bytes, to_bytes
+
+    def restore(topic: str, transport: str) -> Any:
+        return restore_partitions(lambda: reader(cfg.with_overrides(transport=transport), "bench-restore"), topic,
+                                  list(range(partitions)))
+
+    parts, _ = restore(cfg.changelog_topic, transports[0])
+    entries = [e for ps in parts.values() for e in ps.decode_all().values()]
+    sizes = [len(encode_entry(e)) for e in entries]
+    out: dict[str, Any] = {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
+                           "bytes_per_business_max": max(sizes) if sizes else None, "restore": {}}
+    if not entries:
+        return out
+    big = f"{cfg.changelog_topic}-restore-bench"
+    create_topics(cfg, [(big, partitions, {"cleanup.policy": "compact"})])
+    producer = KafkaProducer(**producer_kwargs(cfg))
+    try:
+        for i in range(restore_entities):
+            src = entries[i % len(entries)]
+            copy = decode_entry(encode_entry(src))
+            copy.state = from_bytes(to_bytes(src.state))
+            copy.state.business_id = bid = f"restore-{i:08d}"
+            producer.send(big, key=bid.encode(), value=encode_entry(copy), partition=i % partitions)
+        producer.flush()
+    finally:
+        producer.close()
+    timed = _Child("restore", cfg, work, big, {"transports": transports, "partitions": partitions}).result()
+    for tr, r in timed["restore"].items():
+        if r["entities"] != restore_entities:
+            raise RuntimeError(f"restore bench ({tr}): {r['entities']} of {restore_entities} entities restored")
+    out.update(timed)
+    return out
+
+
+def installed_transports() -> list[str]:
+    from consumer.errors import ConfigError
+    from consumer.io.transport import TRANSPORTS, check_transport
+
+    out = []
+    for tr in TRANSPORTS:
+        try:
+            out.append(check_transport(tr))
+        except ConfigError:
+            pass
+    return out
+
+
+def _outputs(cfg: Config, tag: str, transport: str) -> Config:
+    """The same inputs, outputs and group of its own, and the given transport."""
+    return cfg.with_overrides(transport=transport, predictions_topic=f"{tag}-predictions", dead_letter_topic=f"{tag}-dead-letters",
+                              changelog_topic=f"{tag}-changelog", group_id=f"{tag}-worker")
+
+
+def _transport_run(base: Config, cfg: Config, transport: str, tag: str, encoded: list[tuple[bool, bytes, bytes]],
+                   work: Path, partitions: int, half_load_s: float, label: str) -> dict[str, Any]:
+    """With one transport: passthrough and worker at saturation (throughput, on the preloaded
+    input), then both at half the worker's rate (latency: the passthrough's is the floor that
+    broker, client and load generator allow)."""
+    from consumer.io.clients import create_topics
+
+    print(f"{label} passthrough (saturation)", file=sys.stderr)
+    pt_out = f"{tag}-{transport}-passthrough-out"
+    create_topics(cfg, [(pt_out, partitions, {})])
+    p = _Child("passthrough", cfg.with_overrides(transport=transport, group_id=f"{tag}-{transport}-passthrough"), work, pt_out).result()
+    out: dict[str, Any] = {"passthrough": {**p, "msgs_per_s": p["consumed"] / p["seconds"] if p["seconds"] else None}}
+
+    print(f"{label} worker (saturation)", file=sys.stderr)
+    wk = _Child("worker", _outputs(cfg, f"{tag}-{transport}", transport), work).result()
+    n = wk["consumed"]
+    out["worker"] = {
+        **wk, "events_per_s": n / wk["seconds"] if wk["seconds"] else None,
+        "cpu_us_per_event": 1e6 * wk["cpu_seconds"] / n if n else None,
+        "stage_us_per_event": {s: 1e6 * v / n for s, v in wk["stage_seconds"].items()} if n else {},
+    }
+    out["ratio"] = (out["worker"]["events_per_s"] or 0) / (out["passthrough"]["msgs_per_s"] or float("inf"))
+
+    rate = 0.5 * (out["worker"]["events_per_s"] or 1000.0)
+    for kind in ("passthrough", "worker"):
+        print(f"{label} {kind} (half load)", file=sys.stderr)
+        out[f"half_load_{kind}"] = _paced_run(base, f"{tag}h-{transport}-{kind}", transport, kind, rate,
+                                              encoded[: max(1000, int(rate * half_load_s))], work, partitions)
+    # Half of each client's own rate is not the same load; one fixed rate compares them directly.
+    print(f"{label} worker ({FIXED_RATE:,} events/s)", file=sys.stderr)
+    out["fixed_rate_worker"] = _paced_run(base, f"{tag}f-{transport}", transport, "worker", FIXED_RATE,
+                                          encoded[: max(1000, int(FIXED_RATE * half_load_s))], work, partitions)
+    return out
+
+
+def _paced_run(base: Config, tag: str, transport: str, kind: str, rate: float, events: list[tuple[bool, bytes, bytes]],
+               work: Path, partitions: int) -> dict[str, Any]:
+    """Fresh topics; ``kind`` (passthrough or worker) started and fetching; ``events`` produced at
+    ``rate`` per second; latency from each input record to its output record."""
+    from consumer.io.clients import create_topics
+
+    cfg = _topics(base, tag).with_overrides(transport=transport)
+    create_topics(cfg)
+    copies = f"{cfg.predictions_topic}-copy"
+    if kind == "passthrough":
+        create_topics(cfg, [(copies, partitions, {})])
+    child = _Child(kind, cfg, work, copies)
+    child.wait_ready()
+    sent = _publish(cfg, events, rate=rate)
+    got = child.result()
+    if kind == "worker":
+        lat = _prediction_latencies(cfg, sent)
+    else:
+        lat = _latencies(cfg, copies, lambda r: sent.get(r.value))
+    return {"rate_events_per_s": rate, "events": len(events), "consumed": got["consumed"],
+            "activity_events": sum(1 for is_business, _, _ in events if not is_business),
+            "predictions": got.get("predictions"),
+            "latency_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "n": len(lat)}}
+
+
+def _topics(base: Config, tag: str) -> Config:
+    return base.with_overrides(
+        business_topic=f"{tag}-business", activity_topic=f"{tag}-activity", predictions_topic=f"{tag}-predictions",
+        dead_letter_topic=f"{tag}-dead-letters", changelog_topic=f"{tag}-changelog", group_id=f"{tag}-worker",
+    )
+
+
+# ----------------------------------------------------------------------------- the bench
+def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None = None, half_load_s: float = 6.0,
+              seed: int = 7, partitions: int = 4, bootstrap: str | None = None,
+              batch_size: int | None = None, train_businesses: int = TRAIN_BUSINESSES,
+              transports: list[str] | None = None, restore_entities: int = 50_000) -> dict[str, Any]:
+    """``transports``: the Kafka clients to measure (default: every one installed, kafka-python first)."""
+    from consumer import logsetup
+    from consumer.io.brokers.tansu import EmbeddedBroker
+    from consumer.io.clients import create_topics
+    from consumer.tools.replay import Position, replay
+    from models.bench import simulated_records
+    from models.dataset import build_training_set
+    from models.registry import ModelRegistry
+    from models.train import TrainOptions
+    from models.trainer import train_and_register
+    from sim.world import WorldConfig
+
+    logsetup.setup("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # the producer's "task ran for 0.2 s" notes while we flood it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="streamrank-bench-"))
+    tag = f"bench-{uuid.uuid4().hex[:8]}"  # topics of their own, even on a shared broker
+    # ~850 events per business and 10 days with the simulator's default traffic; 21 days gives the
+    # trainer its validation window.
+    days = 21
+    n_biz = businesses or max(20, round(events / (days * 40)) + 1)
+    world = WorldConfig(businesses=n_biz, days=days, seed=seed, cities=3, categories=4)
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "runs": []}
+    broker_ctx = EmbeddedBroker() if bootstrap is None else None
+    try:
+        if broker_ctx is not None:
+            bootstrap = broker_ctx.__enter__().bootstrap
+        base = Config(bootstrap=bootstrap, registry_dir=str(work / "registry"), partitions=partitions)
+        if batch_size:
+            base = base.with_overrides(batch_size=batch_size)
+        report["machine"]["batch_size"] = base.batch_size
+        report["machine"]["checkpoint_interval_ms"] = base.checkpoint_interval_ms
+        transports = transports or installed_transports()
+        report["machine"]["transports"] = transports
+        t = time.perf_counter()
+        encoded = _encode_world(base, world)[:events] if events else _encode_world(base, world)
+        report["world"] = {"businesses": n_biz, "days": days, "events": len(encoded), "encode_seconds": time.perf_counter() - t}
+        print(f"world: {n_biz} businesses x {days} days, {len(encoded):,} events encoded", file=sys.stderr)
+        # The model is trained once, on a world big enough for it to pass the worker's sanity set
+        # (the worker refuses a model that fails it, whatever the registry says), from records in
+        # memory as the trainer gets them from the log reader.
+        # The sanity set is strict for a model of a small world: try a few worlds before giving up.
+        failures: list[str] = []
+        for train_seed in range(seed, seed + 4):
+            records = simulated_records(train_businesses, days, train_seed, partitions=4)
+            opts = TrainOptions(objective="rank:ndcg", sample_rate=0.2, validation_days=5)
+            outcome = train_and_register(records, ModelRegistry(base.registry_dir), options=opts)
+            failures = ModelRegistry(base.registry_dir).load(outcome.version).sanity_failures()
+            if not failures:
+                break
+        if failures:
+            raise RuntimeError(f"the bench's model fails the worker's sanity set (the worker would refuse it): {failures}")
+        if not outcome.promoted:  # a bench measures speed: serve it whatever the gates said
+            ModelRegistry(base.registry_dir).promote(outcome.version, "bench: promoted regardless of gates", decided_by="bench")
+        report["model"] = {"version": outcome.version, "fit_seconds": outcome.fit.seconds, "train_events": len(records), "train_seed": train_seed,
+                           "train_build_events_per_s": outcome.build.events_per_s, "promoted_by_gates": outcome.promoted}
+        for run in range(runs):
+            cfg = _topics(base, f"{tag}-r{run}")
+            create_topics(cfg)
+            t = time.perf_counter()
+            _publish(cfg, encoded)
+            publish_s = time.perf_counter() - t
+            r: dict[str, Any] = {"publish": {"events_per_s": len(encoded) / publish_s}}
+            r["transports"] = {}
+            for tr in transports:
+                r["transports"][tr] = _transport_run(base, cfg, tr, f"{tag}-r{run}", encoded, work, partitions,
+                                                     half_load_s, label=f"[run {run + 1}/{runs}] {tr}")
+            # State figures from the default transport's changelog (the state does not depend on the client).
+            r["state"] = _state_figures(_outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]), partitions, restore_entities,
+                                        transports, work)
+
+            print(f"[run {run + 1}/{runs}] trainer build, replay", file=sys.stderr)
+            ts = build_training_set(records, sample_rate=0.2)
+            r["trainer"] = {"build_events_per_s": ts.stats.events_per_s, "events": ts.stats.records}
+            rs = replay(cfg, report["model"]["version"], f"{tag}-r{run}-replay", Position.earliest())
+            r["replay"] = {"events_per_s": rs.events_per_s, "compute_events_per_s": rs.compute_events_per_s,
+                           "records": rs.records_read}
+            report["runs"].append(r)
+            print(_run_line(run, r), file=sys.stderr)
+    finally:
+        if broker_ctx is not None:
+            broker_ctx.__exit__(None, None, None)
+    report["summary"] = _summary(report["runs"], transports)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=1, default=float))
+    return report
+
+
+def _run_line(run: int, r: dict[str, Any]) -> str:
+    return f"  run {run + 1}: " + "; ".join(
+        f"{tr}: passthrough {x['passthrough']['msgs_per_s']:,.0f}/s, worker {x['worker']['events_per_s']:,.0f}/s "
+        f"(ratio {x['ratio']:.2f}), half-load p99 {x['half_load_worker']['latency_ms']['p99']} ms "
+        f"(passthrough {x['half_load_passthrough']['latency_ms']['p99']} ms)" for tr, x in r["transports"].items())
+
+
+Figure = tuple[str, tuple[str, ...], str, str]  # label, path in a run, unit, target
+
+
+def figures(transports: list[str] | tuple[str, ...]) -> list[Figure]:
+    per: list[Figure] = []
+    for tr in transports:
+        t = ("transports", tr)
+        per += [
+            (f"{tr}: passthrough (ceiling)", (*t, "passthrough", "msgs_per_s"), "msgs/s", ""),
+            (f"{tr}: worker", (*t, "worker", "events_per_s"), "events/s", ""),
+            (f"{tr}: worker / passthrough", (*t, "ratio"), "", ">= 0.65"),
+            (f"{tr}: passthrough latency p50, half load", (*t, "half_load_passthrough", "latency_ms", "p50"), "ms", ""),
+            (f"{tr}: passthrough latency p99, half load", (*t, "half_load_passthrough", "latency_ms", "p99"), "ms", ""),
+            (f"{tr}: worker latency p50, half load", (*t, "half_load_worker", "latency_ms", "p50"), "ms", ""),
+            (f"{tr}: worker latency p99, half load", (*t, "half_load_worker", "latency_ms", "p99"), "ms", "< 50"),
+            (f"{tr}: worker latency p50, {FIXED_RATE // 1000}k/s", (*t, "fixed_rate_worker", "latency_ms", "p50"), "ms", ""),
+            (f"{tr}: worker latency p99, {FIXED_RATE // 1000}k/s", (*t, "fixed_rate_worker", "latency_ms", "p99"), "ms", ""),
+            (f"{tr}: worker CPU per event", (*t, "worker", "cpu_us_per_event"), "µs", ""),
+            *[(f"  stage {s}", (*t, "worker", "stage_us_per_event", s), "µs/event", "") for s in BATCH_STAGES],
+        ]
+    return per + [
+        ("trainer build", ("trainer", "build_events_per_s"), "events/s", ">= 100k"),
+        ("state per business", ("state", "bytes_per_business_mean"), "bytes", "<= 2048"),
+        *[(f"state restore, {tr}", ("state", "restore", tr, "entities_per_s"), "entities/s", ">= 100k") for tr in transports],
+        ("state decode (on next event)", ("state", "decode_entities_per_s"), "entities/s", ""),
+        ("replay", ("replay", "events_per_s"), "events/s", ""),
+    ]
+
+
+def _get(d: Any, path: tuple[str, ...]) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _summary(runs: list[dict[str, Any]], transports: list[str]) -> dict[str, Any]:
+    out = {}
+    for label, path, unit, target in figures(transports):
+        vals = [v for v in (_get(r, path) for r in runs) if v is not None]
+        out[".".join(path)] = {"label": label.strip(), "unit": unit, "target": target,
+                               "min": min(vals) if vals else None, "median": statistics.median(vals) if vals else None,
+                               "max": max(vals) if vals else None, "n": len(vals)}
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        if v is None:
+            return "-"
+        return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"
+
+    lines = [f"{'figure':<40} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target",
+             "-" * 94]
+    for label, path, unit, target in figures(report["machine"]["transports"]):
+        s = report["summary"][".".join(path)]
+        lines.append(f"{label:<40} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target}")
+    m = report.get("model", {})
+    w = report.get("world", {})
+    lines.append(f"model fit {m.get('fit_seconds', 0):.1f} s (once); world {w.get('events', 0):,} events, "
+                 f"{w.get('businesses')} businesses; {len(report['runs'])} runs, {report['machine']['cpus']} CPUs")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m consumer.tools.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000, help="input events per run (default 100000)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--half-load-s", type=float, default=6.0, help="seconds of paced input for the half-load latency")
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--batch-size", type=int, default=None, help="records per poll batch (default: the Config default)")
+    ap.add_argument("--bootstrap", default=None, help="an existing broker instead of the embedded one")
+    ap.add_argument("--restore-entities", type=int, default=50_000, help="businesses in the restore-rate changelog (default 50000)")
+    ap.add_argument("--transport", action="append", choices=TRANSPORTS,
+                    help="repeatable; default: every installed transport")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        return _child_main(a.child)
+    report = run_bench(a.events, a.runs, Path(a.out), half_load_s=a.half_load_s, bootstrap=a.bootstrap,
+                       batch_size=a.batch_size, transports=a.transport, restore_entities=a.restore_entities)
+    print(format_table(report))
+    print(f"JSON: {Path(a.out) / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

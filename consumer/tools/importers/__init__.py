@@ -1,0 +1,1 @@
+"""Importers: public datasets turned into streamrank event logs (no Kafka)."""

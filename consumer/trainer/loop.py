@@ -1,0 +1,108 @@
+"""One training run from the input topics (or an event-log file), and the periodic loop around it.
+
+``train_once`` reads the log in merge order (``consumer.io.inputlog``), hands the records to
+``models.trainer.train_and_register`` (the same fold and ``extract`` as the worker) and records the
+run (``consumer.trainer.metrics``). ``run_every`` repeats it until stopped; a broker hiccup or a
+failed run is logged and retried at the next period, never the end of a periodic trainer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.config import Config, label_config
+from consumer.errors import StreamrankError
+from consumer.io.eventfiles import read_log
+from consumer.io.inputlog import LogRange, LogRecord, read_input_log
+from consumer.trainer.metrics import TrainingRun
+from features.errors import InvalidEvent
+from features.events import ActivityEvent, BusinessEvent
+from features.order import ACTIVITY_RANK, BUSINESS_RANK
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What one run trains on: the options for ``models.train`` and where the events come from."""
+
+    options: Any  # models.train.TrainOptions
+    from_file: str | None = None
+    serve_metrics: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    outcome: Any  # models.trainer.TrainOutcome
+    seconds: float
+    report_path: str
+
+
+def file_log_records(path: str) -> Iterator[LogRecord]:
+    """An event-log file as trainer records: one partition, offsets counted per topic."""
+    offsets = [0, 0]
+    for kind, rec in read_log(path):
+        rank = BUSINESS_RANK if kind == "business" else ACTIVITY_RANK
+        offset = offsets[rank]
+        offsets[rank] += 1
+        try:
+            event = (BusinessEvent if rank == BUSINESS_RANK else ActivityEvent).from_record(rec)
+        except InvalidEvent:
+            continue
+        yield LogRecord(rank, 0, offset, event, event.business_id)
+
+
+def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Build, train, evaluate, register and maybe promote one model. Raises ``TrainingError`` on failure."""
+    from models.registry import ModelRegistry
+    from models.trainer import train_and_register
+
+    rng = LogRange()
+    if request.from_file:
+        records: Any = file_log_records(request.from_file)
+    else:
+        def on_read(n: int, pending: int) -> None:
+            if progress and n and n % 200_000 < 5000:
+                progress(f"read {n:,} records ({pending} partitions to go)")
+
+        records = read_input_log(cfg, rng, progress=on_read)
+    registry = ModelRegistry(cfg.registry_dir)
+    t0 = time.perf_counter()
+    # The run's facts go to the log and the metrics textfile, failures included.
+    with TrainingRun(cfg, rng, serve=request.serve_metrics) as run:
+        outcome = run.done(train_and_register(records, registry, label_cfg=label_config(cfg),
+                                              options=request.options, data_range=rng))
+    report = registry.version_dir(outcome.version) / "report.md"
+    return TrainResult(outcome, time.perf_counter() - t0, str(report))
+
+
+def describe(result: TrainResult) -> list[str]:
+    """The run in a few human lines: decision, data, metrics against the baselines, gates, report."""
+    o, dt = result.outcome, result.seconds
+    ev, b = o.evaluation, o.build
+    lines = [
+        f"model {o.version}: {'PROMOTED' if o.promoted else 'not promoted'} ({o.reason})",
+        f"  training set: {b.records:,} events -> {b.examples:,} examples in {dt:.1f}s "
+        f"({b.records / dt:,.0f} events/s overall); fit {o.fit.seconds:.2f}s",
+        f"  top-{ev.k} capture: model {ev.model.capture:.3f}  popularity {ev.popularity.capture:.3f}  random {ev.random.capture:.3f}",
+        f"  NDCG@10: model {ev.model.ndcg10:.3f}  popularity {ev.popularity.ndcg10:.3f}   "
+        f"AUC: model {ev.model.auc:.3f}  popularity {ev.popularity.auc:.3f}",
+    ]
+    lines += [f"  gate {g.name}: {'skipped' if g.passed is None else 'pass' if g.passed else 'FAIL'} - {g.detail}" for g in o.gates]
+    lines += [f"  importance shift: {shift}" for shift in o.shifts]
+    lines.append(f"  report: {result.report_path}")
+    return lines
+
+
+def run_every(period_s: float, once: Callable[[], Any], stop: threading.Event,
+              on_error: Callable[[StreamrankError], None]) -> None:
+    """Call ``once`` every ``period_s`` seconds (start to start) until ``stop`` is set."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            once()
+        except StreamrankError as exc:  # a broker hiccup or a failed run must not end a periodic trainer
+            on_error(exc)
+        stop.wait(max(0.0, period_s - (time.monotonic() - started)))
