@@ -1,6 +1,6 @@
 """The scoring moment: which events produce a prediction, and as of when.
 
-One rule, used by the worker (``consumer.process``) and the trainer (``models.dataset``), so
+One rule, used by the worker (``consumer.pipeline.process``) and the trainer (``models.dataset``), so
 training examples are taken exactly where serving scores:
 
 * a business event updates the profile and is never scored (``BUSINESS_UPDATE``);

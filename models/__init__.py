@@ -1,7 +1,7 @@
 """Training, evaluation and serving-side loading of the XGBoost ranking model.
 
 Depends on ``features`` (and is the only package that imports xgboost); never on Kafka or
-``consumer``: the trainer takes an iterable of log records (``consumer.logreader`` yields them),
+``consumer``: the trainer takes an iterable of log records (``consumer.io.inputlog`` yields them),
 the worker takes a :class:`~models.registry.ModelRegistry`. Reading order:
 
 1. ``dataset``  - the log -> labelled examples: compacted business table, the per-partition merge

@@ -1,7 +1,7 @@
 """Training examples from the event log: features at each scoring moment, labels from the future.
 
 Input: an iterable of records with ``rank`` (0 business, 1 activity), ``partition``, ``offset`` and
-``event`` (``None``: a tombstone on the compacted business topic) - ``consumer.logreader.LogRecord``
+``event`` (``None``: a tombstone on the compacted business topic) - ``consumer.io.inputlog.LogRecord``
 or any look-alike. A tombstone names its business through an optional ``key`` attribute (str or
 bytes, the Kafka key); a tombstone without one cannot be attributed and is counted and skipped.
 
@@ -104,7 +104,7 @@ def scoring_moments(
 ) -> Iterator[tuple[ActivityEvent, BusinessState]]:
     """Fold ``events`` (already in merge order) into ``states``; yield each scoring moment.
 
-    The rule itself is ``features.scoring.apply`` (shared with the worker's ``consumer.process``):
+    The rule itself is ``features.scoring.apply`` (shared with the worker's ``consumer.pipeline.process``):
     an activity event that the state accepted (not a duplicate, not late) and after which its
     business is scorable (known, not closed) is a scoring moment, as of
     ``features.scoring.as_of(state)`` (the business's activity clock). The yielded state is live

@@ -1,7 +1,7 @@
 """One training run, end to end: build -> split -> fit -> evaluate -> gate -> register -> promote.
 
 :func:`train_and_register` is what ``streamrank train`` calls with the records of
-``consumer.logreader.read_input_log`` and its ``LogRange``.
+``consumer.io.inputlog.read_input_log`` and its ``LogRange``.
 
 Gates (all must pass to promote; a skipped gate does not block):
 
@@ -108,7 +108,7 @@ def train_and_register(
 ) -> TrainOutcome:
     """Train on ``records`` and register the model in ``registry``; promote it if the gates pass.
 
-    ``data_range``: what the records cover (``consumer.logreader.LogRange``, or its ``to_dict()``,
+    ``data_range``: what the records cover (``consumer.io.inputlog.LogRange``, or its ``to_dict()``,
     or any mapping), recorded as is; the observed offsets and event-time span are recorded too.
     Raises :class:`TrainingError` when the data cannot support a train/validation split.
     """
