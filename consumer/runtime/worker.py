@@ -56,7 +56,8 @@ from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.pipeline.decode import Decoder
 from consumer.pipeline.order import RecordOrder
 from consumer.pipeline.process import BatchOutput, RowBuffer, process, process_isolated
-from consumer.pipeline.store import PartitionState, restore_partitions
+from consumer.io.changelog import restore_partitions
+from consumer.pipeline.store import PartitionState
 from consumer.runtime.metrics import WorkerMetrics
 from consumer.runtime.modelwatch import ModelHolder
 from consumer.runtime.rebuild import rebuild_partitions, replace_in_changelog

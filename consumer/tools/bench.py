@@ -119,7 +119,7 @@ def _run_restore(cfg: Config, topic: str, extra: dict[str, Any]) -> dict[str, An
     up like a worker's (its garbage-collector settings): what a worker pays on assignment, and
     later on each business's next event."""
     from consumer.io.transport import reader
-    from consumer.pipeline.store import restore_partitions
+    from consumer.io.changelog import restore_partitions
     from consumer.runtime.worker import _tune_gc
 
     _tune_gc()
@@ -325,7 +325,8 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int, transpor
 
     from consumer.io.clients import create_topics, producer_kwargs
     from consumer.io.transport import reader
-    from consumer.pipeline.store import decode_entry, encode_entry, restore_partitions
+    from consumer.io.changelog import restore_partitions
+    from consumer.pipeline.store import decode_entry, encode_entry
     from features.state import from_bytes, to_bytes
 
     def restore(topic: str, transport: str) -> Any:

@@ -18,7 +18,7 @@ from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.errors import TopicLayoutError
 from consumer.io.clients import check_compacted, consumer_kwargs, create_topics, producer_kwargs, topic_config
 from consumer.tools.parity import check_parity
-from consumer.pipeline.store import restore_partitions
+from consumer.io.changelog import restore_partitions
 from consumer.io.transport import reader
 from consumer.runtime.worker import Worker
 from consumer.pipeline.store import decode_entry
