@@ -63,7 +63,7 @@ def test_source_syntax():
 def two_replays(broker, trained_registry, tmp_path_factory):
     """One world; the session's model and a second, different one (logistic, other data);
     both replayed over the whole log into one topic."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
     from models_testkit import world_records
 
     from models.registry import ModelRegistry

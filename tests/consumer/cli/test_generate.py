@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from consumer.io.eventfiles import read_log
 
 pytestmark = pytest.mark.broker
-SCHEMAS = Path(__file__).resolve().parents[2] / "consumer" / "pipeline" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "consumer" / "pipeline" / "schemas"
 
 
 def _env(cfg):
