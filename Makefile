@@ -5,12 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test check lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# setuptools announces every editable install with a boxed "be careful" banner; it is
+	@# information, not a problem, so it is filtered by its text (real warnings still show).
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +31,24 @@ test: install
 	  echo "== smoke subset on the embedded Tansu broker =="; \
 	  STREAMRANK_TEST_BROKER=tansu $(BIN)/python -m pytest -m tansu_smoke $(PYTEST_ARGS); \
 	fi
+
+# The edit-test loop: every test that needs no broker (a test reaching the broker fixture is
+# marked `broker` automatically), in about a minute.
+check: install
+	@$(BIN)/python -m pytest -q -m "not broker" $(PYTEST_ARGS)
+
+# Style and structure: ruff (lint, and format --check), mypy, and the package layering
+# (import-linter contracts in pyproject.toml: no upward import, no cycle, xgboost and Kafka only
+# where they belong). `make format` applies ruff's fixes and formatting.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 demo: install
 	$(BIN)/python -m consumer.tools.demo

@@ -108,6 +108,14 @@ def broker(tmp_path_factory) -> BrokerInfo:
         yield BrokerInfo(started.bootstrap, choice, started)
 
 
+def pytest_collection_modifyitems(items):
+    # A test that reaches the broker fixture (directly or through kafka_config) is a broker test,
+    # marked or not: `make check` (-m "not broker") must never start one.
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture(autouse=True)
 def _skip_real_kafka_only(request):
     if request.node.get_closest_marker("real_kafka"):
