@@ -18,6 +18,7 @@ SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
 
 # The worker's Kafka clients (consumer.io.transport).
 TRANSPORTS = ("kafka-python", "confluent")
+LOG_FORMATS = ("auto", "json", "text")
 
 
 def _env_field(env: str, default: Any, doc: str, *, kind: type = str) -> Any:
@@ -58,6 +59,8 @@ class Config:
     poll_timeout_ms: int = _env_field("STREAMRANK_POLL_TIMEOUT_MS", 200, "Poll timeout", kind=int)
     model_poll_s: float = _env_field("STREAMRANK_MODEL_POLL_S", 5.0, "How often a worker looks for a newly promoted model", kind=float)
     metrics_port: int = _env_field("STREAMRANK_METRICS_PORT", 0, "Port for /metrics, /healthz, /readyz (0: off)", kind=int)
+    log_format: str = _env_field("STREAMRANK_LOG_FORMAT", "auto",
+                                 "Log lines: json, text, or auto (text on a terminal, JSON otherwise)")
     checkpoint_interval_ms: int = _env_field(
         "STREAMRANK_CHECKPOINT_INTERVAL_MS", 1000,
         "Most time between checkpoints (outputs acked, state saved, offsets committed) while working off a backlog; "
@@ -136,6 +139,8 @@ class Config:
             raise ConfigError("STREAMRANK_CHECKPOINT_INTERVAL_MS must be >= 0")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not one of {', '.join(TRANSPORTS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"STREAMRANK_LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
         from consumer.pipeline.arms import ArmConfig

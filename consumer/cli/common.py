@@ -29,7 +29,7 @@ def add_registry_args(p: argparse.ArgumentParser) -> None:
 # Flags that override a Config field of the same meaning, when a command defines them.
 _OVERRIDES = {"bootstrap": "bootstrap", "registry": "registry_dir", "partitions": "partitions",
               "replication": "replication", "group": "group_id", "batch_size": "batch_size",
-              "transport": "transport"}
+              "transport": "transport", "log_format": "log_format"}
 
 
 def config(args: argparse.Namespace) -> Config:

@@ -47,7 +47,7 @@ def cmd_diff(args: argparse.Namespace, cfg: Any) -> int:
     from consumer import logsetup
     from consumer.tools.diff import run_diff, write_report
 
-    logsetup.setup("WARNING")
+    logsetup.setup("WARNING", cfg.log_format)
     label = label_config(cfg)
     out = Path(args.out or f"diff-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}")
     rep = run_diff(cfg, args.a, args.b, kinds=label.kinds, horizon_ms=label.horizon_ms, k=args.k,

@@ -31,7 +31,7 @@ def cmd_parity(args: argparse.Namespace, cfg: Any) -> int:
     from consumer.tools.parity import check_parity, to_markdown
     from consumer.tools.report import ReportError, read_prediction_topics
 
-    logsetup.setup("WARNING")
+    logsetup.setup("WARNING", cfg.log_format)
     preds = read_prediction_topics(cfg, [cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic])
     if not preds:
         raise ReportError(f"no predictions in {cfg.predictions_topic}, {cfg.holdout_topic} or {cfg.shadow_topic}")

@@ -65,7 +65,7 @@ def cmd_replay(args: argparse.Namespace, cfg: Any) -> int:
     from consumer.io.timeindex import DEFAULT_MAX_LATENESS_MS
     from consumer.tools.replay import ReplayError, replay
 
-    logsetup.setup("WARNING")
+    logsetup.setup("WARNING", cfg.log_format)
     version = args.model
     if version == "promoted":
         from models.registry import ModelRegistry

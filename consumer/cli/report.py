@@ -40,7 +40,7 @@ def cmd_report(args: argparse.Namespace, cfg: Any) -> int:
     from consumer.tools.report import run_report, write_report
     from models.registry import ModelRegistry
 
-    logsetup.setup("WARNING")
+    logsetup.setup("WARNING", cfg.log_format)
     label = label_config(cfg)
     out = Path(args.out or f"report-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}")
     print("reading predictions and activity ...", file=sys.stderr, flush=True)

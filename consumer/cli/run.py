@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from consumer.cli import common
-from consumer.config import TRANSPORTS, Config
+from consumer.config import LOG_FORMATS, TRANSPORTS, Config
 
 
 def register(sub: Any) -> None:
@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
     p.add_argument("--transport", choices=TRANSPORTS, help="Kafka client (default: $STREAMRANK_TRANSPORT)")
     p.add_argument("--summary", action="store_true", help="print a JSON summary on exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=LOG_FORMATS,
+                   help="json, text, or auto: text on a terminal, JSON otherwise (default: $STREAMRANK_LOG_FORMAT or auto)")
     common.add_kafka_args(p)
     common.add_registry_args(p)
     p.set_defaults(func=cmd_run)
@@ -27,7 +29,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from consumer import logsetup
     from consumer.runtime.worker import Worker
 
-    logsetup.setup(args.log_level)
+    logsetup.setup(args.log_level, cfg.log_format)
     worker = Worker(cfg, exit_when_idle_s=args.exit_when_idle)
     worker.install_signal_handlers()
     stats = worker.run()

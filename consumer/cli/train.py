@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     from consumer import logsetup
     from consumer.trainer.loop import run_every
 
-    logsetup.setup("WARNING")
+    logsetup.setup("WARNING", cfg.log_format)
     # The label flags override the environment's STREAMRANK_CONVERSION_KINDS / STREAMRANK_HORIZON_MS.
     cfg = cfg.with_overrides(conversion_kinds=args.conversion_kinds,
                              horizon_ms=None if args.horizon is None else round(args.horizon * 1000))

@@ -52,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     from models.train import TrainOptions
     from sim.world import WorldConfig, generate_records
 
-    logsetup.setup("WARNING")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="streamrank-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # The console tells the story; every log record (the worker's included) goes to this file.
+    log_path = work / "demo.log"
+    logsetup.setup("INFO", file=log_path)
     t_all = time.perf_counter()
     with EmbeddedBroker() as broker:
         cfg = Config(bootstrap=broker.bootstrap, registry_dir=str(work / "registry"), partitions=4)
-        print(f"[1/6] embedded Tansu broker at {broker.bootstrap}; registry {cfg.registry_dir}")
+        print(f"[1/6] embedded Tansu broker at {broker.bootstrap}; registry {cfg.registry_dir}; full log {log_path}")
         for name, outcome in create_topics(cfg).items():
             print(f"      topic {name}: {outcome}")
 
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         for g in sorted(groups):
             top = sorted(groups[g], key=lambda p: -p["score"])[:3]
             print(f"      {g:<32} " + "  ".join(f"{p['business_id']} ({p['score']:+.2f})" for p in top))
-    print(f"demo finished in {time.perf_counter() - t_all:.0f}s; model report: {cfg.registry_dir}/<version>/report.md")
+    print(f"demo finished in {time.perf_counter() - t_all:.0f}s; model report: {cfg.registry_dir}/<version>/report.md; "
+          f"full log: {log_path}")
     return 0
 
 

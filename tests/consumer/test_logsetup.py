@@ -41,3 +41,75 @@ def test_a_clean_worker_run_logs_no_warning_or_error(kafka_config, registry_copy
     loud = [f"{d['level']} {d['logger']}: {d['msg']}" for d in lines if d["level"] in ("warning", "error", "critical")]
     assert loud == []
     assert all(ln.startswith("{") for ln in log.read_text().splitlines() if ln.strip()), "a line that is not a log record (a traceback?)"
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty, self.lines = tty, []
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere():
+    from consumer.logsetup import JsonFormatter, TextFormatter, formatter
+
+    assert isinstance(formatter("auto", _Stream(tty=True)), TextFormatter)
+    assert isinstance(formatter("auto", _Stream(tty=False)), JsonFormatter)
+    assert isinstance(formatter("json", _Stream(tty=True)), JsonFormatter)
+    assert isinstance(formatter("text", _Stream(tty=False)), TextFormatter)
+
+
+def test_text_lines_carry_the_context_and_mask_secrets():
+    from consumer.logsetup import TextFormatter
+
+    rec = _record("streamrank.worker", logging.INFO, "partitions assigned")
+    rec.partitions, rec.sasl_password = [0, 1], "hunter2"
+    line = TextFormatter().format(rec)
+    assert "INFO" in line and "streamrank.worker" in line and "partitions assigned" in line
+    assert "partitions=[0, 1]" in line and "hunter2" not in line and "sasl_password=***" in line
+
+
+def test_a_bad_log_format_is_a_config_error(monkeypatch):
+    from consumer.config import Config
+    from consumer.errors import ConfigError
+
+    monkeypatch.setenv("STREAMRANK_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match="STREAMRANK_LOG_FORMAT"):
+        Config.from_env()
+
+
+def test_with_a_file_the_console_gets_only_warnings_and_the_file_everything(tmp_path, capsys):
+    from consumer import logsetup
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logsetup.setup("INFO", "text", file=tmp_path / "run.log")
+        logging.getLogger("streamrank.demo").info("a step went well", extra={"n": 3})
+        logging.getLogger("streamrank.demo").warning("something to act on")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    console = capsys.readouterr().err
+    assert "something to act on" in console and "a step went well" not in console
+    in_file = [json.loads(line) for line in (tmp_path / "run.log").read_text().splitlines()]
+    assert [(d["level"], d["msg"]) for d in in_file] == [("info", "a step went well"), ("warning", "something to act on")]
+    assert in_file[0]["n"] == 3
+
+
+def test_a_worker_with_no_broker_says_so_in_one_line_and_exits_non_zero(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "consumer.cli", "run", "--bootstrap", "127.0.0.1:1", "--exit-when-idle", "3",
+                          "--registry", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and time.monotonic() - t0 < 30
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "127.0.0.1:1" in lines[0], out.stderr
