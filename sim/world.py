@@ -42,6 +42,11 @@ Simulated days are *local* days: day ``d`` of a city starts at its local midnigh
 ``d`` covers ``[day_start(d), day_start(d + 1))`` in UTC, where ``day_start(d)`` is the local midnight
 of the easternmost configured city (:meth:`World.day_start`, :meth:`World.day_index`). Quality is
 continuous in time (:meth:`World.quality`) and sampled once per day at ``day_start(d) + 12 h``.
+
+Why one long module: :class:`World` is one model. Its hidden state (quality, form, buzz, lifecycle)
+and the daily step that turns it into traffic share a dozen arrays and the equations above; split
+across files, a reader would have to hold them all open to check one. The static vocabulary lives
+in ``sim.catalog``; everything here is the model itself.
 """
 
 from __future__ import annotations
