@@ -17,7 +17,7 @@ import numpy as np
 from features.events import ActivityEvent, BusinessEvent
 from features.extract import extract, extract_into
 from features.spec import DAY_MS, DEFAULT_SPEC, HOUR_MS
-from features.state import from_bytes, to_bytes, update
+from features.state import BusinessState, from_bytes, to_bytes, update
 
 T0 = 1_700_000_000_000
 _KINDS = ["PAGE_VIEW"] * 12 + ["BIZSITE_VISIT", "CALL", "DIRECTIONS", "DIRECTIONS", "REVIEW", "TIP", "CHECKIN"]
@@ -44,10 +44,10 @@ def _bench(label: str, n_biz: int, n_events: int, span_ms: int, reads: int, seed
     total = sum(len(h) for h in histories)
 
     t = time.perf_counter()
-    states = []
+    states: list[BusinessState] = []
     for h in histories:
-        st = None
-        for ev in h:
+        st = update(None, h[0], spec)
+        for ev in h[1:]:
             st = update(st, ev, spec)
         states.append(st)
     upd = (time.perf_counter() - t) / total

@@ -284,7 +284,7 @@ class ModelRegistry:
         except RegistryError:
             previous = None  # a malformed pointer is replaced
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        doc = {"version": version, "reason": reason, "promoted_at": now, "previous": previous, "decided_by": decided_by}
+        doc: dict[str, Any] = {"version": version, "reason": reason, "promoted_at": now, "previous": previous, "decided_by": decided_by}
         if details:
             doc["details"] = dict(details)
         _atomic_write(self.path / POINTER_FILE, _json_bytes(doc))

@@ -150,10 +150,11 @@ def _history(case: str, as_of: int, b: dict[str, Any]) -> list[BusinessEvent | A
 def case_states(case: SanityCase, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, BusinessState]:
     states: dict[str, BusinessState] = {}
     for local, events in case.histories.items():
-        st = None
+        st: BusinessState | None = None
         for e in events:
             st = update(st, e, spec)
-        states[local] = st
+        if st is not None:  # a case lists at least one event per business
+            states[local] = st
     return states
 
 

@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, cast
 
 import fastavro
 
@@ -30,7 +30,7 @@ FILES = {"business": "business_events.avro", "activity": "activity_events.avro"}
 
 def load_schema(name: str) -> dict:
     """Parsed Avro schema ``consumer/pipeline/schemas/<name>.avsc`` (``business_event`` or ``activity_event``)."""
-    return fastavro.parse_schema(json.loads((SCHEMA_DIR / f"{name}.avsc").read_text()))
+    return cast(dict, fastavro.parse_schema(json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())))
 
 
 def write_avro(stream: Iterable[tuple[str, dict]], out_dir: str | os.PathLike, codec: str = "null") -> dict[str, int]:
@@ -42,7 +42,7 @@ def write_avro(stream: Iterable[tuple[str, dict]], out_dir: str | os.PathLike, c
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     business: list[dict] = []
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
 
     def activity() -> Iterator[dict]:
         n = 0
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generate_records:          {n:>10,} events in {dt:6.2f}s = {n / dt:>10,.0f} events/s")
 
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="sim-bench-")
-    out = args.out or tmp.name
+    out = tmp.name if tmp is not None else args.out
     try:
         t = time.perf_counter()
         counts = write_avro(generate_records(cfg), out, args.codec)

@@ -7,7 +7,7 @@ exactly like the topics it stands for. Standard Avro tools read it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, cast
 
 import fastavro
 
@@ -41,5 +41,6 @@ def write_log(path: str | Path, records: Iterable[tuple[str, dict[str, Any]]], c
 def read_log(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ('business'|'activity', record) pairs in the order they were written."""
     with open(path, "rb") as f:
-        for name, rec in fastavro.reader(f, return_record_name=True):
+        for item in fastavro.reader(f, return_record_name=True):
+            name, rec = cast(tuple, item)  # the log's schema is a union of two records: (name, record)
             yield KIND_BY_NAME[name], rec

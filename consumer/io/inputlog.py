@@ -33,12 +33,20 @@ class LogRecord:
     # time of the record before it in its stream. None on records that did not come from Kafka.
     time: int | None = None
 
+    @property
+    def merge_time(self) -> int:
+        """The time the worker's merge orders this record by (records read from Kafka carry it)."""
+        if self.time is None:
+            raise ValueError(f"record {self.partition}@{self.offset} has no merge time: it did not come from Kafka")
+        return self.time
+
     def merge_entry(self, topics: tuple[str, str]) -> tuple[int, int, int, Decoded | Tombstone]:
         """``(rank, time, offset, item)`` as the worker pushes it into its merge."""
         topic = topics[self.rank]
         if self.event is None:
-            return self.rank, self.time, self.offset, Tombstone(topic, self.partition, self.offset, self.key)
-        return self.rank, self.time, self.offset, Decoded(topic, self.rank, self.partition, self.offset, self.event)
+            # The reader dead-letters keyless tombstones (RecordOrder): a tombstone here has its key.
+            return self.rank, self.merge_time, self.offset, Tombstone(topic, self.partition, self.offset, self.key or "")
+        return self.rank, self.merge_time, self.offset, Decoded(topic, self.rank, self.partition, self.offset, self.event)
 
 
 @dataclass
@@ -96,7 +104,7 @@ def read_input_log(
     order = RecordOrder(Decoder(cfg, FileSchemaRegistry(cfg.schema_registry or None)), topics)
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None, max_poll_records=5000))
     try:
-        tps = []
+        tps: list[TopicPartition] = []
         for topic in topics:
             parts = consumer.partitions_for_topic(topic)
             if not parts:

@@ -17,7 +17,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import fastavro
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -123,7 +123,8 @@ class AvroCodec:
         self.record_type = record_type
         raw = schema if schema is not None else load_schema_file(SCHEMA_FILES[record_type])
         self.schema_id = registry.register(subject or f"{record_type}-value", raw)
-        self._reader = parse_schema(raw)
+        # fastavro types a parsed schema as str | list | dict; a record schema is always a dict.
+        self._reader: dict[str, Any] = cast(dict, parse_schema(raw))
         self._header = HEADER.pack(MAGIC, self.schema_id)
         # writer id -> parsed writer schema (None for our own id: no resolution needed, faster)
         self._writers: dict[int, Any] = {self.schema_id: None}
@@ -147,7 +148,7 @@ class AvroCodec:
             writer = self._writers[sid]
         except KeyError:
             try:
-                writer = parse_schema(self.registry.schema(sid))
+                writer = cast(dict, parse_schema(self.registry.schema(sid)))
             except SchemaRegistryError as exc:
                 raise DecodeError(f"unknown schema id {sid}", topic, partition, offset) from exc
             except Exception as exc:  # a registered but unparsable schema
@@ -168,4 +169,4 @@ class AvroCodec:
             raise DecodeError(f"Avro body undecodable: {type(exc).__name__}: {exc}"[:300], topic, partition, offset) from exc
         if buf.tell() != len(data):
             raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the Avro body", topic, partition, offset)
-        return rec
+        return cast(dict, rec)

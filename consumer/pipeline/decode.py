@@ -7,6 +7,7 @@ Nothing that arrives on an input topic can stop the worker: every failure become
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from consumer.config import Config
@@ -40,7 +41,7 @@ class Decoded:
 
 class Decoder:
     def __init__(self, cfg: Config, registry: SchemaRegistry):
-        self._by_topic = {
+        self._by_topic: dict[str, tuple[int, AvroCodec, Callable[[dict[str, Any]], BusinessEvent | ActivityEvent]]] = {
             cfg.business_topic: (BUSINESS_RANK, AvroCodec(registry, "BusinessEvent"), BusinessEvent.from_record),
             cfg.activity_topic: (ACTIVITY_RANK, AvroCodec(registry, "ActivityEvent"), ActivityEvent.from_record),
         }

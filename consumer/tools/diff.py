@@ -334,7 +334,7 @@ def _group_diffs(table: np.ndarray, groups: np.ndarray, biz: np.ndarray, sa: np.
 
 
 # ----------------------------------------------------------------------------------- output
-def _fmt(v: float, digits: int = 4) -> str:
+def _fmt(v: float | None, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     return f"{v:.{digits}f}"
@@ -408,7 +408,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _pct(v: float) -> str:
+def _pct(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 

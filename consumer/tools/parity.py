@@ -71,7 +71,7 @@ def replay_hashes(cfg: Config, wanted: set[Coord], spec: FeatureSpec = DEFAULT_S
     # The reader has dropped what the worker dead-letters and gives each record the worker's merge time.
     for rec in read_input_log(cfg):
         item = rec.event if rec.event is not None else Tombstone(rec.key)
-        by_part[rec.partition].append((rec.rank, rec.time, rec.offset, (rec.rank, rec.offset, item)))
+        by_part[rec.partition].append((rec.rank, rec.merge_time, rec.offset, (rec.rank, rec.offset, item)))
     row = np.empty(len(spec.names), dtype=np.float32)
     out: dict[Coord, str] = {}
     for p, items in by_part.items():

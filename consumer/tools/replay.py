@@ -93,6 +93,13 @@ class Position:
     def at_offsets(cls, offsets: dict[int, int]) -> Position:
         return cls("offsets", offsets=tuple(sorted(offsets.items())))
 
+    @property
+    def at_ms(self) -> int:
+        """The time of a ``time`` bound."""
+        if self.time_ms is None:
+            raise ValueError(f"{self.kind} bound has no time")
+        return self.time_ms
+
     def describe(self) -> str:
         if self.kind == "time":
             return f"time {self.time_ms}"
@@ -178,10 +185,10 @@ def resolve_ranges(
             if start.kind == "offsets":
                 r.start = wanted[p]
             elif start.kind == "time":
-                r.start_lookup = offset_for_time(consumer, tp, start.time_ms, max_lateness_ms=max_lateness_ms)
+                r.start_lookup = offset_for_time(consumer, tp, start.at_ms, max_lateness_ms=max_lateness_ms)
                 r.start = r.start_lookup.offset
             if until is not None and until.kind == "time":
-                r.end_lookup = offset_for_time(consumer, tp, until.time_ms, max_lateness_ms=max_lateness_ms)
+                r.end_lookup = offset_for_time(consumer, tp, until.at_ms, max_lateness_ms=max_lateness_ms)
                 r.end = r.end_lookup.offset
             elif p in ends:
                 r.end = ends[p]

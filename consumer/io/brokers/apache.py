@@ -28,6 +28,7 @@ import uuid
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from consumer.errors import EmbeddedBrokerError, JavaUnavailable
 from consumer.io.brokers import free_port, wait_for_metadata
@@ -221,7 +222,7 @@ class KafkaBroker:
         self._overrides = overrides
         self._properties = properties
         self._proc: subprocess.Popen[bytes] | None = None
-        self._out = None
+        self._out: BinaryIO | None = None
         self.started_in_s: float | None = None
         self.log_file: Path | None = None
 
@@ -277,6 +278,7 @@ class KafkaBroker:
         return self
 
     def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None, "started before waiting"
         while True:
             code = self._proc.poll()
             if code is not None:
@@ -293,6 +295,8 @@ class KafkaBroker:
         that cannot start, e.g. a bad heap setting, says why on stdout only)."""
         tails = []
         for path in (self.log_file, self._stdout_file):
+            if path is None:
+                continue
             try:
                 lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
             except OSError:

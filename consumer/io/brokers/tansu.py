@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from consumer.errors import EmbeddedBrokerError
 from consumer.io.brokers import free_port, wait_for_metadata
@@ -52,7 +53,7 @@ class EmbeddedBroker:
         self.log_path = log_path
         self.log_file = Path(log_path) if log_path else None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: Any = None  # a log file, DEVNULL, or None when stopped
 
     @property
     def bootstrap(self) -> str:
