@@ -1,6 +1,6 @@
 """The two input event types, as plain data.
 
-These mirror the Avro contracts in ``consumer/schemas`` field for field. They live here (not in
+These mirror the Avro contracts in ``consumer/pipeline/schemas`` field for field. They live here (not in
 ``consumer/``) because the feature code folds them and must not depend on Kafka or Avro: the
 trainer builds them from a log, the consumer decodes them from bytes, tests write them by hand.
 

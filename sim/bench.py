@@ -3,7 +3,7 @@
     python -m sim.bench [--businesses 1000] [--days 30] [--seed 0] [--out DIR] [--codec null]
                         [--events] [--verify]
 
-Writes ``business_events.avro`` and ``activity_events.avro`` (schemas from ``consumer/schemas``)
+Writes ``business_events.avro`` and ``activity_events.avro`` (schemas from ``consumer/pipeline/schemas``)
 into ``--out`` (default: a temporary directory, removed afterwards) and prints events/s for
 generation alone and for generation + write. ``--events`` also times the dataclass path
 (``generate`` + ``to_record``); ``--verify`` reads the files back and checks the counts.
