@@ -53,7 +53,7 @@ import zlib
 from array import array
 from hashlib import blake2b
 
-from features.errors import FeatureError, InvalidEvent, SpecError, StateVersionError
+from features.errors import CorruptState, FeatureError, InvalidEvent, SpecError, StateVersionError
 from features.events import ACTIVITY_KINDS, ActivityEvent, BusinessEvent
 from features.spec import DEFAULT_SPEC, FeatureSpec, Layout
 
@@ -498,12 +498,13 @@ def readable(data: bytes, spec: FeatureSpec = DEFAULT_SPEC, offset: int = 0) -> 
 
 
 def from_bytes(data: bytes, spec: FeatureSpec = DEFAULT_SPEC) -> BusinessState:
-    """Inverse of :func:`to_bytes`. ``StateVersionError`` for another state version or spec, or corrupt data."""
+    """Inverse of :func:`to_bytes`. ``StateVersionError`` for another state version or spec,
+    ``CorruptState`` for bytes that do not parse."""
     lay = spec.layout
     try:
         magic, version, flags, tag = _HEADER.unpack_from(data)
     except struct.error as exc:
-        raise StateVersionError(f"state record too short ({len(data)} bytes)") from exc
+        raise CorruptState(f"state record too short ({len(data)} bytes)") from exc
     if magic != _MAGIC or version != STATE_VERSION:
         raise StateVersionError(f"state record version {version} (magic {magic!r}); this code reads {STATE_VERSION}")
     if tag != lay.state_tag:
@@ -512,7 +513,7 @@ def from_bytes(data: bytes, spec: FeatureSpec = DEFAULT_SPEC) -> BusinessState:
         body = zlib.decompress(data[_HEADER.size:]) if flags & _ZLIB else data[_HEADER.size:]
         return _decode(body, lay, _WIDTHS[(flags >> 1) & 3])
     except (struct.error, zlib.error, ValueError, UnicodeDecodeError, KeyError, IndexError) as exc:
-        raise StateVersionError(f"corrupt state record: {exc}") from exc
+        raise CorruptState(f"corrupt state record: {exc}") from exc
 
 
 def _decode(body: bytes, lay: Layout, width: str) -> BusinessState:

@@ -17,6 +17,7 @@ the worker takes a :class:`~models.registry.ModelRegistry`. Reading order:
 6. ``report``   - the markdown report and PNG charts of a run;
 7. ``trainer``  - :func:`~models.trainer.train_and_register`: all of the above plus the gates.
 
-Errors: ``models.errors`` (root ``ModelError``). ``python -m models.bench`` measures the build
-throughput and the fit on a simulated world.
+Errors: ``models.errors`` (root ``ModelError``, under the project's root
+``features.errors.StreamrankError``). ``python -m models.bench`` measures the build throughput and
+the fit on a simulated world.
 """

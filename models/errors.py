@@ -1,11 +1,14 @@
-"""Errors raised by the ``models`` package. One root, specific subclasses.
+"""Errors raised by the ``models`` package: ``ModelError`` and its subclasses, under the project's
+root ``features.errors.StreamrankError`` (whose docstring shows the whole tree).
 
 The worker catches :class:`ModelRefused` around ``ModelRegistry.load``/``LoadedModel.validate``:
 a refused model is never served, the worker keeps the one it has (or scores nothing).
 """
 
+from features.errors import StreamrankError
 
-class ModelError(Exception):
+
+class ModelError(StreamrankError):
     """Root of every error the ``models`` package raises."""
 
 

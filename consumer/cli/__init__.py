@@ -6,7 +6,9 @@ in the order a user meets them: ``broker``, ``topics``, ``generate``, ``publish`
 
 Configuration is read from the environment once (``Config.from_env``), flags override it, and the
 frozen ``Config`` is passed down. Expected failures (bad arguments, an unreachable broker, a
-refused model) print one line and exit non-zero; tracebacks are for bugs.
+refused model, a failed training run: any ``StreamrankError``, the project's one root, whose
+docstring in ``features.errors`` shows the tree) print one line ``error: ...`` and exit 1;
+tracebacks are for bugs.
 """
 
 from __future__ import annotations

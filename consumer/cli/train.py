@@ -50,16 +50,13 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
 
 def train_and_print(args: argparse.Namespace, cfg: Config) -> int:
     from consumer.trainer.loop import TrainRequest, describe, train_once
-    from models.errors import TrainingError
     from models.train import TrainOptions
 
     options = TrainOptions(objective=args.objective, sample_rate=args.sample_rate, start_ms=args.start,
                            validation_days=args.validation_days)
     request = TrainRequest(options, from_file=args.from_file, serve_metrics=args.every is not None)
-    try:
-        result = train_once(cfg, request, progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
-    except TrainingError as exc:
-        print(f"error: training failed: {exc}", file=sys.stderr)
-        return common.EXIT_FAILURE
+    # A failed run raises (``TrainingError`` and the rest of the project's errors): ``main`` prints
+    # it on one line and exits 1; under --every, ``run_every`` logs it and retries next period.
+    result = train_once(cfg, request, progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     print("\n".join(describe(result)))
     return 0

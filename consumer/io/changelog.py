@@ -59,6 +59,6 @@ def restore_partitions(
                 records += 1
         finally:
             consumer.close()
-    out = {p: from_changelog(p, part, spec) for p, part in latest.items()}
+    out = {p: from_changelog(p, part, spec, changelog_topic) for p, part in latest.items()}
     entities = sum(len(ps.encoded) for ps in out.values())
     return out, RestoreStats(partitions, records, entities, time.perf_counter() - t0)

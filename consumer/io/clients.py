@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from consumer.config import Config
-from consumer.errors import BrokerUnavailable, ConfigError, TopicLayoutError
+from consumer.errors import BrokerUnavailable, ConfigError, TopicLayoutError, TopicNotFound
 
 # Shorter session/heartbeat than kafka-python's defaults: a rebalance after a crash or a join
 # completes in seconds, not tens of seconds. Safe for the worker: a poll batch takes milliseconds.
@@ -193,7 +193,7 @@ def partition_counts(cfg: Config, topics: list[str] | tuple[str, ...]) -> dict[s
     counts = {}
     for t in described:
         if t.get("error_code", 0) != 0 or not t.get("partitions"):
-            raise TopicLayoutError(f"topic {t.get('name')} does not exist (run `streamrank topics create`)")
+            raise TopicNotFound(t.get("name"), "run `streamrank topics create`")
         counts[t["name"]] = len(t["partitions"])
     return counts
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from consumer.config import Config
-from consumer.errors import StreamrankError
+from consumer.errors import InputLogError, TopicNotFound
 from consumer.io.clients import check_reachable, consumer_kwargs, iter_to_highwater
 from consumer.pipeline.codec import FileSchemaRegistry
 from consumer.pipeline.decode import Decoded, Decoder
@@ -108,7 +108,7 @@ def read_input_log(
         for topic in topics:
             parts = consumer.partitions_for_topic(topic)
             if not parts:
-                raise StreamrankError(f"topic {topic} does not exist (run `streamrank topics create`)")
+                raise TopicNotFound(topic, "run `streamrank topics create`")
             tps.extend(TopicPartition(topic, p) for p in sorted(parts))
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -131,6 +131,6 @@ def read_input_log(
                 else:
                     rng.dead_letter(item.reason)
         except TimeoutError as exc:
-            raise StreamrankError(f"reading the input log: {exc}") from exc
+            raise InputLogError(f"reading the input log: {exc}") from exc
     finally:
         consumer.close()

@@ -29,15 +29,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.errors import StreamrankError
+from consumer.errors import TimeLookupError
 from features.spec import DEFAULT_SPEC
 
 DEFAULT_MAX_LATENESS_MS = DEFAULT_SPEC.allowed_lateness_ms
 _SCAN_CHUNK = 512  # records read by the first backward step (doubles each step)
-
-
-class TimeLookupError(StreamrankError):
-    """Records needed to resolve a time could not be read."""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,12 @@ committed, nothing can be re-read and the worker writes a null value (a real tom
 compaction removes.
 
 Restore checks each value's headers, ours and the state's (version, spec), and decodes nothing:
-entries another feature set wrote are counted in ``PartitionState.stale``, and the worker rebuilds
-such a partition from the input topics (``consumer.runtime.rebuild``). A body that fails to decode later
-raises ``StaleState`` for the same treatment.
+entries another feature set wrote (or not framed as ours) are counted in ``PartitionState.stale``,
+and the worker rebuilds such a partition from the input topics (``consumer.runtime.rebuild``). A
+value that fails to decode later raises ``StaleState`` (another state version or spec) or its
+subclass ``CorruptChangelog`` (bytes that do not parse), naming the partition and key, for the
+same treatment: the rebuild rewrites the partition's changelog, so a corrupt entry neither stops
+the worker nor brings it back to the same failure.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from consumer.errors import StaleState
-from features.errors import StateVersionError
+from consumer.errors import CorruptChangelog, StaleState
+from features.errors import CorruptState, StateVersionError
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from features.state import BusinessState, from_bytes, readable, to_bytes
 
@@ -58,16 +61,29 @@ def is_deletion(value: bytes | None) -> bool:
 
 
 def applied_offsets(data: bytes) -> list[int]:
-    """The offsets a changelog value reflects, read from its header alone (no state decode)."""
+    """The offsets a changelog value reflects, read from its header alone (no state decode).
+    ``CorruptChangelog`` if the value is shorter than the header."""
+    if len(data) < HEADER.size:
+        raise CorruptChangelog(f"value of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
     _, b_off, a_off = HEADER.unpack_from(data)
     return [b_off, a_off]
 
 
 def decode_entry(data: bytes) -> Entry:
+    """A changelog value as an entry. ``CorruptChangelog`` if its bytes do not parse, ``StaleState``
+    if another state version or feature spec wrote it. The errors name no partition or key: the
+    caller that knows them adds them (``PartitionState.restored``)."""
+    if len(data) < HEADER.size:
+        raise CorruptChangelog(f"value of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
     magic, b_off, a_off = HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise ValueError(f"changelog value does not start with {MAGIC!r}")
-    return Entry(from_bytes(data[HEADER.size:]), [b_off, a_off])
+        raise CorruptChangelog(f"value does not start with {MAGIC!r}")
+    try:
+        return Entry(from_bytes(data[HEADER.size:]), [b_off, a_off])
+    except CorruptState as exc:
+        raise CorruptChangelog(str(exc)) from exc
+    except StateVersionError as exc:
+        raise StaleState(str(exc)) from exc
 
 
 @dataclass
@@ -85,6 +101,7 @@ class PartitionState:
     # Changelog entries found at restore that this feature set cannot read (another state version
     # or spec): the partition must be rebuilt from the input topics (``consumer.runtime.rebuild``).
     stale: int = 0
+    topic: str = "changelog"  # the changelog topic it was restored from: errors name it
 
     def __len__(self) -> int:
         """Businesses held, decoded or not."""
@@ -97,8 +114,8 @@ class PartitionState:
             return None
         try:
             entry = self.entries[business_id] = decode_entry(data)
-        except StateVersionError as exc:  # a header that passed the restore's check, a corrupt body
-            raise StaleState(self.partition, business_id, str(exc)) from exc
+        except StaleState as exc:  # headers that passed the restore's check, a body that does not decode
+            raise exc.at(partition=self.partition, business_id=business_id, topic=self.topic) from exc
         return entry
 
     def new_entry(self, business_id: str, state: BusinessState) -> Entry:
@@ -120,7 +137,10 @@ class PartitionState:
         if entry is not None:
             applied = entry.applied
         elif business_id in self.encoded:
-            applied = applied_offsets(self.encoded[business_id])
+            try:
+                applied = applied_offsets(self.encoded[business_id])
+            except StaleState as exc:
+                raise exc.at(partition=self.partition, business_id=business_id, topic=self.topic) from exc
         else:
             marker = self.deleted.get(business_id)
             return None if marker is not None and offset <= marker[0] else False
@@ -162,13 +182,15 @@ class PartitionState:
                 yield business_id, None
 
 
-def from_changelog(partition: int, latest: dict[str, bytes | None], spec: FeatureSpec = DEFAULT_SPEC) -> PartitionState:
-    """A partition's state from the latest changelog value of each key (null: no state).
+def from_changelog(partition: int, latest: dict[str, bytes | None], spec: FeatureSpec = DEFAULT_SPEC,
+                   topic: str = "changelog") -> PartitionState:
+    """A partition's state from the latest changelog value of each key (null: no state), read
+    from ``topic``.
 
     Each value's headers are checked (ours, then the state's version and spec), not its body: the
     full check is the decode, on the business's next event. Values that fail are counted in
     ``stale`` and kept, so the caller knows which keys the changelog held."""
-    ps = PartitionState(partition)
+    ps = PartitionState(partition, topic=topic)
     for key, value in latest.items():
         if value is None:
             continue

@@ -78,7 +78,7 @@ def rank_boosts(latest: dict[str, dict[str, Any]], top_k: int, effect: float) ->
 def run_closed_loop(cfg: Any, loop: LoopConfig, progress: Callable[[str], None] | None = None) -> LoopResult:
     from kafka import KafkaConsumer, TopicPartition
 
-    from consumer.errors import StreamrankError
+    from consumer.errors import ClosedLoopError
     from consumer.io.clients import consumer_kwargs
     from consumer.io.publish import publish_records
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
@@ -110,9 +110,9 @@ def run_closed_loop(cfg: Any, loop: LoopConfig, progress: Callable[[str], None] 
             deadline = time.monotonic() + loop.day_timeout_s
             while sum(worker.stats.outcomes.values()) < res.published:
                 if failure or not thread.is_alive() and d > 0:
-                    raise StreamrankError(f"closed loop: the worker stopped on day {d}") from (failure[0] if failure else None)
+                    raise ClosedLoopError(f"closed loop: the worker stopped on day {d}") from (failure[0] if failure else None)
                 if time.monotonic() > deadline:
-                    raise StreamrankError(f"closed loop: day {d} not scored within {loop.day_timeout_s:.0f}s "
+                    raise ClosedLoopError(f"closed loop: day {d} not scored within {loop.day_timeout_s:.0f}s "
                                           f"({sum(worker.stats.outcomes.values())} of {res.published} records)")
                 time.sleep(0.05)
             if reader is None:
@@ -125,7 +125,7 @@ def run_closed_loop(cfg: Any, loop: LoopConfig, progress: Callable[[str], None] 
             want = worker.stats.predictions
             while len(seen) < want:
                 if time.monotonic() > deadline:
-                    raise StreamrankError(f"closed loop: read {len(seen)} of {want} serving predictions on day {d}")
+                    raise ClosedLoopError(f"closed loop: read {len(seen)} of {want} serving predictions on day {d}")
                 for recs in reader.poll(timeout_ms=200, max_records=50_000).values():
                     for r in recs:
                         p = codec.decode(r.value, r.topic, r.partition, r.offset)

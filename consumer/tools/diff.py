@@ -42,15 +42,11 @@ from typing import Any
 import numpy as np
 
 from consumer.config import Config
-from consumer.errors import DecodeError, StreamrankError
+from consumer.errors import DecodeError, DiffError, TopicNotFound
 
 DAY_MS = 86_400_000
 DEFAULT_K = 3
 WORST_GROUPS = 10
-
-
-class DiffError(StreamrankError):
-    """The two sides cannot be compared (missing topic, ambiguous versions, nothing to join)."""
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -71,7 +67,8 @@ class Source:
 
 
 def scan_topic(cfg: Config, topic: str, idle_timeout_s: float = 30.0) -> Iterator[Any]:
-    """Every record of ``topic`` up to the high-water marks of the first fetch; no consumer group."""
+    """Every record of ``topic`` up to the high-water marks of the first fetch; no consumer group.
+    ``TopicNotFound`` if there is no such topic, ``DiffError`` if reading it stalls."""
     from kafka import KafkaConsumer, TopicPartition
 
     from consumer.io.clients import check_reachable, consumer_kwargs, iter_to_highwater
@@ -81,7 +78,7 @@ def scan_topic(cfg: Config, topic: str, idle_timeout_s: float = 30.0) -> Iterato
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            raise DiffError(f"topic {topic} does not exist")
+            raise TopicNotFound(topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)

@@ -49,7 +49,7 @@ from itertools import islice
 from typing import Any
 
 from consumer.config import Config
-from consumer.errors import StreamrankError
+from consumer.errors import ReplayError
 from consumer.io.inputlog import LogRange, LogRecord, read_input_log
 from consumer.io.timeindex import DEFAULT_MAX_LATENESS_MS, TimeLookup
 from consumer.pipeline.decode import Decoded
@@ -66,10 +66,6 @@ from features.spec import DEFAULT_SPEC, FeatureSpec
 DEFAULT_CHUNK = 5_000
 KEY_MISMATCH = "key_mismatch"
 _OFFSETS_RE = re.compile(r"^\s*\d+\s*:\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*)*$")
-
-
-class ReplayError(StreamrankError):
-    """A replay cannot start or cannot finish (bad range, unknown model, unsafe output topic)."""
 
 
 # ------------------------------------------------------------------------------------- range

@@ -36,14 +36,10 @@ from typing import Any, Callable
 import numpy as np
 
 from consumer.config import Config
-from consumer.errors import DecodeError, StreamrankError
+from consumer.errors import DecodeError, DiffError, ReportError, TopicNotFound
 
 DAY_MS = 86_400_000
 Z95 = 1.959963984540054
-
-
-class ReportError(StreamrankError):
-    """Nothing to report on (no predictions, no activity)."""
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -51,7 +47,7 @@ def read_prediction_topics(cfg: Config, topics: list[str]) -> list[dict[str, Any
     """Predictions of every existing topic in ``topics``, one per (topic, prediction id); each
     tagged with ``_topic``."""
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
-    from consumer.tools.diff import DiffError, scan_topic
+    from consumer.tools.diff import scan_topic
 
     codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
     out: dict[tuple[str, str], dict[str, Any]] = {}
@@ -64,9 +60,10 @@ def read_prediction_topics(cfg: Config, topics: list[str]) -> list[dict[str, Any
                     continue
                 pred["_topic"] = topic
                 out[(topic, pred["prediction_id"])] = pred
+        except TopicNotFound:
+            continue  # an arm's topic that was never created: nothing to report on it
         except DiffError as exc:
-            if "does not exist" not in str(exc):
-                raise ReportError(str(exc)) from exc
+            raise ReportError(str(exc)) from exc
     return list(out.values())
 
 

@@ -3,7 +3,8 @@
 ``train_once`` reads the log in merge order (``consumer.io.inputlog``), hands the records to
 ``models.trainer.train_and_register`` (the same fold and ``extract`` as the worker) and records the
 run (``consumer.trainer.metrics``). ``run_every`` repeats it until stopped; a broker hiccup or a
-failed run is logged and retried at the next period, never the end of a periodic trainer.
+failed run (any ``StreamrankError``: a broker's, the models package's ``TrainingError``) is
+logged and retried at the next period, never the end of a periodic trainer.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def file_log_records(path: str) -> Iterator[LogRecord]:
 
 
 def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], None] | None = None) -> TrainResult:
-    """Build, train, evaluate, register and maybe promote one model. Raises ``TrainingError`` on failure."""
+    """Build, train, evaluate, register and maybe promote one model. Raises ``TrainingError`` when
+    training cannot produce a model; any failure is a ``StreamrankError`` (the project's root)."""
     from models.registry import ModelRegistry
     from models.trainer import train_and_register
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 from features_testkit import BID, T0, L, act, assert_states_equal, biz, fold
 
-from features.errors import FeatureError, InvalidEvent, SpecError, StateVersionError
+from features.errors import CorruptState, FeatureError, InvalidEvent, SpecError, StateVersionError
 from features.events import ActivityEvent
 from features.spec import DAY_MS, DEFAULT_SPEC, HOUR_MS
 from features.state import (
@@ -181,12 +181,9 @@ def test_unknown_version_spec_or_corrupt_record_raises():
         from_bytes(b"XX" + b[2:])
     with pytest.raises(StateVersionError, match="spec"):
         from_bytes(b, dataclasses.replace(DEFAULT_SPEC, distinct_slots=512))
-    with pytest.raises(StateVersionError):
-        from_bytes(b[:-3])
-    with pytest.raises(StateVersionError):
-        from_bytes(b + b"\0")
-    with pytest.raises(StateVersionError):
-        from_bytes(b[:4])
+    for corrupt in (b[:-3], b + b"\0", b[:4]):  # this version's header, bytes that do not parse
+        with pytest.raises(CorruptState):
+            from_bytes(corrupt)
     assert struct.unpack_from("<2sB", b) == (b"SR", STATE_VERSION)
 
 

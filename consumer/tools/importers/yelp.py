@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from consumer.errors import StreamrankError
+from consumer.errors import BadLine, YelpImportError
 from features.errors import InvalidEvent
 from features.events import (
     MAX_CATEGORIES,
@@ -86,19 +86,6 @@ FALLBACK_CREATED_MS = (_dt.date(2004, 10, 1).toordinal() - _EPOCH_ORDINAL) * DAY
 # progress(label, unit, items, done, total, final): ``done``/``total`` measure the phase (bytes of a
 # file, events of the merge), ``items`` counts ``unit`` (lines, events) for the rate.
 Progress = Callable[[str, str, int, int, int, bool], None]
-
-
-class YelpImportError(StreamrankError):
-    """The input cannot be imported at all (no such directory, no Yelp files, unreadable file)."""
-
-
-class BadLine(Exception):
-    """One input line that cannot become events; ``reason`` groups the report."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 # --------------------------------------------------------------------------------- files

@@ -100,3 +100,35 @@ def test_online_labels_start_at_the_business_clock_the_features_had():
     conv = {"hi": np.array([1000 + HOUR // 2]), "lo": np.array([1000 + 2 * HOUR])}
     rep = build_report([hi, lo, none], conv, 5 * DAY, horizon_ms=DAY, k=1)
     assert rep.cell("a").auc == 0.0  # only lo converted after its clock; labelled from event_time, hi would count too (0.5)
+
+
+def test_a_missing_prediction_topic_is_skipped_by_its_type_not_its_message(monkeypatch):
+    """The report reads whichever arms' topics exist: ``TopicNotFound`` skips a topic; any other
+    failure to read one is an error, whatever its message says."""
+    import consumer.tools.diff as diff
+    from consumer.config import Config
+    from consumer.errors import DiffError, ReportError, TopicNotFound
+
+    def scan_topic(cfg, topic, idle_timeout_s=30.0):
+        if topic == "missing":
+            raise TopicNotFound(topic)
+        raise DiffError(f"reading {topic}: partition 1 does not exist on the broker that led it")
+        yield
+
+    monkeypatch.setattr(diff, "scan_topic", scan_topic)
+    cfg = Config()
+    assert read_prediction_topics(cfg, ["missing"]) == []
+    with pytest.raises(ReportError, match="partition 1 does not exist") as info:
+        read_prediction_topics(cfg, ["missing", "flaky"])
+    assert isinstance(info.value.__cause__, DiffError)
+
+
+@pytest.mark.broker
+def test_report_on_a_missing_activity_topic_raises_topic_not_found(kafka_config):
+    from consumer.errors import TopicNotFound
+    from consumer.tools.report import run_report
+
+    cfg = kafka_config.with_overrides(activity_topic=kafka_config.activity_topic + "-missing")
+    with pytest.raises(TopicNotFound, match=rf"^topic {cfg.activity_topic} does not exist") as info:
+        run_report(cfg, kinds=("REVIEW",), horizon_ms=DAY)
+    assert info.value.topic == cfg.activity_topic
