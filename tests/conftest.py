@@ -15,7 +15,6 @@ Tests marked ``real_kafka`` need Apache Kafka semantics (compaction, transaction
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -127,23 +126,9 @@ def _skip_real_kafka_only(request):
 @pytest.fixture
 def kafka_config(broker, tmp_path) -> Config:
     """A Config on the session broker with topic names unique to this test; topics created."""
-    from consumer.io.clients import create_topics
+    from tests.kit.topics import unique_config
 
-    suffix = uuid.uuid4().hex[:10]
-    cfg = Config(
-        bootstrap=broker.bootstrap,
-        business_topic=f"business-events-{suffix}",
-        activity_topic=f"activity-events-{suffix}",
-        predictions_topic=f"predictions-{suffix}",
-        dead_letter_topic=f"dead-letters-{suffix}",
-        changelog_topic=f"changelog-{suffix}",
-        group_id=f"streamrank-{suffix}",
-        partitions=2,
-        registry_dir=str(tmp_path / "registry"),
-        schema_registry=str(tmp_path / "schemas.json"),
-    )
-    create_topics(cfg)
-    return cfg
+    return unique_config(broker.bootstrap, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -152,27 +137,12 @@ def trained_registry(tmp_path_factory):
 
     Tests that write to a registry copy it (``shutil.copytree``) rather than share it.
     """
-    from features.order import ACTIVITY_RANK, BUSINESS_RANK
-    from features.events import BusinessEvent
     from models.registry import ModelRegistry
     from models.train import TrainOptions
     from models.trainer import train_and_register
-    from sim.world import WorldConfig, generate
+    from tests.kit.records import world_records
 
-    class Rec:
-        __slots__ = ("rank", "partition", "offset", "event", "key")
-
-        def __init__(self, rank, partition, offset, event):
-            self.rank, self.partition, self.offset, self.event, self.key = rank, partition, offset, event, event.business_id
-
-    offsets: dict[tuple[int, int], int] = {}
-    records = []
-    for e in generate(WorldConfig(businesses=150, days=30, seed=7, cities=3, categories=3)):
-        rank = BUSINESS_RANK if type(e) is BusinessEvent else ACTIVITY_RANK
-        p = int(e.business_id[1:]) % 2
-        o = offsets.get((rank, p), 0)
-        offsets[(rank, p)] = o + 1
-        records.append(Rec(rank, p, o, e))
+    records = world_records(150, 30, seed=7, partition=lambda bid: int(bid[1:]) % 2)
     path = tmp_path_factory.mktemp("trained") / "registry"
     registry = ModelRegistry(path)
     outcome = train_and_register(records, registry, options=TrainOptions(sample_rate=0.2, validation_days=5))

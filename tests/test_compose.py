@@ -305,8 +305,7 @@ def test_compose_stack_runs_on_apache_kafka(tmp_path):
     from consumer.io.brokers.apache import KafkaBroker
     from models.registry import ModelRegistry
 
-    sys.path.insert(0, str(ROOT / "tests" / "consumer"))
-    from workerkit import read_predictions
+    from tests.kit.topics import read_predictions
 
     ports: dict[int, int] = {}
     props, cluster_id = compose_broker_settings(tmp_path / "kafka-data", ports)

@@ -1,13 +1,16 @@
 """What an operator sees: levels that mean something. A clean worker run logs no WARNING or
-ERROR; the Kafka client's lifecycle noise is DEBUG; security failures still come through."""
+ERROR; the Kafka client's lifecycle noise is DEBUG; security failures still come through; JSON
+lines never carry a secret."""
 
 import json
 import logging
 
 import pytest
 
-from consumer.logsetup import KafkaClientLevels
-from workerkit import publish_world, start_worker
+from consumer.config import Config
+from consumer.logsetup import JsonFormatter, KafkaClientLevels
+from tests.kit.runs import start_worker
+from tests.kit.topics import publish_world
 
 
 def _record(name, level, msg):
@@ -113,3 +116,17 @@ def test_a_worker_with_no_broker_says_so_in_one_line_and_exits_non_zero(tmp_path
     assert out.returncode != 0 and time.monotonic() - t0 < 30
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "127.0.0.1:1" in lines[0], out.stderr
+
+
+def test_json_logs_mask_secrets_in_settings_and_secret_looking_keys():
+    secret = "hunter2-do-not-log"
+    cfg = Config(bootstrap="b:9092", sasl_password=secret, ssl_password=secret)
+    rec = logging.LogRecord("streamrank.worker", logging.INFO, __file__, 1, "worker started", (), None)
+    rec.config = cfg.describe()
+    rec.sasl_password = secret
+    rec.topic, rec.partition, rec.offset = "t", 3, 42
+    line = JsonFormatter().format(rec)
+    doc = json.loads(line)
+    assert secret not in line and secret not in repr(cfg)
+    assert doc["config"]["sasl_password"] == "***" and doc["sasl_password"] == "***"
+    assert (doc["topic"], doc["partition"], doc["offset"]) == ("t", 3, 42)

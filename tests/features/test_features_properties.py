@@ -1,25 +1,21 @@
 """Property tests: the event-time rules of ``features.state`` hold for generated histories.
 
 Every test compares against either a fold in time order or the brute-force oracle in
-``features_testkit``, never against numbers written by hand.
+``tests.kit.oracle``, never against numbers written by hand.
 """
 
 from __future__ import annotations
 
-from features_testkit import (
-    L,
-    activity_events,
+from tests.kit.events import L, fold, time_order
+from tests.kit.oracle import (
     assert_states_equal,
     assert_vectors_equal,
-    business_events,
-    deliver_within_lateness,
-    fold,
     oracle_accept,
     oracle_features,
     oracle_scorable,
-    time_order,
     without_late_count,
 )
+from tests.kit.strategies import activity_events, business_events, deliver_within_lateness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -1,15 +1,8 @@
-"""Make ``models_testkit`` importable from the test modules beside it; shared fixtures."""
-
-import sys
-from pathlib import Path
+"""Shared fixtures of the models tests."""
 
 import pytest
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from models_testkit import world_records
+from tests.kit.records import world_records
 
 
 @pytest.fixture(scope="session")

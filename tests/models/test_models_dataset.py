@@ -5,17 +5,6 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from models_testkit import (
-    DAY,
-    HOUR,
-    T0,
-    Rec,
-    act,
-    biz,
-    partition_of,
-    to_records,
-    world_records,
-)
 
 from features.spec import DEFAULT_SPEC
 from features.state import update
@@ -28,6 +17,8 @@ from models.dataset import (
     sampled,
     scoring_moments,
 )
+from tests.kit.events import DAY, HOUR, T0, act, biz
+from tests.kit.records import Rec, to_records, world_records
 
 H = DAY
 
@@ -35,18 +26,18 @@ H = DAY
 # ---------------------------------------------------------------------- scoring moments
 def test_scoring_moment_rule():
     events = [
-        act("x", T0 + 1),  # unknown business: folded, not a moment
-        biz("x", T0 + 2),
-        act("x", T0 + 10 * HOUR, eid="e1"),  # moment
-        act("x", T0 + 10 * HOUR, eid="e1"),  # duplicate delivery: not a moment
-        act("x", T0 + 2 * HOUR, eid="late"),  # older than the 6 h allowed lateness: dropped
-        act("x", T0 + 9 * HOUR, eid="e2"),  # out of order but in time: a moment, as_of stays at the clock
-        biz("x", T0 + 11 * HOUR, "CLOSED", is_open=False),
-        act("x", T0 + 12 * HOUR, eid="e3"),  # closed: not a moment
-        biz("x", T0 + 13 * HOUR, "REOPENED"),
-        act("x", T0 + 14 * HOUR, eid="e4"),  # moment again
+        act(T0 + 1, bid="x"),  # unknown business: folded, not a moment
+        biz(T0 + 2, bid="x"),
+        act(T0 + 10 * HOUR, bid="x", eid="e1"),  # moment
+        act(T0 + 10 * HOUR, bid="x", eid="e1"),  # duplicate delivery: not a moment
+        act(T0 + 2 * HOUR, bid="x", eid="late"),  # older than the 6 h allowed lateness: dropped
+        act(T0 + 9 * HOUR, bid="x", eid="e2"),  # out of order but in time: a moment, as_of stays at the clock
+        biz(T0 + 11 * HOUR, "CLOSED", bid="x", is_open=False),
+        act(T0 + 12 * HOUR, bid="x", eid="e3"),  # closed: not a moment
+        biz(T0 + 13 * HOUR, "REOPENED", bid="x"),
+        act(T0 + 14 * HOUR, bid="x", eid="e4"),  # moment again
         Tombstone("x"),
-        act("x", T0 + 15 * HOUR, eid="e5"),  # forgotten: unknown again
+        act(T0 + 15 * HOUR, bid="x", eid="e5"),  # forgotten: unknown again
     ]
     moments = [(ev.event_id, st.max_event_ms) for ev, st in scoring_moments(events)]
     assert moments == [("e1", T0 + 10 * HOUR), ("e2", T0 + 10 * HOUR), ("e4", T0 + 14 * HOUR)]
@@ -56,15 +47,15 @@ def test_scoring_moment_rule():
 def _label_log():
     a = T0 + 10 * HOUR
     events = [
-        biz("b1", T0),
-        act("b1", a, "PAGE_VIEW"),
-        act("b1", a + 1, "CALL", eid="call"),
-        act("b1", a + 2, "PAGE_VIEW"),
-        act("b2", a + 5, "CALL"),  # another (unknown) business: never in b1's label
-        act("b1", a + 1, "CALL", eid="call"),  # duplicate delivery: counts once
-        act("b1", a + H, "DIRECTIONS"),  # exactly at the horizon: included
-        act("b1", a + H + 1, "BIZSITE_VISIT"),  # just past it: excluded
-        act("b1", a + 3 * H, "PAGE_VIEW"),  # the end of the data
+        biz(T0, bid="b1"),
+        act(a, "PAGE_VIEW", bid="b1"),
+        act(a + 1, "CALL", bid="b1", eid="call"),
+        act(a + 2, "PAGE_VIEW", bid="b1"),
+        act(a + 5, "CALL", bid="b2"),  # another (unknown) business: never in b1's label
+        act(a + 1, "CALL", bid="b1", eid="call"),  # duplicate delivery: counts once
+        act(a + H, "DIRECTIONS", bid="b1"),  # exactly at the horizon: included
+        act(a + H + 1, "BIZSITE_VISIT", bid="b1"),  # just past it: excluded
+        act(a + 3 * H, "PAGE_VIEW", bid="b1"),  # the end of the data
     ]
     return a, to_records(events)
 
@@ -184,7 +175,7 @@ def test_start_gives_the_workers_features_not_a_truncated_history():
 
 
 def test_tombstone_without_key_is_counted():
-    records = to_records([biz("a", T0), act("a", T0 + 1)])
+    records = to_records([biz(T0, bid="a"), act(T0 + 1, bid="a")])
     records.append(Rec(0, 0, 99, None))
     ts = build_training_set(records)
     assert ts.stats.unkeyed_tombstones == 1 and ts.stats.tombstones == 1
@@ -207,9 +198,9 @@ def test_features_match_extract_on_a_replayed_state():
     """Each row equals ``extract`` of the state folded up to that moment (no reordering by the build)."""
     from features.extract import extract
 
-    events = [biz("z", T0)] + [act("z", T0 + i * 37 * 60_000, k) for i, k in
-                               enumerate(["PAGE_VIEW", "CALL", "PAGE_VIEW", "DIRECTIONS"] * 10)]
-    events.append(act("z", T0 + 5 * DAY))
+    events = [biz(T0, bid="z")] + [act(T0 + i * 37 * 60_000, k, bid="z") for i, k in
+                                 enumerate(["PAGE_VIEW", "CALL", "PAGE_VIEW", "DIRECTIONS"] * 10)]
+    events.append(act(T0 + 5 * DAY, bid="z"))
     ts = build_training_set(to_records(events))
     st = None
     want = []
@@ -226,11 +217,11 @@ def test_a_label_is_emitted_only_once_no_late_conversion_can_change_it():
     example is incomplete (dropped), never labelled 0 and later 1."""
     lateness = DEFAULT_SPEC.allowed_lateness_ms
     a = T0 + 10 * HOUR
-    early = [biz("b1", T0), act("b1", a, "PAGE_VIEW"), act("b2", a + 2 * HOUR, "PAGE_VIEW")]
-    head = [biz("b2", T0), *early, act("b2", a + H + lateness // 2, "PAGE_VIEW")]  # the log's end, as read first
-    late_call = act("b1", a + H - 1, "CALL", eid="late-call")  # delivered after, within the lateness
+    early = [biz(T0, bid="b1"), act(a, "PAGE_VIEW", bid="b1"), act(a + 2 * HOUR, "PAGE_VIEW", bid="b2")]
+    head = [biz(T0, bid="b2"), *early, act(a + H + lateness // 2, "PAGE_VIEW", bid="b2")]  # the log's end, as read first
+    late_call = act(a + H - 1, "CALL", bid="b1", eid="late-call")  # delivered after, within the lateness
     first = build_training_set(to_records(head), label_cfg=LabelConfig(horizon_ms=H))
-    later = build_training_set(to_records(head + [late_call, act("b2", a + 3 * H, "PAGE_VIEW")]), label_cfg=LabelConfig(horizon_ms=H))
+    later = build_training_set(to_records(head + [late_call, act(a + 3 * H, "PAGE_VIEW", bid="b2")]), label_cfg=LabelConfig(horizon_ms=H))
     label = lambda ts: {(b, int(t)): float(y) for b, t, y in zip(ts.business_ids[ts.business], ts.as_of, ts.y)}  # noqa: E731
     got_first, got_later = label(first), label(later)
     assert got_later[("b1", a)] == 1.0  # the late call is in b1's horizon

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models_testkit import DAY, T0
 
 from models.dataset import build_training_set
 from models.errors import TrainingError
 from models.train import TrainOptions, fit, frame, time_split
+from tests.kit.events import DAY, T0
 
 
 @settings(max_examples=200, deadline=None)

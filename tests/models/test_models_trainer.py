@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pytest
-from models_testkit import world_records
 
 import models.trainer as trainer_mod
 from features.spec import DEFAULT_SPEC
@@ -15,6 +14,7 @@ from models.errors import TrainingError
 from models.registry import ModelRegistry
 from models.train import TrainOptions
 from models.trainer import train_and_register
+from tests.kit.records import world_records
 
 OPTIONS = TrainOptions(validation_days=7, sample_rate=0.2)
 DATA_RANGE = {"offsets": {"business-events": {"0": [0, 80], "1": [0, 77]}}, "min_event_time": 1, "max_event_time": 2}

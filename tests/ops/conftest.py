@@ -8,16 +8,9 @@ need them skip with the reason; with ``STREAMRANK_REQUIRE_PROMETHEUS=1`` (CI) th
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from opskit import binary  # after the sys.path insert above
+from tests.kit.ops import binary
 
 
 @pytest.fixture(scope="session")

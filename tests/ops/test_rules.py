@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from kafka import TopicPartition
-from opskit import OPS, ROOT
+from tests.kit.ops import OPS, ROOT
 from prometheus_client import generate_latest
 
 from consumer.runtime.metrics import WorkerMetrics

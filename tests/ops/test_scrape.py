@@ -21,7 +21,8 @@ import urllib.request
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from opskit import OPS, free_port
+from consumer.io.brokers import free_port
+from tests.kit.ops import OPS
 
 from consumer.io.clients import consumer_kwargs, producer_kwargs
 from consumer.logsetup import JsonFormatter

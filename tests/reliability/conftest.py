@@ -6,15 +6,8 @@ in the summary too (they are pytest user properties).
 """
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-_HERE = Path(__file__).resolve().parent
-for p in (str(_HERE), str(_HERE.parent / "consumer")):  # relkit/proxy here; workerkit beside test_worker
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 
 @pytest.fixture

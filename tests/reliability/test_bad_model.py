@@ -11,7 +11,7 @@ import pytest
 
 from consumer.runtime.worker import Worker
 from models.registry import ModelRegistry
-from relkit import Expected, ThreadedWorker, check_invariant
+from tests.kit.runs import Expected, ThreadedWorker, check_invariant
 from sim.world import WorldConfig, generate_records
 from consumer.io.publish import publish_records
 

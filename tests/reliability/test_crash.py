@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from relkit import Expected, check_invariant, fresh_outputs
-from workerkit import prediction_count, publish_world, start_worker
+from tests.kit.runs import Expected, check_invariant, start_worker
+from tests.kit.topics import fresh_outputs, prediction_count, publish_world
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 

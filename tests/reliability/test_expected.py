@@ -1,4 +1,4 @@
-"""The suite's fault-free expectation (``relkit.Expected``) is the worker's: it reads the log through
+"""The suite's fault-free expectation (``tests.kit.runs.Expected``) is the worker's: it reads the log through
 the worker's own order step (``consumer.pipeline.order``), so a tombstone is queued where the worker queues
 it and wrongly keyed records are dropped as the worker dead-letters them. The other scenarios
 compare a faulty run against this expectation; it must not be wrong itself."""
@@ -7,8 +7,8 @@ import pytest
 from kafka import KafkaProducer
 
 from consumer.runtime.worker import Worker
-from relkit import Expected, check_invariant
-from workerkit import expected_run, publish_world
+from tests.kit.runs import Expected, check_invariant, expected_run
+from tests.kit.topics import publish_world
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 
@@ -24,7 +24,7 @@ def test_the_expectation_is_the_workers_with_tombstones_and_wrong_keys(cfg, tall
     # Between two worlds: a tombstone, and a copy of a real activity record under another key (then
     # under none). The worker deletes the business, and dead-letters both copies.
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
-    from workerkit import read_topic
+    from tests.kit.topics import read_topic
 
     publish_world(cfg, businesses=20, days=2, seed=71)
     last = max(read_topic(cfg, cfg.activity_topic), key=lambda r: r.timestamp)

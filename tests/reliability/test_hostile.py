@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry, load_schema_file
 from consumer.io.clients import producer_kwargs
 from consumer.runtime.worker import Worker
-from relkit import Expected, ThreadedWorker, check_invariant
+from tests.kit.runs import Expected, ThreadedWorker, check_invariant
 from sim.world import WorldConfig, generate_records
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]

@@ -14,9 +14,9 @@ from consumer.io.brokers import free_port, start_broker
 from consumer.config import Config
 from consumer.io.clients import create_topics
 from consumer.runtime.worker import Worker
-from proxy import TcpProxy
-from relkit import Expected, ThreadedWorker, check_invariant
-from workerkit import publish_world
+from tests.kit.proxy import TcpProxy
+from tests.kit.runs import Expected, ThreadedWorker, check_invariant
+from tests.kit.topics import publish_world
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 

@@ -18,8 +18,8 @@ from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.io.clients import producer_kwargs
 from consumer.runtime.sink import Sink
 from consumer.runtime.worker import Worker
-from relkit import Expected, ThreadedWorker, check_invariant
-from workerkit import publish_world
+from tests.kit.runs import Expected, ThreadedWorker, check_invariant
+from tests.kit.topics import publish_world
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 

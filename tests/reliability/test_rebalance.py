@@ -15,9 +15,9 @@ from kafka import KafkaProducer
 
 from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.io.clients import producer_kwargs
-from relkit import Expected, check_invariant
+from tests.kit.runs import Expected, check_invariant, start_worker
 from sim.world import WorldConfig, generate_records
-from workerkit import prediction_count, start_worker
+from tests.kit.topics import prediction_count
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 
@@ -104,8 +104,8 @@ def test_partitions_kept_across_a_rebalance_lose_no_buffered_input(cfg, tmp_path
     from consumer.io.clients import GROUP_TIMING, consumer_kwargs
     from consumer.io.transport import subscribe
     from consumer.runtime.worker import Worker
-    from relkit import ThreadedWorker
-    from workerkit import publish_world
+    from tests.kit.runs import ThreadedWorker
+    from tests.kit.topics import publish_world
 
     cfg = cfg.with_overrides(batch_size=5)  # little released per batch: most input waits in the merge queues
     publish_world(cfg, businesses=80, days=5, seed=95)

@@ -22,7 +22,8 @@ from consumer.io.changelog import restore_partitions
 from consumer.io.transport import reader
 from consumer.runtime.worker import Worker
 from consumer.pipeline.store import decode_entry
-from workerkit import expected_run, publish_world, read_predictions
+from tests.kit.runs import expected_run
+from tests.kit.topics import publish_world, read_predictions
 
 pytestmark = [pytest.mark.broker, pytest.mark.real_kafka]
 

@@ -12,8 +12,8 @@ from kafka.structs import OffsetAndTimestamp
 
 from consumer.io.clients import consumer_kwargs, create_topics, producer_kwargs
 from consumer.io.timeindex import offset_for_time
+from tests.kit.events import T0
 
-T0 = 1_767_225_600_000
 LATE = 600_000  # the largest lateness in the generated logs below
 
 

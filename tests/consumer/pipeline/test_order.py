@@ -1,19 +1,17 @@
 """The order step (``consumer.pipeline.order``): Kafka records → merge items, without a broker."""
 
-from collections import namedtuple
-
-from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+from consumer.pipeline.codec import FileSchemaRegistry
 from consumer.config import Config
 from consumer.pipeline.decode import DeadLetter, Decoded, Decoder
 from consumer.pipeline.order import RecordOrder, by_partition
 from consumer.pipeline.process import Tombstone
 from features.order import BUSINESS_RANK, HeadMerger, merge_finished
 from sim.world import WorldConfig, generate_records
+from tests.kit.records import KafkaRecord, event_codecs
 
-Rec = namedtuple("Rec", "topic partition offset key value timestamp")
 CFG = Config()
 REG = FileSchemaRegistry(None)
-CODECS = {"business": (CFG.business_topic, AvroCodec(REG, "BusinessEvent")), "activity": (CFG.activity_topic, AvroCodec(REG, "ActivityEvent"))}
+CODECS = event_codecs(CFG, REG)
 
 
 def _log(businesses=12, days=1, seed=4):
@@ -25,7 +23,7 @@ def _log(businesses=12, days=1, seed=4):
     def add(topic, p, key, value, ts):
         o = offsets.get((topic, p), 0)
         offsets[(topic, p)] = o + 1
-        out.append(Rec(topic, p, o, key, value, ts))
+        out.append(KafkaRecord(topic, p, o, key, value, ts))
 
     records = list(generate_records(WorldConfig(businesses=businesses, days=days, seed=seed)))
     for i, (kind, rec) in enumerate(records):

@@ -3,15 +3,13 @@
 import numpy as np
 import pytest
 
-from consumer.pipeline.decode import DeadLetter, Decoded
+from consumer.pipeline.decode import DeadLetter
 from consumer.pipeline.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, prediction_id, process
 from consumer.pipeline.store import decode_entry, encode_entry
-from features.events import ActivityEvent, BusinessEvent
-from features.order import ACTIVITY_RANK, BUSINESS_RANK
 from features.scoring import BUSINESS_UPDATE, DUPLICATE, NOT_SCORABLE, SCORED
 from features.spec import DEFAULT_SPEC
-
-T0 = 1_767_225_600_000
+from tests.kit.events import T0, act, biz
+from tests.kit.records import item
 
 
 class SumScorer:
@@ -28,19 +26,19 @@ class SumScorer:
         return np.nansum(X, axis=1).astype(np.float64)
 
 
-def biz(bid, t, kind="CREATED", offset=0):
-    ev = BusinessEvent(f"{bid}-{kind}-{t}", bid, t, kind, "n", "Phoenix", "AZ", ("Food",), 33.0, -112.0, 2, kind != "CLOSED")
-    return Decoded("business-events", BUSINESS_RANK, 0, offset, ev)
+def biz_item(bid, t, kind="CREATED", offset=0):
+    """A business event as a merge item (category Food: the group key the tests read)."""
+    return item(biz(t, kind, bid=bid, name="n", categories=("Food",), latitude=33.0), offset)
 
 
-def act(bid, t, offset, kind="PAGE_VIEW", eid=None):
-    ev = ActivityEvent(eid or f"{bid}-{t}-{offset}", bid, "u1", t, kind, None, None)
-    return Decoded("activity-events", ACTIVITY_RANK, 0, offset, ev)
+def act_item(bid, t, offset, kind="PAGE_VIEW", eid=None):
+    """An activity as a merge item; its id is unique per offset unless ``eid`` names it."""
+    return item(act(t, kind, bid=bid, eid=eid or f"{bid}-{t}-{offset}", user="u1"), offset)
 
 
 def test_one_prediction_per_scored_activity_and_one_model_call_per_batch():
     scorer = SumScorer()
-    items = [biz("b1", T0), act("b1", T0 + 1, 0), act("b1", T0 + 2, 1, "CALL"), act("b2", T0 + 3, 2)]
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), act_item("b1", T0 + 2, 1, "CALL"), act_item("b2", T0 + 3, 2)]
     out = process(items, {}, scorer)
     assert scorer.calls == [2]
     assert [p["source_offset"] for p in out.predictions] == [0, 1]
@@ -59,21 +57,21 @@ def test_prediction_ids_are_deterministic_and_model_specific():
 
 
 def test_closed_business_is_not_scored_and_reopened_is():
-    items = [biz("b1", T0), biz("b1", T0 + 10, "CLOSED", 1), act("b1", T0 + 20, 0), biz("b1", T0 + 30, "REOPENED", 2), act("b1", T0 + 40, 1)]
+    items = [biz_item("b1", T0), biz_item("b1", T0 + 10, "CLOSED", 1), act_item("b1", T0 + 20, 0), biz_item("b1", T0 + 30, "REOPENED", 2), act_item("b1", T0 + 40, 1)]
     out = process(items, {}, SumScorer())
     assert [p["source_offset"] for p in out.predictions] == [1]
     assert out.outcomes[NOT_SCORABLE] == 1
 
 
 def test_duplicates_are_not_scored_twice():
-    items = [biz("b1", T0), act("b1", T0 + 1, 0, eid="same"), act("b1", T0 + 1, 1, eid="same")]
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0, eid="same"), act_item("b1", T0 + 1, 1, eid="same")]
     out = process(items, {}, SumScorer())
     assert len(out.predictions) == 1 and out.outcomes[DUPLICATE] == 1
 
 
 def test_dead_letters_pass_through_and_every_item_has_an_outcome():
     dl = DeadLetter("activity-events", 0, 5, b"k", b"junk", 0, "undecodable", "activity-events[0]@5: bad")
-    items = [biz("b1", T0), dl, act("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"), act("b1", T0 + 2, 1)]
+    items = [biz_item("b1", T0), dl, act_item("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"), act_item("b1", T0 + 2, 1)]
     out = process(items, {}, SumScorer())
     assert out.dead_letters == [dl]
     assert sum(out.outcomes.values()) == len(items)
@@ -85,31 +83,31 @@ def test_dead_letters_pass_through_and_every_item_has_an_outcome():
 
 def test_restored_state_skips_records_it_already_reflects():
     store = {}
-    items = [biz("b1", T0), act("b1", T0 + 1, 0), act("b1", T0 + 2, 1)]
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), act_item("b1", T0 + 2, 1)]
     process(items, store, SumScorer())
     # The changelog round-trip keeps the applied offsets; a re-read of the same records is skipped.
     entry = decode_entry(encode_entry(store[0].entries["b1"]))
     assert entry.applied == [0, 1]
     restored = {0: type(store[0])(0, {"b1": entry})}
-    again = process(items + [act("b1", T0 + 3, 2)], restored, SumScorer())
+    again = process(items + [act_item("b1", T0 + 3, 2)], restored, SumScorer())
     assert again.outcomes[ALREADY_APPLIED] == 3
     assert [p["source_offset"] for p in again.predictions] == [2]
-    assert restored[0].entries["b1"].state == _fold_all(items + [act("b1", T0 + 3, 2)])
+    assert restored[0].entries["b1"].state == _fold_all(items + [act_item("b1", T0 + 3, 2)])
 
 
 def test_restored_entries_stay_encoded_until_their_business_is_next_seen():
     from consumer.pipeline.store import PartitionState
 
     store = {}
-    items = [biz("b1", T0), act("b1", T0 + 1, 0), biz("b2", T0, offset=1), act("b2", T0 + 1, 1)]
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), biz_item("b2", T0, offset=1), act_item("b2", T0 + 1, 1)]
     process(items, store, SumScorer())
     restored = {0: PartitionState(0, encoded={b: encode_entry(e) for b, e in store[0].entries.items()})}
     assert len(restored[0]) == 2 and not restored[0].entries
     # Re-read records are recognised through the lazily decoded entry; a new one is folded into it.
-    again = process(items[:2] + [act("b1", T0 + 3, 2)], restored, SumScorer())
+    again = process(items[:2] + [act_item("b1", T0 + 3, 2)], restored, SumScorer())
     assert again.outcomes[ALREADY_APPLIED] == 2 and [p["source_offset"] for p in again.predictions] == [2]
     assert set(restored[0].entries) == {"b1"} and set(restored[0].encoded) == {"b2"}  # b2 never decoded
-    assert restored[0].entries["b1"].state == _fold_all(items[:2] + [act("b1", T0 + 3, 2)])
+    assert restored[0].entries["b1"].state == _fold_all(items[:2] + [act_item("b1", T0 + 3, 2)])
     # A tombstone deletes a state that was never decoded.
     process([Tombstone("business-events", 0, 2, "b2")], restored, SumScorer())
     assert len(restored[0]) == 1 and "b2" in restored[0].dirty
@@ -123,7 +121,7 @@ def _fold_all(items):
 
 def test_row_buffer_grows_without_losing_rows():
     buf = RowBuffer(len(DEFAULT_SPEC.names), capacity=2)
-    items = [biz("b1", T0)] + [act("b1", T0 + i, i) for i in range(1, 6)]
+    items = [biz_item("b1", T0)] + [act_item("b1", T0 + i, i) for i in range(1, 6)]
     out = process(items, {}, SumScorer(), rows=buf)
     assert len(out.predictions) == 5 and len(buf.rows) >= 5
     unbuffered = process(items, {}, SumScorer(), rows=RowBuffer(len(DEFAULT_SPEC.names), capacity=64))
@@ -138,8 +136,8 @@ def _checkpoint_and_restore(store):
 
 
 def test_a_deleted_business_is_written_as_a_marker_and_records_before_its_tombstone_stay_applied():
-    items = [biz("b1", T0), act("b1", T0 + 1, 0), act("b1", T0 + 2, 1), Tombstone("business-events", 0, 1, "b1"),
-             biz("b2", T0, offset=2), act("b2", T0 + 3, 2)]
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), act_item("b1", T0 + 2, 1), Tombstone("business-events", 0, 1, "b1"),
+             biz_item("b2", T0, offset=2), act_item("b2", T0 + 3, 2)]
     store = {}
     first = process(items, store, SumScorer())
     assert "b1" not in store[0].entries and store[0].deleted == {"b1": [1, 1]}
@@ -156,8 +154,8 @@ def test_a_deleted_business_is_written_as_a_marker_and_records_before_its_tombst
 
 
 def test_a_business_recreated_after_its_tombstone_keeps_its_new_state_when_the_tombstone_is_re_read():
-    items = [biz("b1", T0), act("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"),
-             biz("b1", T0 + 5, offset=2), act("b1", T0 + 6, 1)]
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"),
+             biz_item("b1", T0 + 5, offset=2), act_item("b1", T0 + 6, 1)]
     store = {}
     process(items, store, SumScorer())
     restored = _checkpoint_and_restore(store)
@@ -183,8 +181,8 @@ def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_k
         return real_apply(state, event, spec)
 
     monkeypatch.setattr(proc, "apply", apply)
-    bad = act("b1", T0 + 2, 2, eid="b1-bad")
-    items = [biz("b1", T0), act("b1", T0 + 1, 1), bad, act("b1", T0 + 3, 3), biz("b2", T0 + 4, offset=1), act("b2", T0 + 5, 4)]
+    bad = act_item("b1", T0 + 2, 2, eid="b1-bad")
+    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 1), bad, act_item("b1", T0 + 3, 3), biz_item("b2", T0 + 4, offset=1), act_item("b2", T0 + 5, 4)]
     store = {}
     out = process_isolated(items, store, SumScorer())
     assert [(d.topic, d.partition, d.offset, d.reason) for d in out.dead_letters] == [("activity-events", 0, 2, UNPROCESSABLE)]
@@ -207,7 +205,7 @@ def test_a_bug_that_hits_every_record_stops_instead_of_dead_lettering_everything
         raise RuntimeError("every record")
 
     monkeypatch.setattr(proc, "apply", apply)
-    items = [act("b1", T0 + i, i) for i in range(100)]
+    items = [act_item("b1", T0 + i, i) for i in range(100)]
     with pytest.raises(ProcessingHalted, match="consecutive records"):
         process_isolated(items, {}, SumScorer())
     # Small batches: the count spans them (a batch of 20 alone would never reach the limit).

@@ -1,11 +1,9 @@
 """consumer.runtime.metrics without a broker: bulk histograms, liveness and readiness rules, the HTTP
-endpoints, the trainer's run record, and structured logs without secrets."""
+endpoints. (The trainer's run record: tests/consumer/trainer; structured logs: test_logsetup.)"""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -17,8 +15,6 @@ from kafka import TopicPartition
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.config import Config
-from consumer.logsetup import JsonFormatter
 from consumer.runtime.health import MetricsServer
 from consumer.runtime.metrics import (
     SCORE_BUCKETS,
@@ -26,7 +22,6 @@ from consumer.runtime.metrics import (
     WorkerMetrics,
     model_created_s,
 )
-from consumer.trainer.metrics import TrainingRun
 
 
 def _samples(registry, name: str) -> dict[tuple, float]:
@@ -239,101 +234,3 @@ def test_http_endpoints():
         assert _get(base + "/nope")[0] == 404
     finally:
         server.close()
-
-
-# ------------------------------------------------------------------------------- trainer
-def _outcome(promoted: bool):
-    gate = SimpleNamespace(to_dict=lambda: {"name": "beats_popularity", "passed": promoted, "detail": "x", "value": 0.3, "threshold": 0.2})
-    return SimpleNamespace(
-        version="v20260101000000-abcdef12", promoted=promoted, reason="gates failed: beats_popularity" if not promoted else "ok",
-        build=SimpleNamespace(data_min_ms=1_767_225_600_000, data_end_ms=1_767_312_000_000, records=1234, examples=99),
-        evaluation=SimpleNamespace(to_dict=lambda: {"k": 10, "model": {"capture": 0.31, "auc": 0.7}, "popularity": {"capture": 0.2}}),
-        gates=[gate],
-    )
-
-
-@pytest.fixture
-def run_log():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("streamrank.trainer.run")
-    logger.addHandler(handler)
-    yield stream
-    logger.removeHandler(handler)
-
-
-def _textfile(cfg) -> dict[str, dict[tuple, float]]:
-    text = (cfg.registry_dir / "metrics" / "streamrank_trainer.prom").read_text()
-    out: dict[str, dict[tuple, float]] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def test_training_run_records_facts_in_textfile_and_log(tmp_path, run_log):
-    cfg = SimpleNamespace(registry_dir=tmp_path, metrics_port=0)
-    rng = SimpleNamespace(to_dict=lambda: {"offsets": {"a": {"0": [0, 10]}}, "min_event_time": 1, "max_event_time": 2})
-    with TrainingRun(cfg, rng) as run:
-        run.done(_outcome(promoted=False))
-    f = _textfile(cfg)
-    assert f["streamrank_trainer_last_run_promoted"] == {(): 0.0}
-    assert f["streamrank_trainer_last_run_success"] == {(): 1.0}
-    assert f["streamrank_trainer_last_run_gate"] == {(("gate", "beats_popularity"),): 0.0}
-    assert f["streamrank_trainer_last_run_metric"][(("metric", "capture"), ("scorer", "model"))] == 0.31
-    assert f["streamrank_trainer_last_run_data_end_timestamp_seconds"] == {(): 1_767_312_000.0}
-    assert f["streamrank_trainer_last_run_events"] == {(): 1234.0}
-    line = json.loads(run_log.getvalue().splitlines()[-1])
-    assert line["msg"] == "training run finished"
-    assert line["run"]["reason"].startswith("gates failed") and line["run"]["data_range"]["offsets"] == {"a": {"0": [0, 10]}}
-    assert line["run"]["duration_s"] >= 0
-
-
-def test_a_failed_training_run_is_recorded_and_reraised(tmp_path, run_log):
-    cfg = SimpleNamespace(registry_dir=tmp_path, metrics_port=0)
-    with pytest.raises(RuntimeError, match="broker gone"), TrainingRun(cfg, None):
-        raise RuntimeError("broker gone")
-    f = _textfile(cfg)
-    assert f["streamrank_trainer_last_run_success"] == {(): 0.0}
-    line = json.loads(run_log.getvalue().splitlines()[-1])
-    assert line["level"] == "error" and "broker gone" in line["run"]["error"]
-
-
-# ------------------------------------------------------------------------------- logs
-def test_json_logs_mask_secrets_in_settings_and_secret_looking_keys():
-    secret = "hunter2-do-not-log"
-    cfg = Config(bootstrap="b:9092", sasl_password=secret, ssl_password=secret)
-    rec = logging.LogRecord("streamrank.worker", logging.INFO, __file__, 1, "worker started", (), None)
-    rec.config = cfg.describe()
-    rec.sasl_password = secret
-    rec.topic, rec.partition, rec.offset = "t", 3, 42
-    line = JsonFormatter().format(rec)
-    doc = json.loads(line)
-    assert secret not in line and secret not in repr(cfg)
-    assert doc["config"]["sasl_password"] == "***" and doc["sasl_password"] == "***"
-    assert (doc["topic"], doc["partition"], doc["offset"]) == ("t", 3, 42)
-
-
-@pytest.fixture
-def root_logging():
-    """`streamrank train` reconfigures the root logger (onto this test's captured stderr): undo it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def test_streamrank_train_records_a_failed_run(tmp_path, run_log, root_logging):
-    """Through the CLI: a log too short to train on still leaves its run in the textfile and log."""
-    from consumer.cli import main
-
-    events = tmp_path / "tiny.avro"
-    assert main(["generate", "--businesses", "10", "--days", "2", "--cities", "1", "--categories", "1", "--out", str(events)]) == 0
-    assert main(["train", "--from-file", str(events), "--registry", str(tmp_path / "reg")]) == 1
-    f = _textfile(SimpleNamespace(registry_dir=tmp_path / "reg"))
-    assert f["streamrank_trainer_last_run_success"] == {(): 0.0}
-    assert f["streamrank_trainer_last_run_promoted"] == {(): 0.0}
-    line = json.loads(run_log.getvalue().splitlines()[-1])
-    assert line["run"]["result"] == "failed" and "TrainingError" in line["run"]["error"]

@@ -18,7 +18,8 @@ from consumer.pipeline.store import applied_offsets, is_deletion
 from consumer.runtime.worker import Worker
 from models.dataset import build_training_set
 from models.registry import ModelRegistry
-from workerkit import expected_run, prediction_count, publish_world, read_predictions, read_topic, start_worker
+from tests.kit.runs import expected_run, start_worker
+from tests.kit.topics import prediction_count, publish_world, read_predictions, read_topic
 
 pytestmark = pytest.mark.broker
 

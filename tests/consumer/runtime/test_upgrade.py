@@ -13,11 +13,12 @@ from consumer.runtime.worker import Worker
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from features.state import STATE_VERSION
 from sim.world import DEFAULT_START_MS, WorldConfig, generate_records
-from workerkit import expected_run, read_changelog_states, read_predictions, read_topic
+from tests.kit.events import DAY
+from tests.kit.runs import expected_run
+from tests.kit.topics import read_changelog_states, read_predictions, read_topic
 
 pytestmark = pytest.mark.broker
 
-DAY = 86_400_000
 # The previous deployment's feature set: other state parameters, so its states carry another tag.
 OLD_SPEC = FeatureSpec(distinct_slots=128)
 DAYS = 2

@@ -18,15 +18,8 @@ from features.order import merge_finished
 from features.scoring import as_of
 from features.spec import DEFAULT_SPEC
 from models.dataset import scoring_moments
-from workerkit import (
-    expected_run,
-    prediction_count,
-    publish_world,
-    read_changelog_states,
-    read_predictions,
-    read_topic,
-    start_worker,
-)
+from tests.kit.runs import expected_run, start_worker
+from tests.kit.topics import prediction_count, publish_world, read_changelog_states, read_predictions, read_topic
 
 pytestmark = pytest.mark.broker
 

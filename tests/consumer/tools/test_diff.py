@@ -3,9 +3,7 @@ logic on hand-made predictions."""
 
 import json
 import shutil
-import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,8 +61,7 @@ def test_source_syntax():
 def two_replays(broker, trained_registry, tmp_path_factory):
     """One world; the session's model and a second, different one (logistic, other data);
     both replayed over the whole log into one topic."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
-    from models_testkit import world_records
+    from tests.kit.records import world_records
 
     from models.registry import ModelRegistry
     from models.train import TrainOptions
@@ -129,7 +126,7 @@ def test_diff_of_two_models_reports_their_differences_and_metrics(two_replays, t
     assert gs["groups"] >= 8 and gs["overlap_mean"] < 1.0 and gs["spearman_mean"] < 0.999
     ma, mb = rep["metrics"]
     assert (ma["versions"], mb["versions"]) == ([v1], [v2])
-    from workerkit import read_predictions
+    from tests.kit.topics import read_predictions
 
     preds = read_predictions(cfg.with_overrides(predictions_topic=topic))
     for m, v in ((ma, v1), (mb, v2)):

@@ -9,7 +9,7 @@ from consumer.cli import main
 from consumer.tools.parity import check_parity, sample
 from consumer.tools.report import read_prediction_topics
 from consumer.runtime.worker import Worker
-from workerkit import publish_world
+from tests.kit.topics import publish_world
 
 pytestmark = pytest.mark.broker
 

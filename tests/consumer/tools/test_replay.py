@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
-from workerkit import prediction_count, read_predictions, read_topic
+from tests.kit.topics import prediction_count, read_predictions, read_topic
 
 from consumer.cli import main
 from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
@@ -19,11 +19,10 @@ from consumer.io.publish import publish_records
 from consumer.tools.replay import Position, ReplayError, parse_offsets, replay
 from consumer.runtime.worker import Worker
 from sim.world import DEFAULT_START_MS, WorldConfig, generate_records
+from tests.kit.events import DAY, HOUR
 
 pytestmark = pytest.mark.broker
 
-DAY = 86_400_000
-HOUR = 3_600_000
 
 
 @dataclass

@@ -9,9 +9,10 @@ from consumer.pipeline.arms import ArmConfig, Assigner
 from consumer.cli import main
 from consumer.tools.report import build_report, read_prediction_topics, to_markdown, welch, write_report
 from consumer.runtime.worker import Worker
-from workerkit import expected_run, publish_world
+from tests.kit.events import DAY
+from tests.kit.runs import expected_run
+from tests.kit.topics import publish_world
 
-DAY = 86_400_000
 
 
 def _pred(arm, bid, t, score, mv="m1", group="g"):

@@ -16,11 +16,11 @@ from consumer.io.eventfiles import read_log
 from consumer.tools.importers.yelp import YelpImport, YelpImportError, find_files
 from features.events import ActivityEvent, BusinessEvent
 from features.state import update
+from tests.kit.events import DAY
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CURRENT = FIXTURES / "yelp_current"
 ACADEMIC = FIXTURES / "yelp_academic"
-DAY = 86_400_000
 
 
 def ms(text: str) -> int:

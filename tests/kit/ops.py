@@ -1,10 +1,9 @@
-"""Helpers for the ops tests (a module of its own: several test folders have a ``conftest``)."""
+"""The ops tests' paths (repository root, Prometheus rules) and the Prometheus binaries they need."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,3 @@ def binary(name: str) -> str:
     if os.environ.get("STREAMRANK_REQUIRE_PROMETHEUS") == "1":
         pytest.fail(why)
     pytest.skip(why)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

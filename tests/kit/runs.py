@@ -1,29 +1,35 @@
-"""The reliability suite's shared pieces: the fault-free expectation, the accounting invariant, and
-helpers to give each trial fresh output topics and to run a worker in a thread."""
+"""Expected runs and the runs themselves.
+
+``Expected``: what a fault-free worker produces from the input topics as they are now, computed
+with the broker-free core through the worker's own order step; ``check_invariant``: the accounting
+a faulty run is checked against. ``start_worker`` runs a worker as a real process (``streamrank
+run``), ``ThreadedWorker`` a ``Worker`` in a thread of the test's process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
-import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
 from consumer.config import Config
-from consumer.io.clients import create_topics
 from consumer.io.inputlog import LogRange, read_input_log
 from consumer.pipeline.process import process
 from features.order import merge_finished
 from features.scoring import SCORED
 from models.registry import ModelRegistry
-from workerkit import read_changelog_states, read_predictions, read_topic
+from tests.kit.topics import input_offsets, read_changelog_states, read_predictions, read_topic
 
 # What an input record may become without a prediction or a dead letter (see consumer.pipeline.process).
 NON_SCORING = frozenset({"business_update", "duplicate", "late", "not_scorable", "already_applied", "business_deleted"})
 
 
 class Expected:
-    """What a fault-free worker produces from the input topics as they are now (``expected_run``,
-    with the model version pinned so a test can promote other models meanwhile)."""
+    """What a fault-free worker produces from the input topics as they are now: predictions by id,
+    the partitions' store, outcome counts and final states. ``version`` pins the model (default:
+    the promoted one), so a test can promote other models meanwhile."""
 
     def __init__(self, cfg: Config, registry_dir: str, version: str | None = None):
         model = ModelRegistry(registry_dir).load(version)
@@ -43,18 +49,11 @@ class Expected:
         self.states = {bid: e.state for part in self.store.values() for bid, e in part.entries.items()}
 
 
-def fresh_outputs(cfg: Config, partitions: int = 2, tag: str = "") -> Config:
-    """The same inputs with a new group and new output topics: one published world serves many trials."""
-    s = f"{tag}{uuid.uuid4().hex[:8]}"
-    out = cfg.with_overrides(group_id=f"rel-{s}", predictions_topic=f"pred-{s}", changelog_topic=f"cl-{s}",
-                             dead_letter_topic=f"dlq-{s}")
-    create_topics(out, [(out.predictions_topic, partitions, {}), (out.dead_letter_topic, partitions, {}),
-                        (out.changelog_topic, partitions, {"cleanup.policy": "compact"})])
-    return out
-
-
-def input_offsets(cfg: Config) -> set[tuple[str, int, int]]:
-    return {(t, r.partition, r.offset) for t in cfg.input_topics for r in read_topic(cfg, t)}
+def expected_run(cfg: Config, registry_dir) -> tuple[dict[str, dict], dict[int, Any], dict[str, int]]:
+    """What a fault-free worker must produce with the promoted model: (predictions by id, store,
+    outcomes), from the log (``Expected`` unpacked)."""
+    e = Expected(cfg, registry_dir)
+    return e.predictions, e.store, dict(e.outcomes)
 
 
 def check_invariant(cfg: Config, expected: Expected, injected_bad: dict[tuple[str, int, int], str] | set | None = None) -> dict[str, Any]:
@@ -127,3 +126,32 @@ class ThreadedWorker:
         if self.error is not None:
             raise AssertionError(f"the worker died: {self.error!r}") from self.error
         return self.stats
+
+
+def worker_env(cfg: Config) -> dict[str, str]:
+    """The environment of a ``streamrank run`` process on ``cfg``'s topics, group and registry."""
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=cfg.bootstrap,
+        STREAMRANK_BUSINESS_TOPIC=cfg.business_topic,
+        STREAMRANK_ACTIVITY_TOPIC=cfg.activity_topic,
+        STREAMRANK_PREDICTIONS_TOPIC=cfg.predictions_topic,
+        STREAMRANK_DEAD_LETTER_TOPIC=cfg.dead_letter_topic,
+        STREAMRANK_CHANGELOG_TOPIC=cfg.changelog_topic,
+        STREAMRANK_GROUP=cfg.group_id,
+        STREAMRANK_REGISTRY=cfg.registry_dir,
+        STREAMRANK_BATCH_SIZE=str(cfg.batch_size),
+        STREAMRANK_MODEL_POLL_S="0.5",
+        STREAMRANK_TRANSPORT=cfg.transport,
+        STREAMRANK_CHECKPOINT_INTERVAL_MS=str(cfg.checkpoint_interval_ms),
+    )
+    return env
+
+
+def start_worker(cfg: Config, idle_s: float = 3.0, log_path=None) -> subprocess.Popen:
+    """A worker process that exits after ``idle_s`` without input."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run", "--exit-when-idle", str(idle_s), "--log-level", os.environ.get("STREAMRANK_TEST_WORKER_LOG_LEVEL", "INFO")],
+        env=worker_env(cfg), stdout=out, stderr=out,
+    )

@@ -1,4 +1,4 @@
-"""Builders, a brute-force oracle and hypothesis strategies shared by the feature tests.
+"""The feature tests' brute-force oracle and comparisons.
 
 The oracle recomputes every feature from the raw list of accepted events, with no buckets, rings
 or running sums, following the rules written in the ``features`` docstrings. The fast code must
@@ -8,34 +8,11 @@ agree with it exactly (up to float rounding).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from hypothesis import strategies as st
-
-from features.events import ACTIVITY_KINDS, BUSINESS_KINDS, ActivityEvent, BusinessEvent
+from features.events import ACTIVITY_KINDS, ActivityEvent, BusinessEvent
 from features.spec import DAY_MS, DEFAULT_SPEC, HOUR_MS, FeatureSpec
-from features.state import BusinessState, event_key, stable_bucket, update, user_slot
-
-T0 = 1_700_006_400_000  # a UTC midnight, so hour and day buckets start at T0
-assert T0 % DAY_MS == 0
-BID = "biz-1"
-L = DEFAULT_SPEC.allowed_lateness_ms
-
-
-def act(eid: str, t: int, kind: str = "PAGE_VIEW", user: str | None = None, rating: int | None = None, bid: str = BID) -> ActivityEvent:
-    return ActivityEvent(eid, bid, user, t, kind, None, rating)
-
-
-def biz(eid: str, t: int, kind: str = "CREATED", city: str = "Phoenix", state: str = "AZ",
-        cats: tuple[str, ...] = ("Restaurants", "Pizza"), price: int | None = 2, is_open: bool = True,
-        bid: str = BID) -> BusinessEvent:
-    return BusinessEvent(eid, bid, t, kind, f"name-{eid}", city, state, cats, 33.4, -112.0, price, is_open)
-
-
-def fold(events: Iterable, spec: FeatureSpec = DEFAULT_SPEC, state: BusinessState | None = None) -> BusinessState:
-    for ev in events:
-        state = update(state, ev, spec)
-    return state if state is not None else BusinessState(BID, spec)
+from features.state import BusinessState, event_key, stable_bucket, user_slot
 
 
 def same(a: float, b: float) -> bool:
@@ -135,52 +112,3 @@ def oracle_scorable(accepted: Sequence) -> bool:
     if not bizs:
         return False
     return not life or max(life, key=lambda e: (e.event_time, event_key(e.event_id))).kind != "CLOSED"
-
-
-# -- strategies ----------------------------------------------------------------------------------
-
-USERS = [None, "", "alice", "bob", "carol", "dave", "erin", "frank"]
-_OFFSETS = st.sampled_from([0, 1, HOUR_MS // 2, HOUR_MS - 1]) | st.integers(0, HOUR_MS - 1)
-
-
-# Hours whose pairwise differences land on and around every window and ring edge (1 h, 6 h,
-# 1 d, 7 d, 28 d), where off-by-one bucket errors live.
-_EDGE_HOURS = sorted({d + e for d in (0, 24, 24 * 7, 24 * 28) for e in (-1, 0, 1, 6, 7)} - {-1})
-
-
-@st.composite
-def activity_events(draw, max_events: int = 40, prefix: str = "a") -> list[ActivityEvent]:
-    """Activity of one business over up to 40 days, in no particular order, ids unique."""
-    span_h = draw(st.sampled_from([8, 48, 24 * 10, 24 * 40, 0]))  # 0: hours drawn from _EDGE_HOURS
-    hours = st.sampled_from(_EDGE_HOURS) if span_h == 0 else st.integers(0, span_h)
-    n = draw(st.integers(1, max_events))
-    out = []
-    for i in range(n):
-        t = T0 + draw(hours) * HOUR_MS + draw(_OFFSETS)
-        kind = draw(st.sampled_from(ACTIVITY_KINDS))
-        rating = draw(st.none() | st.integers(1, 5)) if kind == "REVIEW" else None
-        out.append(act(f"{prefix}{i}", t, kind, draw(st.sampled_from(USERS)), rating))
-    return out
-
-
-@st.composite
-def business_events(draw, max_events: int = 4) -> list[BusinessEvent]:
-    n = draw(st.integers(0, max_events))
-    return [
-        biz(f"b{i}", T0 + draw(st.integers(-5 * DAY_MS, 40 * DAY_MS)), draw(st.sampled_from(BUSINESS_KINDS)),
-            city=draw(st.sampled_from(["Phoenix", "Tempe", ""])), state="AZ",
-            cats=draw(st.sampled_from([(), ("Bars",), ("Restaurants", "Pizza")])),
-            price=draw(st.none() | st.integers(1, 4)), is_open=draw(st.booleans()))
-        for i in range(n)
-    ]
-
-
-def deliver_within_lateness(events: Sequence, delays: Sequence[int], ties: Sequence[int]) -> list:
-    """An arrival order in which no event is late: each event arrives at its time plus a delay
-    in [0, lateness], so every earlier arrival is at most ``lateness`` newer than it."""
-    order = sorted(range(len(events)), key=lambda i: (events[i].event_time + delays[i], ties[i]))
-    return [events[i] for i in order]
-
-
-def time_order(events: Sequence) -> list:
-    return sorted(events, key=lambda e: (e.event_time, e.event_id))

@@ -1,8 +1,0 @@
-"""Make the shared helpers in ``features_testkit`` importable from the test modules beside it."""
-
-import sys
-from pathlib import Path
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
