@@ -36,50 +36,56 @@ Memory: the files are read once, streaming; events go to sorted runs of ``run_si
 k-way merged (``heapq.merge``). What grows with the data is only per-business: first/last
 activity time and the set of business ids (about 150k businesses in the real dataset: tens of MB). Business records wait in a spill file until every
 activity time is known.
+
+Modules: ``yelp_fields`` (one record's fields, the rules above), ``sortruns`` (the external sort),
+``report`` (what the import did); this module finds the files, scans them and merges the events.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import heapq
 import json
-import math
 import shutil
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from consumer.errors import BadLine, YelpImportError
+from consumer.tools.importers.report import FileReport, ImportReport
+from consumer.tools.importers import sortruns
+from consumer.tools.importers.sortruns import SortedRuns, read_chunks, spill_items
+from consumer.tools.importers.yelp_fields import (
+    DAY_MS,
+    categories,
+    city_state,
+    coordinate,
+    count_hour_of_week,
+    is_open,
+    optional_id,
+    parse_time_ms,
+    price_range,
+    rating,
+    required_id,
+    text_field,
+    tip_event_id,
+)
 from features.errors import InvalidEvent
 from features.events import (
-    MAX_CATEGORIES,
-    MAX_EVENT_TIME_MS,
     MIN_EVENT_TIME_MS,
     ActivityEvent,
     BusinessEvent,
 )
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
 
-DAY_MS = 86_400_000
-NOON_MS = 12 * 3_600_000
 KINDS = ("business", "review", "tip", "checkin")
 MIXED = "mixed"
 IGNORED_TYPES = ("user",)  # old mixed files hold user profiles: not events
 RUN_SIZE = 200_000
-CHUNK = 4096  # items per spilled chunk (one JSON line): what one run's reader holds during the merge
-MAX_FANIN = 64  # runs merged at once; more are merged in rounds (open files, reader buffers)
-EXAMPLES_KEPT = 5  # line numbers kept per file and reason for the report
 PROGRESS_EVERY = 8192
 
-_UTC = _dt.timezone.utc
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
-_EPOCH_NAIVE = _dt.datetime(1970, 1, 1)  # naive Yelp times are UTC
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
-_MS = _dt.timedelta(milliseconds=1)
 # Only when an import holds no activity at all do businesses need a date from elsewhere: Yelp's launch.
 FALLBACK_CREATED_MS = (_dt.date(2004, 10, 1).toordinal() - _EPOCH_ORDINAL) * DAY_MS
 
@@ -118,342 +124,6 @@ def find_files(directory: str | Path) -> list[YelpFile]:
     return found
 
 
-# -------------------------------------------------------------------------------- report
-@dataclass
-class FileReport:
-    name: str
-    kind: str
-    lines: int = 0
-    bytes: int = 0
-    limited: bool = False  # stopped at --limit before the end of the file
-    events: int = 0  # activity events and business records read from this file
-    bad: Counter = field(default_factory=Counter)
-    examples: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    ignored: Counter = field(default_factory=Counter)
-
-    def add_bad(self, line: int, reason: str, detail: str) -> None:
-        self.bad[reason] += 1
-        kept = self.examples.setdefault(reason, [])
-        if len(kept) < EXAMPLES_KEPT:
-            kept.append((line, detail))
-
-    @property
-    def bad_lines(self) -> int:
-        return sum(self.bad.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "kind": self.kind, "lines": self.lines, "bytes": self.bytes, "limited": self.limited,
-            "events": self.events, "bad": dict(self.bad), "ignored": dict(self.ignored),
-            "examples": {r: [list(x) for x in xs] for r, xs in self.examples.items()},
-        }
-
-
-@dataclass
-class ImportReport:
-    files: list[FileReport] = field(default_factory=list)
-    spilled: int = 0  # events written to the sort runs, before duplicates are dropped
-    runs: int = 0
-    spill_bytes: int = 0
-    events: Counter = field(default_factory=Counter)  # emitted, by event kind
-    duplicates: int = 0  # same event time and id seen again in this import: emitted once
-    before_since: int = 0  # activity events read but older than ``since``: not emitted
-    checkin_records_without_time: int = 0
-    checkins_without_time: int = 0
-    businesses: int = 0
-    businesses_without_activity: int = 0
-    businesses_without_record: int = 0  # activity for a business_id no business line describes
-    first_event_ms: int | None = None
-    last_event_ms: int | None = None
-    read_seconds: float = 0.0
-    merge_seconds: float = 0.0
-
-    @property
-    def bad_lines(self) -> int:
-        return sum(f.bad_lines for f in self.files)
-
-    @property
-    def emitted(self) -> int:
-        return sum(self.events.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "files": [f.to_dict() for f in self.files], "spilled": self.spilled, "runs": self.runs,
-            "spill_bytes": self.spill_bytes, "events": dict(self.events), "duplicates": self.duplicates,
-            "before_since": self.before_since,
-            "checkin_records_without_time": self.checkin_records_without_time,
-            "checkins_without_time": self.checkins_without_time, "businesses": self.businesses,
-            "businesses_without_activity": self.businesses_without_activity,
-            "businesses_without_record": self.businesses_without_record, "bad_lines": self.bad_lines,
-            "first_event_ms": self.first_event_ms, "last_event_ms": self.last_event_ms,
-            "read_seconds": self.read_seconds, "merge_seconds": self.merge_seconds,
-        }
-
-    def lines(self) -> list[str]:
-        """The human report: events by kind, then bad lines by file and reason with line numbers."""
-        out = [f"events: {self.emitted:,} ({', '.join(f'{k} {n:,}' for k, n in sorted(self.events.items())) or 'none'})"]
-        if self.first_event_ms is not None:
-            out.append(f"  event time: {_iso(self.first_event_ms)} .. {_iso(self.last_event_ms)}")
-        out.append(f"  businesses: {self.businesses:,} ({self.businesses_without_activity:,} without activity); "
-                   f"activity for {self.businesses_without_record:,} business ids without a business record")
-        if self.before_since:
-            out.append(f"  activity before --since, not imported: {self.before_since:,}")
-        if self.duplicates:
-            out.append(f"  duplicates dropped: {self.duplicates:,} (same event id and time seen again)")
-        if self.checkin_records_without_time:
-            out.append(f"  check-ins without time (old checkin_info counts, not imported): {self.checkins_without_time:,} "
-                       f"in {self.checkin_records_without_time:,} records")
-        out.append(f"  sort: {self.spilled:,} events in {self.runs} runs ({self.spill_bytes / 1e6:,.1f} MB spilled); "
-                   f"read {self.read_seconds:.1f}s, merge {self.merge_seconds:.1f}s")
-        out.append(f"bad lines: {self.bad_lines:,}")
-        for f in self.files:
-            head = f"  {f.name}: {f.lines:,} lines{' (stopped at --limit)' if f.limited else ''}, {f.bad_lines:,} bad"
-            if f.ignored:
-                head += ", ignored " + ", ".join(f"{n:,} {t}" for t, n in sorted(f.ignored.items()))
-            out.append(head)
-            for reason, n in f.bad.most_common():
-                ex = f.examples.get(reason, [])
-                where = ", ".join(str(line) for line, _ in ex) + (", ..." if n > len(ex) else "")
-                detail = f" (e.g. {ex[0][1]})" if ex and ex[0][1] else ""
-                out.append(f"    {reason}: {n:,} at line{'s' if n > 1 else ''} {where}{detail}")
-        return out
-
-
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return (_EPOCH + ms * _MS).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --------------------------------------------------------------------------- field rules
-def parse_time_ms(value: Any) -> int:
-    """A Yelp date: ``YYYY-MM-DD HH:MM:SS`` (UTC) or ``YYYY-MM-DD`` (12:00 UTC) -> epoch ms."""
-    if not isinstance(value, str):
-        raise BadLine("bad date", repr(value)[:60])
-    s = value.strip()
-    try:
-        if len(s) == 10:
-            ms = (_dt.date.fromisoformat(s).toordinal() - _EPOCH_ORDINAL) * DAY_MS + NOON_MS
-        else:
-            t = _dt.datetime.fromisoformat(s)
-            ms = ((t - _EPOCH_NAIVE) if t.tzinfo is None else (t - _EPOCH)) // _MS
-    except ValueError:
-        raise BadLine("bad date", repr(s)[:60]) from None
-    if not MIN_EVENT_TIME_MS <= ms < MAX_EVENT_TIME_MS:
-        raise BadLine("date outside 2000..2100", repr(s)[:60])
-    return ms
-
-
-def _id(rec: dict, name: str) -> str:
-    v = rec.get(name)
-    if v is None or v == "":
-        raise BadLine(f"missing {name}")
-    if not isinstance(v, str):
-        raise BadLine(f"bad {name}", repr(v)[:60])
-    _utf8(v, name)
-    return v
-
-
-def _optional_id(rec: dict, name: str) -> str | None:
-    v = rec.get(name)
-    if v is None or v == "":
-        return None
-    if not isinstance(v, str):
-        raise BadLine(f"bad {name}", repr(v)[:60])
-    _utf8(v, name)
-    return v
-
-
-def _utf8(s: str, name: str) -> None:
-    # JSON may carry lone surrogates ("\ud800"), which Avro cannot write: refuse them here, by line.
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadLine(f"bad {name}", "not valid UTF-8") from None
-
-
-def _text(rec: dict, name: str) -> str:
-    v = rec.get(name)
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise BadLine(f"bad {name}", repr(v)[:60])
-    _utf8(v, name)
-    return v.strip()
-
-
-def rating(stars: Any) -> int:
-    """Review stars -> rating 1..5: stars outside 1..5 are refused, half stars round up."""
-    if isinstance(stars, bool) or not isinstance(stars, (int, float)) or not math.isfinite(stars):
-        raise BadLine("bad stars", repr(stars)[:60])
-    if not 1 <= stars <= 5:
-        raise BadLine("stars outside 1..5", repr(stars))
-    return int(math.floor(stars + 0.5))
-
-
-def categories(value: Any) -> tuple[str, ...]:
-    """A comma-separated string (current format) or a list (old); order kept, the first is primary."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, list) and all(isinstance(c, str) for c in value):
-        items = value
-    else:
-        raise BadLine("bad categories", repr(value)[:60])
-    out = tuple(c for c in (c.strip() for c in items) if c)
-    for c in out:
-        _utf8(c, "categories")
-    # The event contract holds 64; a longer list keeps its first (primary) 64.
-    return out[:MAX_CATEGORIES]
-
-
-def price_range(attributes: Any) -> int | None:
-    """``RestaurantsPriceRange2`` (current, a string) or ``Price Range`` (old, an int); else None."""
-    if not isinstance(attributes, dict):
-        return None
-    v = attributes.get("RestaurantsPriceRange2", attributes.get("Price Range"))
-    if isinstance(v, str) and v.strip().isdigit():
-        v = int(v.strip())
-    if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4:
-        return v
-    return None
-
-
-def is_open(rec: dict) -> bool:
-    """``is_open`` 0/1 (current) or ``open`` true/false (old); a record with neither counts as open."""
-    for name in ("is_open", "open"):
-        if name in rec:
-            v = rec[name]
-            if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
-                return bool(v)
-            raise BadLine(f"bad {name}", repr(v)[:60])
-    return True
-
-
-def _city_state(rec: dict) -> tuple[str, str]:
-    city, state = _text(rec, "city"), _text(rec, "state")
-    if (not city or not state) and isinstance(rec.get("full_address"), str):
-        # Old records also spell it out as "street\nCity, ST 12345"; only a fallback.
-        last = rec["full_address"].strip().split("\n")[-1]
-        if "," in last:
-            c, rest = last.rsplit(",", 1)
-            city = city or c.strip()
-            state = state or (rest.split() or [""])[0]
-    return city, state
-
-
-def _coordinate(rec: dict, name: str) -> float:
-    v = rec.get(name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise BadLine(f"missing {name}" if v is None else f"bad {name}", "" if v is None else repr(v)[:60])
-    return float(v)
-
-
-def _count_hour_of_week(info: Any) -> int:
-    """Total of an old ``checkin_info`` ({"hour-day": n}) or a ``time`` ({"Monday": {"10:00": n}})."""
-    if not isinstance(info, dict):
-        raise BadLine("bad checkin_info", repr(info)[:60])
-    total = 0
-    for v in info.values():
-        if isinstance(v, dict):
-            total += _count_hour_of_week(v)
-        elif isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-            total += v
-        else:
-            raise BadLine("bad checkin_info", repr(v)[:60])
-    return total
-
-
-def tip_event_id(user_id: str | None, business_id: str, time_ms: int, text: str) -> str:
-    key = f"{user_id or ''}|{business_id}|{time_ms}|{text}".encode("utf-8", "surrogatepass")
-    return f"yelp:tip:{hashlib.sha1(key).hexdigest()[:16]}"
-
-
-# ------------------------------------------------------------------------------ sort runs
-# A spilled item: (event_time, rank, event_id, seq, payload). ``seq`` (input order) makes every
-# item distinct, so tuple comparison never reaches the payload; the merge order is thus
-# (event_time, rank, event_id), deterministic, with input order only between exact duplicates.
-def _dump_chunk(items: list[Any], f: Any) -> None:
-    # JSON, not pickle: loading a pickle can run code, and the rule has no exception for our own
-    # temp files. Items are tuples of str/int/float/bool/None and lists of str; they come back as
-    # lists, which compare and unpack the same.
-    f.write(json.dumps(items, separators=(",", ":")).encode("utf-8"))
-    f.write(b"\n")
-
-
-def _write_chunks(path: Path, items: Iterable[Any]) -> int:
-    with open(path, "wb") as f:
-        buf: list[Any] = []
-        for it in items:
-            buf.append(it)
-            if len(buf) >= CHUNK:
-                _dump_chunk(buf, f)
-                buf = []
-        if buf:
-            _dump_chunk(buf, f)
-    return path.stat().st_size
-
-
-def _read_chunks(path: Path) -> Iterator[Any]:
-    with open(path, "rb") as f:
-        for line in f:
-            yield from json.loads(line)
-
-
-def _spill(items: list[Any], f: Any) -> None:
-    if not items:
-        return
-    try:
-        _dump_chunk(items, f)
-    except OSError as exc:
-        raise YelpImportError(f"cannot write the business spill {f.name} (free space? see --tmp-dir): {exc}") from exc
-    items.clear()
-
-
-class _Runs:
-    def __init__(self, folder: Path, run_size: int):
-        self.folder = folder
-        self.run_size = run_size
-        self.buf: list[Any] = []
-        self.paths: list[Path] = []
-        self.count = 0
-        self.bytes = 0
-        self.written = 0
-
-    def add(self, item: Any) -> None:
-        self.buf.append(item)
-        if len(self.buf) >= self.run_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buf:
-            return
-        self.buf.sort()
-        self.count += len(self.buf)
-        self.bytes += self._write(self.buf)
-        self.buf = []
-
-    def _write(self, items: Iterable[Any]) -> int:
-        self.written += 1
-        path = self.folder / f"run-{self.written:06d}.bin"
-        try:
-            size = _write_chunks(path, items)
-        except OSError as exc:
-            raise YelpImportError(f"cannot write sort run {path} (free space? see --tmp-dir): {exc}") from exc
-        self.paths.append(path)
-        return size
-
-    def merged(self) -> Iterator[Any]:
-        self.flush()
-        while len(self.paths) > MAX_FANIN:
-            group, self.paths = self.paths[:MAX_FANIN], self.paths[MAX_FANIN:]
-            self._write(heapq.merge(*[_read_chunks(p) for p in group]))
-            for p in group:
-                p.unlink()
-        return heapq.merge(*[_read_chunks(p) for p in self.paths])
-
-
 # ------------------------------------------------------------------------------- importer
 class YelpImport:
     """One import: ``scan()`` reads the files into sorted runs, ``events()`` merges them.
@@ -485,7 +155,7 @@ class YelpImport:
         self.progress = progress
         self.report = ImportReport()
         self._folder: Path | None = None
-        self._runs: _Runs | None = None
+        self._runs: SortedRuns | None = None
         self._scanned = False
         self._merging = False
         self._seq = 0
@@ -497,7 +167,7 @@ class YelpImport:
             self._folder = Path(tempfile.mkdtemp(prefix="streamrank-yelp-", dir=self.tmp_dir))
         except OSError as exc:
             raise YelpImportError(f"cannot create the sort folder under {self.tmp_dir or tempfile.gettempdir()}: {exc}") from exc
-        self._runs = _Runs(self._folder, self.run_size)
+        self._runs = SortedRuns(self._folder, self.run_size)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -517,7 +187,7 @@ class YelpImport:
         with open(spill, "wb") as spill_f:
             for yf in self.files:
                 self._scan_file(yf, businesses, spill_f)
-            _spill(businesses, spill_f)
+            spill_items(businesses, spill_f)
         self._business_events(spill)
         spill.unlink()
         self._runs.flush()
@@ -548,8 +218,8 @@ class YelpImport:
                         fr.events += self._line(raw, yf.kind, fr, businesses)
                     except BadLine as bad:
                         fr.add_bad(fr.lines, bad.reason, bad.detail)
-                    if len(businesses) >= CHUNK:
-                        _spill(businesses, spill_f)
+                    if len(businesses) >= sortruns.CHUNK:
+                        spill_items(businesses, spill_f)
                     if progress is not None and fr.lines % PROGRESS_EVERY == 0:
                         progress(fr.name, "lines", fr.lines, fr.bytes, total, False)
         except OSError as exc:
@@ -612,9 +282,9 @@ class YelpImport:
         return ev
 
     def _review(self, rec: dict) -> list[ActivityEvent]:
-        bid = _id(rec, "business_id")
-        rid = _id(rec, "review_id")
-        uid = _optional_id(rec, "user_id")
+        bid = required_id(rec, "business_id")
+        rid = required_id(rec, "review_id")
+        uid = optional_id(rec, "user_id")
         if "stars" not in rec:
             raise BadLine("missing stars")
         r = rating(rec["stars"])
@@ -622,21 +292,21 @@ class YelpImport:
         return [self._activity(f"yelp:review:{rid}", bid, uid, t, "REVIEW", r)]
 
     def _tip(self, rec: dict) -> list[ActivityEvent]:
-        bid = _id(rec, "business_id")
-        uid = _optional_id(rec, "user_id")
+        bid = required_id(rec, "business_id")
+        uid = optional_id(rec, "user_id")
         t = parse_time_ms(rec.get("date"))
         text = rec.get("text")
         text = text if isinstance(text, str) else ""
         return [self._activity(tip_event_id(uid, bid, t, text), bid, uid, t, "TIP", None)]
 
     def _checkins(self, rec: dict) -> list[ActivityEvent]:
-        bid = _id(rec, "business_id")
+        bid = required_id(rec, "business_id")
         dates = rec.get("date")
         if dates is None:
             info = rec.get("checkin_info", rec.get("time"))
             if info is None:
                 raise BadLine("check-in without date")
-            n = _count_hour_of_week(info)
+            n = count_hour_of_week(info)
             self.report.checkin_records_without_time += 1
             self.report.checkins_without_time += n
             return []
@@ -659,11 +329,11 @@ class YelpImport:
         return out
 
     def _business(self, rec: dict) -> tuple:
-        bid = _id(rec, "business_id")
-        name = _text(rec, "name")
-        city, state = _city_state(rec)
+        bid = required_id(rec, "business_id")
+        name = text_field(rec, "name")
+        city, state = city_state(rec)
         cats = categories(rec.get("categories"))
-        lat, lon = _coordinate(rec, "latitude"), _coordinate(rec, "longitude")
+        lat, lon = coordinate(rec, "latitude"), coordinate(rec, "longitude")
         price = price_range(rec.get("attributes"))
         open_ = is_open(rec)
         probe = BusinessEvent(f"yelp:business:{bid}:CREATED", bid, MIN_EVENT_TIME_MS, "CREATED", name, city, state,
@@ -683,7 +353,7 @@ class YelpImport:
         start = min((fl[0] for fl in first_last.values()), default=FALLBACK_CREATED_MS + 1) - 1
         r = self.report
         matched = 0
-        for bid, name, city, state, cats, lat, lon, price, open_ in _read_chunks(spill):
+        for bid, name, city, state, cats, lat, lon, price, open_ in read_chunks(spill):
             r.businesses += 1
             fl = first_last.get(bid)
             if fl is None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumer.tools.importers import yelp
+from consumer.errors import BadLine
+from consumer.tools.importers import sortruns, yelp, yelp_fields
 from consumer.cli import main
 from consumer.io.eventfiles import read_log
 from consumer.tools.importers.yelp import YelpImport, YelpImportError, find_files
@@ -68,7 +69,7 @@ def test_current_format_imports_to_the_expected_events_in_order():
         ("CLOSED", ms("2018-07-01 10:00:00") + DAY, "yelp:business:bizB:CLOSED", "bizB", False),
         ("REVIEW", ms("2018-07-02 12:00:00"), "yelp:review:r9", "bizZ", 1),
         ("REVIEW", ms("2018-07-03 08:30:00"), "yelp:review:r3", "bizA", 5),  # 4.5 stars round up
-        ("TIP", ms("2018-07-05 19:00:00"), yelp.tip_event_id("u2", "bizA", ms("2018-07-05 19:00:00"), "Try the al pastor"), "bizA", None),
+        ("TIP", ms("2018-07-05 19:00:00"), yelp_fields.tip_event_id("u2", "bizA", ms("2018-07-05 19:00:00"), "Try the al pastor"), "bizA", None),
         ("CHECKIN", ms("2018-07-06 18:15:00"), f"yelp:checkin:bizA:{ms('2018-07-06 18:15:00')}", "bizA", None),
         ("REVIEW", ms("2018-07-07 22:09:11"), "yelp:review:r1", "bizA", 5),  # its duplicate line is dropped
     ]
@@ -89,10 +90,10 @@ def test_academic_format_imports_to_the_expected_events_in_order():
     events, report = run_import(ACADEMIC)
     assert summary(events) == [
         ("CREATED", ms("2011-09-01") - 1, "yelp:business:oA:CREATED", "oA", True),
-        ("TIP", ms("2011-09-01"), yelp.tip_event_id("ou2", "oA", ms("2011-09-01"), "Ask for Dr. Old"), "oA", None),
+        ("TIP", ms("2011-09-01"), yelp_fields.tip_event_id("ou2", "oA", ms("2011-09-01"), "Ask for Dr. Old"), "oA", None),
         ("REVIEW", ms("2011-10-10"), "yelp:review:or1", "oA", 4),
         # A tip line inside the review file: old files dispatch on their "type" field.
-        ("TIP", ms("2011-11-01"), yelp.tip_event_id("ou3", "oA", ms("2011-11-01"), "A tip in the review file"), "oA", None),
+        ("TIP", ms("2011-11-01"), yelp_fields.tip_event_id("ou3", "oA", ms("2011-11-01"), "A tip in the review file"), "oA", None),
         ("CREATED", ms("2012-01-05") - 1, "yelp:business:oB:CREATED", "oB", True),
         ("REVIEW", ms("2012-01-05"), "yelp:review:or2", "oB", 2),
         ("CLOSED", ms("2012-01-05") + DAY, "yelp:business:oB:CLOSED", "oB", False),
@@ -193,20 +194,20 @@ def test_missing_or_ambiguous_input_is_an_error(tmp_path):
 
 
 def test_field_rules():
-    assert yelp.parse_time_ms("2018-07-07 22:09:11") == ms("2018-07-07 22:09:11")
-    assert yelp.parse_time_ms("2011-10-10") == ms("2011-10-10")
+    assert yelp_fields.parse_time_ms("2018-07-07 22:09:11") == ms("2018-07-07 22:09:11")
+    assert yelp_fields.parse_time_ms("2011-10-10") == ms("2011-10-10")
     for bad in ("2019-13-45 10:00:00", "2019-02-29", "yesterday", 20190101, None):
-        with pytest.raises(yelp.BadLine, match="bad date"):
-            yelp.parse_time_ms(bad)
-    with pytest.raises(yelp.BadLine, match="outside"):
-        yelp.parse_time_ms("2100-01-01 00:00:00")
-    assert [yelp.rating(s) for s in (1, 1.5, 2.49, 4.5, 5.0)] == [1, 2, 2, 5, 5]
+        with pytest.raises(BadLine, match="bad date"):
+            yelp_fields.parse_time_ms(bad)
+    with pytest.raises(BadLine, match="outside"):
+        yelp_fields.parse_time_ms("2100-01-01 00:00:00")
+    assert [yelp_fields.rating(s) for s in (1, 1.5, 2.49, 4.5, 5.0)] == [1, 2, 2, 5, 5]
     for bad in (0.5, 5.5, True, "4", float("nan")):
-        with pytest.raises(yelp.BadLine):
-            yelp.rating(bad)
-    assert yelp.categories(" Bars,  Pubs ,,") == ("Bars", "Pubs") and yelp.categories(["A", "B"]) == ("A", "B")
-    assert yelp.price_range({"RestaurantsPriceRange2": "3"}) == 3 and yelp.price_range({"RestaurantsPriceRange2": "None"}) is None
-    assert yelp.is_open({"is_open": 0}) is False and yelp.is_open({"open": True}) is True and yelp.is_open({}) is True
+        with pytest.raises(BadLine):
+            yelp_fields.rating(bad)
+    assert yelp_fields.categories(" Bars,  Pubs ,,") == ("Bars", "Pubs") and yelp_fields.categories(["A", "B"]) == ("A", "B")
+    assert yelp_fields.price_range({"RestaurantsPriceRange2": "3"}) == 3 and yelp_fields.price_range({"RestaurantsPriceRange2": "None"}) is None
+    assert yelp_fields.is_open({"is_open": 0}) is False and yelp_fields.is_open({"open": True}) is True and yelp_fields.is_open({}) is True
 
 
 # ------------------------------------------------------------------ the external sort
@@ -260,8 +261,8 @@ def synthetic(tmp_path_factory):
 def test_spilled_runs_merge_in_order_and_equal_the_in_memory_sort(synthetic, monkeypatch, tmp_path):
     whole, one = run_import(synthetic, run_size=10**9)
     assert one.runs == 1
-    monkeypatch.setattr(yelp, "MAX_FANIN", 4)  # forces merge rounds, as more than 64 runs would
-    monkeypatch.setattr(yelp, "CHUNK", 64)
+    monkeypatch.setattr(sortruns, "MAX_FANIN", 4)  # forces merge rounds, as more than 64 runs would
+    monkeypatch.setattr(sortruns, "CHUNK", 64)
     spilled, many = run_import(synthetic, run_size=500, tmp_dir=tmp_path)
     assert many.runs > 4 * 4
     assert spilled == whole and len(whole) > 5000
@@ -273,8 +274,8 @@ def test_spilled_runs_merge_in_order_and_equal_the_in_memory_sort(synthetic, mon
 def test_memory_stays_flat_as_the_input_grows(tmp_path, monkeypatch):
     """Peak Python allocation for 4x the lines stays about the same: runs of ``run_size`` bound
     the read, ``MAX_FANIN`` readers of ``CHUNK`` items bound the merge (both sizes need rounds)."""
-    monkeypatch.setattr(yelp, "CHUNK", 256)
-    monkeypatch.setattr(yelp, "MAX_FANIN", 8)
+    monkeypatch.setattr(sortruns, "CHUNK", 256)
+    monkeypatch.setattr(sortruns, "MAX_FANIN", 8)
 
     def peak(n_lines: int) -> int:
         folder = tmp_path / f"n{n_lines}"
