@@ -23,7 +23,7 @@ Writes diff.md, diff.png and diff.json into --out and prints the markdown.
 
 def register(sub: Any) -> None:
     def source(text: str) -> Any:
-        from consumer.tools.diff import Source
+        from consumer.tools.topicreads import Source
 
         try:
             return Source.parse(text)

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from consumer.config import Config
     from consumer.io.brokers.tansu import EmbeddedBroker
     from consumer.io.clients import create_topics
-    from consumer.tools.diff import read_conversions
+    from consumer.tools.topicreads import read_conversions
     from consumer.tools.report import build_report, read_prediction_topics, to_markdown
 
     ap = argparse.ArgumentParser(prog="python -m consumer.tools.closedloop")

@@ -47,7 +47,7 @@ def read_prediction_topics(cfg: Config, topics: list[str]) -> list[dict[str, Any
     """Predictions of every existing topic in ``topics``, one per (topic, prediction id); each
     tagged with ``_topic``."""
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
-    from consumer.tools.diff import scan_topic
+    from consumer.tools.topicreads import scan_topic
 
     codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
     out: dict[tuple[str, str], dict[str, Any]] = {}
@@ -364,7 +364,7 @@ def write_report(rep: Report, out_dir: Path) -> tuple[Path, Path, str]:
 
 def run_report(cfg: Config, *, kinds: tuple[str, ...], horizon_ms: int, k: int = 3, registry: Any = None,
                start_ms: int | None = None) -> Report:
-    from consumer.tools.diff import read_conversions
+    from consumer.tools.topicreads import read_conversions
 
     preds = read_prediction_topics(cfg, [cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic])
     conv = read_conversions(cfg, kinds)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from consumer.tools.diff import read_conversions
+from consumer.tools.topicreads import read_conversions
 from consumer.tools.report import build_report, offline_metrics, read_prediction_topics, to_markdown
 from models.registry import ModelRegistry
 from consumer.tools.closedloop import LoopConfig, rank_boosts, run_closed_loop

@@ -10,7 +10,9 @@ import pytest
 
 from consumer.cli import main
 from consumer.config import Config
-from consumer.tools.diff import Conversions, DiffError, Source, compare, run_diff
+from consumer.errors import DiffError
+from consumer.tools.diff import compare, run_diff
+from consumer.tools.topicreads import Conversions, Source
 from consumer.io.clients import create_topics
 from consumer.io.publish import publish_records
 from consumer.tools.replay import Position, replay

@@ -106,7 +106,7 @@ def test_online_labels_start_at_the_business_clock_the_features_had():
 def test_a_missing_prediction_topic_is_skipped_by_its_type_not_its_message(monkeypatch):
     """The report reads whichever arms' topics exist: ``TopicNotFound`` skips a topic; any other
     failure to read one is an error, whatever its message says."""
-    import consumer.tools.diff as diff
+    import consumer.tools.topicreads as topicreads
     from consumer.config import Config
     from consumer.errors import DiffError, ReportError, TopicNotFound
 
@@ -116,7 +116,7 @@ def test_a_missing_prediction_topic_is_skipped_by_its_type_not_its_message(monke
         raise DiffError(f"reading {topic}: partition 1 does not exist on the broker that led it")
         yield
 
-    monkeypatch.setattr(diff, "scan_topic", scan_topic)
+    monkeypatch.setattr(topicreads, "scan_topic", scan_topic)
     cfg = Config()
     assert read_prediction_topics(cfg, ["missing"]) == []
     with pytest.raises(ReportError, match="partition 1 does not exist") as info:
