@@ -23,7 +23,7 @@ def same(a: float, b: float) -> bool:
 
 def assert_vectors_equal(got: Sequence[float], want: Sequence[float], spec: FeatureSpec = DEFAULT_SPEC) -> None:
     assert len(got) == len(want) == len(spec.names)
-    bad = [(n, g, w) for n, g, w in zip(spec.names, got, want) if not same(g, w)]
+    bad = [(n, g, w) for n, g, w in zip(spec.names, got, want, strict=True) if not same(g, w)]
     assert not bad, f"features differ (name, got, want): {bad}"
 
 

@@ -49,7 +49,7 @@ class TcpProxy:
         self.cut()
         _close(self._srv)
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

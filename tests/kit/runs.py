@@ -116,7 +116,7 @@ class ThreadedWorker:
         except BaseException as exc:  # noqa: BLE001 - reported by join()
             self.error = exc
 
-    def start(self) -> "ThreadedWorker":
+    def start(self) -> ThreadedWorker:
         self.thread.start()
         return self
 

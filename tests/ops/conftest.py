@@ -1,5 +1,5 @@
-"""Ops tests: Prometheus rules (promtool), metrics, health, the trainer's run metrics, and a real
-Prometheus scraping a running worker.
+"""Ops tests: the Prometheus alert rules (promtool) and a real Prometheus scraping a running worker.
+(The metrics and health code itself is tested beside it: tests/consumer/runtime, tests/consumer/trainer.)
 
 ``prometheus`` and ``promtool`` come from the Debian package ``prometheus``, installed by
 ``make test`` (``scripts/install-prometheus.sh``). Where they cannot be installed the tests that
