@@ -2,7 +2,7 @@
 
 The worker reads through an :class:`InputConsumer` and writes through an :class:`OutputProducer`;
 those two small surfaces are all it knows of the client, so the client can change without the
-worker (or the passthrough ceiling of ``consumer.tools.bench``, which uses the same two) changing.
+worker (or the passthrough ceiling of ``consumer.tools.benchkit``, which uses the same two) changing.
 
 ``kafka-python`` (pure Python, always installed): ``KafkaConsumer`` *is* the input surface (the
 names below are its names), the output wraps ``KafkaProducer`` and its per-record futures.
@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from consumer.config import TRANSPORTS, Config
 from consumer.errors import ConfigError, DeliveryError, TransportError
@@ -386,64 +385,3 @@ class ConfluentOutput:
 
     def close(self) -> None:
         self._p.flush(10)
-
-
-def passthrough(cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: float, on_idle: Any = None) -> dict[str, Any]:
-    """The ceiling ``consumer.tools.bench`` compares the worker with: the worker's transport and
-    settings, records copied to ``output_topic`` unchanged (same partition), flushed and committed
-    per poll batch like the worker's checkpoint. Stops ``idle_exit_s`` after the input runs dry;
-    ``on_idle(consumer)`` is called at each empty poll once partitions are assigned."""
-    from kafka import OffsetAndMetadata
-
-    consumer = input_consumer(cfg, group_id)
-    producer = output_producer(cfg)
-    subscribe(consumer, list(cfg.input_topics), _quiet_listener())
-    consumed = 0
-    first = last = None
-    cpu0 = 0.0
-    idle_since = time.monotonic()
-    try:
-        while True:
-            t, c = time.perf_counter(), time.process_time()
-            batch = consumer.poll(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_size)
-            if not batch:
-                if consumer.assignment():
-                    if on_idle is not None:
-                        on_idle(consumer)
-                    if time.monotonic() - idle_since >= idle_exit_s:
-                        break
-                else:
-                    idle_since = time.monotonic()
-                continue
-            if first is None:
-                first, cpu0 = t, c
-            send = producer.send
-            offsets = {}
-            for tp, recs in batch.items():
-                p = tp.partition
-                for r in recs:
-                    send(output_topic, r.key, r.value, p)
-                offsets[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
-                consumed += len(recs)
-            producer.flush(120.0)
-            consumer.commit(offsets)
-            last = time.perf_counter()
-            idle_since = time.monotonic()
-    finally:
-        consumer.close()
-        producer.close()
-    return {"consumed": consumed, "seconds": (last - first) if first else 0.0,
-            "cpu_seconds": time.process_time() - cpu0 if first else 0.0}
-
-
-def _quiet_listener() -> Any:
-    from kafka.consumer.subscription_state import ConsumerRebalanceListener
-
-    class Quiet(ConsumerRebalanceListener):
-        def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
-            pass
-
-        def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
-            pass
-
-    return Quiet()

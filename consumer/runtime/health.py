@@ -22,7 +22,7 @@ class MetricsServer:
 
     def __init__(self, registry: CollectorRegistry, port: int, *, host: str = "0.0.0.0",
                  health: Callable[[], tuple[bool, dict]] | None = None, readiness: Callable[[], tuple[bool, dict]] | None = None):
-        always = lambda: (True, {})  # noqa: E731
+        always: Callable[[], tuple[bool, dict]] = lambda: (True, {})  # noqa: E731
         routes = {"/healthz": health or always, "/readyz": readiness or always}
 
         class Handler(BaseHTTPRequestHandler):

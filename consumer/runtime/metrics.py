@@ -17,7 +17,8 @@ Consumer lag is ``high-water mark − committed offset`` per input partition, fr
 fetch high-water mark (``end_offsets`` is wrong on the embedded broker). Before this worker's
 first commit on a partition, it is measured from the fetch position.
 
-``python -m consumer.runtime.metrics`` prints the per-batch cost of the worker's metric updates.
+``python -m consumer.tools.bench --metrics-cost`` prints the per-batch cost of the worker's metric
+updates.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import (
-    generate_latest,
-)
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -111,7 +109,7 @@ class BulkHistogram:
             snapshot = [(k, s[0].copy(), s[1]) for k, s in self._series.items()]
         for key, counts, total in snapshot:
             cum = np.cumsum(counts)
-            fam.add_metric(list(key), [(le, float(c)) for le, c in zip(self._le, cum)], total)
+            fam.add_metric(list(key), [(le, float(c)) for le, c in zip(self._le, cum, strict=True)], total)
         yield fam
 
 
@@ -261,6 +259,10 @@ class WorkerMetrics:
     def observe_fetch(self, poll_s: float, decode_s: float) -> None:
         self._stage["poll"].observe(poll_s)
         self._stage["decode"].observe(decode_s)
+
+    def stage_seconds_total(self) -> dict[str, float]:
+        """Seconds spent in each stage since the worker started (the sums of ``batch_stage_seconds``)."""
+        return {s: self.registry.get_sample_value("streamrank_batch_stage_seconds_sum", {"stage": s}) or 0.0 for s in STAGES}
 
     def observe_batch(self, out: Any, model_version: str, *, state_s: float, produce_s: float, commit_s: float,
                       published_at: float | None = None) -> None:
@@ -490,37 +492,3 @@ def model_created_s(version: str, metadata: dict[str, Any] | None) -> float | No
     if m:
         return _dt.datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=_dt.UTC).timestamp()
     return None
-
-
-# ------------------------------------------------------------------------------ bench
-def _bench(batches: int = 2000, size: int = 500) -> None:
-    """Cost of the worker's metric updates per batch, against a batch of ``size`` predictions."""
-    from types import SimpleNamespace
-
-    from consumer.pipeline.decode import DeadLetter
-
-    rng = np.random.default_rng(1)
-    now_ms = int(time.time() * 1000)
-    preds = [{"arm": "default", "model_version": "v1", "score": float(s), "event_time": now_ms - int(d)}
-             for s, d in zip(rng.normal(0, 1.5, size), rng.exponential(2000, size))]
-    dls = [DeadLetter("t", 0, i, None, None, -1, "undecodable", "") for i in range(3)]
-    out = SimpleNamespace(predictions=preds, dead_letters=dls, outcomes=_Tally(scored=size, dead_letter=3, duplicate=20),
-                          score_seconds=0.001)
-    m = WorkerMetrics("bench")
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        m.heartbeat()
-        m.count_consumed("activity", size)
-        m.observe_fetch(0.01, 0.02)
-        m.observe_batch(out, "v1", state_s=0.01, produce_s=0.02, commit_s=0.003)
-        m.observe_commit({})
-    per_batch = (time.perf_counter() - t0) / batches
-    print(f"metrics per batch of {size} predictions: {per_batch * 1e6:,.0f} us ({per_batch / size * 1e9:,.0f} ns per prediction)")
-    t0 = time.perf_counter()
-    for _ in range(20):
-        generate_latest(m.registry)
-    print(f"one /metrics exposition: {(time.perf_counter() - t0) / 20 * 1e3:.2f} ms")
-
-
-if __name__ == "__main__":
-    _bench()

@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from consumer.pipeline.decode import DeadLetter, Decoder
 from consumer.pipeline.order import by_partition
@@ -80,7 +81,7 @@ def rebuild_partitions(
     t0 = time.perf_counter()
     partitions = sorted(committed)
     stats = RebuildStats(partitions)
-    until = {TopicPartition(topic, p): off for p, offs in committed.items() for topic, off in zip(topics, offs) if off}
+    until = {TopicPartition(topic, p): off for p, offs in committed.items() for topic, off in zip(topics, offs, strict=True) if off}
     records: list[Any] = []
     if until:
         consumer = consumer_factory()

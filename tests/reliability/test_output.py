@@ -14,8 +14,9 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
 import consumer.runtime.worker as worker_mod
-from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.io.clients import producer_kwargs
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+from consumer.runtime.checkpoint import Checkpoint
 from consumer.runtime.sink import Sink
 from consumer.runtime.worker import Worker
 from tests.kit.runs import Expected, ThreadedWorker, check_invariant
@@ -67,27 +68,26 @@ class FlakyProducer:
         self.real.close(timeout=timeout)
 
 
-def _workers(scored, producer, ahead):
+def _checkpoints(scored, producer, ahead):
     by_tp: dict[tuple[str, int], list[int]] = {}
     for t, part, o in scored:
         by_tp.setdefault((t, part), []).append(o)
 
-    class Checked(Worker):
+    class Checked(Checkpoint):
         """At every commit: each scored record below the committed offset has its prediction acknowledged."""
 
-        def _commit_offsets(self):
+        def _commit(self):
             with producer._lock:
-                for (t, part), upto in self._uncommitted.items():
+                for (t, part), upto in self.uncommitted.items():
                     ahead.extend(c for c in ((t, part, o) for o in by_tp.get((t, part), ()) if o < upto) if c not in producer.acked)
-            super()._commit_offsets()
+            super()._commit()
 
     class CommitBeforeAck(Checked):
-        def _checkpoint(self):
-            self._commit_offsets()  # the deliberate bug: offsets committed before the outputs are acknowledged
+        def run(self):
+            self._commit()  # the deliberate bug: offsets committed before the outputs are acknowledged
             t0 = time.perf_counter()
-            self._write_state()
-            self._checkpointed_at = time.monotonic()
-            return time.perf_counter() - t0
+            self.write_state()
+            return time.perf_counter() - t0, 0.0
 
     return {"correct": Checked, "commit_before_ack": CommitBeforeAck}
 
@@ -100,7 +100,8 @@ def test_output_failing_for_a_while_never_lets_commits_run_ahead(cfg, monkeypatc
     producer = FlakyProducer(cfg)
     monkeypatch.setattr(worker_mod, "Sink", lambda c, wid: Sink(c, wid, producer=producer))
     ahead: list = []
-    worker = _workers(scored, producer, ahead)[variant](cfg, exit_when_idle_s=2)
+    monkeypatch.setattr(worker_mod, "Checkpoint", _checkpoints(scored, producer, ahead)[variant])
+    worker = Worker(cfg, exit_when_idle_s=2)
     run = ThreadedWorker(worker).start()
     deadline = time.monotonic() + 60
     while worker.stats.predictions < len(scored) // 4 and time.monotonic() < deadline and run.thread.is_alive():
