@@ -65,6 +65,7 @@ STATE_VERSION = 1
 SLOT_PERIOD = 1 << 15
 
 _GOLD = 0x9E3779B1  # Fibonacci hashing: CRC-32 is linear, the multiply spreads its bits to the top.
+_from_bytes = int.from_bytes  # bound once: it pays for the ring helper's two calls per event
 _LIFECYCLE = (None, "CREATED", "CLOSED", "REOPENED")
 _LIFECYCLE_CODE = {k: i for i, k in enumerate(_LIFECYCLE)}
 
@@ -268,10 +269,11 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
         st.late_dropped += 1
         return
 
-    key = int.from_bytes(blake2b(ev.event_id.encode(), digest_size=8).digest(), "little")
-    keys = st.seen.get(bf)
+    key = _from_bytes(blake2b(ev.event_id.encode(), digest_size=8).digest(), "little")  # event_key, inlined
+    seen = st.seen
+    keys = seen.get(bf)
     if keys is None:
-        st.seen[bf] = {key}
+        seen[bf] = {key}
     elif key in keys:
         return
     else:
@@ -291,54 +293,14 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
             if prev:
                 old = prev + st.slot_base
 
-    K = lay.K
-    U = lay.U
-    R = lay.Rf
-    h = st.fine_head
-    if R and bf > h - R:
-        ring = st.fine
-        s = bf % R
-        i = s * K
-        ring[i + k] += 1
-        st.fine_tot[s] += 1
-        sums = st.fine_sums
-        if moved:
-            ring[i + U] += 1
-            if old > h - R:
-                ring[(old % R) * K + U] -= 1
-            for n, off in lay.fine_windows:
-                if bf > h - n:
-                    sums[off + k] += 1
-                    if old <= h - n:
-                        sums[off + U] += 1
-        else:
-            for n, off in lay.fine_windows:
-                if bf > h - n:
-                    sums[off + k] += 1
-    R = lay.Rc
-    h = st.coarse_head
+    # The same event lands in both grids; in the coarse one, a visitor seen earlier in the same
+    # coarse bucket has not moved.
+    _fold_ring(st.fine, st.fine_tot, st.fine_sums, lay.fine_windows, lay.Rf, lay.K, lay.U,
+               st.fine_head, bf, k, moved, old)
     b = bf // lay.ratio
-    if R and b > h - R:
-        ring = st.coarse
-        s = b % R
-        i = s * K
-        ring[i + k] += 1
-        st.coarse_tot[s] += 1
-        sums = st.coarse_sums
-        oc = old // lay.ratio
-        if moved and oc != b:
-            ring[i + U] += 1
-            if oc > h - R:
-                ring[(oc % R) * K + U] -= 1
-            for n, off in lay.coarse_windows:
-                if b > h - n:
-                    sums[off + k] += 1
-                    if oc <= h - n:
-                        sums[off + U] += 1
-        else:
-            for n, off in lay.coarse_windows:
-                if b > h - n:
-                    sums[off + k] += 1
+    oc = old // lay.ratio
+    _fold_ring(st.coarse, st.coarse_tot, st.coarse_sums, lay.coarse_windows, lay.Rc, lay.K, lay.U,
+               st.coarse_head, b, k, moved and oc != b, oc)
 
     last = st.last_ms
     if t > last[k]:  # noqa: PLR1730 - cheaper than a max() call on the hot path
@@ -352,6 +314,34 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
     elif ev.rating is not None and k == lay.REVIEW:
         st.rating_sum += ev.rating
         st.rating_n += 1
+
+
+def _fold_ring(ring: list[int], tot: list[int], sums: list[int], windows: tuple, R: int, K: int, U: int,
+               h: int, b: int, k: int, moved: bool, old: int) -> None:
+    """Count one event of kind ``k`` in bucket ``b`` of a grid whose head is ``h``.
+
+    ``moved``: its visitor's slot moved to ``b`` from bucket ``old`` (0: never seen) of this grid,
+    so the distinct-visitor channel gains ``b`` and loses ``old`` where the ring and windows still
+    hold it. Buckets that left the ring (``b <= h - R``) change nothing.
+    """
+    if R and b > h - R:
+        s = b % R
+        i = s * K
+        ring[i + k] += 1
+        tot[s] += 1
+        if moved:
+            ring[i + U] += 1
+            if old > h - R:
+                ring[(old % R) * K + U] -= 1
+            for n, off in windows:
+                if b > h - n:
+                    sums[off + k] += 1
+                    if old <= h - n:
+                        sums[off + U] += 1
+        else:
+            for n, off in windows:
+                if b > h - n:
+                    sums[off + k] += 1
 
 
 def _advance_clock(st: BusinessState, lay: Layout, bf: int, bc: int) -> None:
