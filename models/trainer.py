@@ -44,7 +44,7 @@ from models.evaluate import (
 from models.registry import LoadedModel, ModelRegistry, code_version
 from models.report import write_report
 from models.sanity import check_sanity
-from models.train import FitResult, TrainOptions, fit, time_split
+from models.train import FitResult, Split, TrainOptions, fit, time_split
 
 log = logging.getLogger("streamrank.models.trainer")
 
@@ -114,53 +114,20 @@ def train_and_register(
     """
     decide = _Decisions()
     started = time.time()
-
-    ts = build_training_set(records, spec, label_cfg, options.sample_rate, options.seed, start_ms=options.start_ms)
-    decide("built", examples=len(ts), events=ts.stats.records, events_per_s=_finite(ts.stats.events_per_s),
-           seconds=round(ts.stats.seconds, 3))
-    if len(ts) == 0:
-        raise TrainingError("no training examples: the log has no complete scoring moments")
-
-    split = time_split(ts.as_of, label_cfg.horizon_ms, options.validation_days, options.gap_ms)
-    train, val = ts.take(split.train_idx), ts.take(split.val_idx)
-    n_val_groups = len(np.unique(val.groups))
-    decide("split", **split.to_dict(), validation_groups=n_val_groups)
-    if len(train) < options.min_train_examples:
-        raise TrainingError(
-            f"{len(train)} training examples before {split.train_end_ms} (need {options.min_train_examples}): "
-            f"the log is too short for {options.validation_days} validation days plus a {split.gap_ms} ms gap"
-        )
-    if n_val_groups < options.min_validation_groups:
-        raise TrainingError(f"{n_val_groups} validation groups (need {options.min_validation_groups})")
-
-    fr = fit(train, val, options)
-    decide("fitted", best_iteration=fr.best_iteration, rounds_run=fr.rounds_run, seconds=round(fr.seconds, 3))
+    ts = _build(records, spec, label_cfg, options, decide)
+    split, train, val = _split(ts, label_cfg, options, decide)
+    fr = _fit(train, val, options, decide)
+    # evaluate: the candidate, the promoted model on the same validation rows, the importance shifts
     candidate = LoadedModel("candidate", spec, fr.booster)
-    evaluation = evaluate(candidate.score(val.X), val.y, val.groups, val.business, val.as_of, val.popularity,
-                          k=options.top_k, seed=options.seed)
-    decide("evaluated", metrics=evaluation.to_dict())
-
+    evaluation = _evaluate(candidate, val, options, decide)
     current = _current_model(registry, spec, val, options, decide)
     importance = gain_importance(fr.booster, spec.names)
     previous_version, previous_importance = _previous_importance(registry)
-    shifts = [s.to_dict() for s in importance_shifts(importance, previous_importance, options.importance_threshold)] \
-        if previous_version else []
-    if previous_version:
-        decide("importance_shifts", against=previous_version, threshold=options.importance_threshold,
-               moved=[s["feature"] for s in shifts])
-
+    shifts = _importance_shifts(importance, previous_version, previous_importance, options, decide)
     sanity_failures = check_sanity(candidate, label_kinds=label_cfg.kinds)
-    gates = _gates(evaluation, current, sanity_failures, options)
-    for g in gates:
-        decide("gate", **g.to_dict())
-    promote = all(g.passed is not False for g in gates)
-    failed = [g for g in gates if g.passed is False]
-    if promote:
-        reason = "all gates passed: " + "; ".join(f"{g.name}: {g.detail}" for g in gates)
-    else:
-        reason = "gates failed: " + "; ".join(f"{g.name}: {g.detail}" for g in failed)
-    decide("promotion", promote=promote, reason=reason)
+    gates, promote, reason = _gate(evaluation, current, sanity_failures, options, decide)
 
+    # register (every run, with the record of its decision), then promote if the gates passed
     meta = {
         "run_started_at": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(timespec="seconds"),
         "feature_set": {"version": spec.version, "spec": spec.to_dict()},
@@ -192,19 +159,96 @@ def train_and_register(
         "model": {"objective": options.objective, "best_iteration": fr.best_iteration,
                   "n_features": len(spec.names), "predict_nthread": 1},
     }
+    version = _register(registry, fr, meta, decide)
+    if promote:
+        _promote(registry, version, reason, evaluation, decide)
+    return TrainOutcome(
+        version=version, promoted=promote, reason=reason, gates=gates, evaluation=evaluation, current=current,
+        importance=importance, shifts=shifts, build=ts.stats, fit=fr, metadata=registry.metadata(version),
+    )
+
+
+# --------------------------------------------------------------------------------- steps
+def _build(records: Iterable[Any], spec: FeatureSpec, label_cfg: LabelConfig, options: TrainOptions,
+           decide: _Decisions) -> TrainingSet:
+    ts = build_training_set(records, spec, label_cfg, options.sample_rate, options.seed, start_ms=options.start_ms)
+    decide("built", examples=len(ts), events=ts.stats.records, events_per_s=_finite(ts.stats.events_per_s),
+           seconds=round(ts.stats.seconds, 3))
+    if len(ts) == 0:
+        raise TrainingError("no training examples: the log has no complete scoring moments")
+    return ts
+
+
+def _split(ts: TrainingSet, label_cfg: LabelConfig, options: TrainOptions,
+           decide: _Decisions) -> tuple[Split, TrainingSet, TrainingSet]:
+    """Train before, validate after a time cut; refuse a split too small to judge a model by."""
+    split = time_split(ts.as_of, label_cfg.horizon_ms, options.validation_days, options.gap_ms)
+    train, val = ts.take(split.train_idx), ts.take(split.val_idx)
+    n_val_groups = len(np.unique(val.groups))
+    decide("split", **split.to_dict(), validation_groups=n_val_groups)
+    if len(train) < options.min_train_examples:
+        raise TrainingError(
+            f"{len(train)} training examples before {split.train_end_ms} (need {options.min_train_examples}): "
+            f"the log is too short for {options.validation_days} validation days plus a {split.gap_ms} ms gap"
+        )
+    if n_val_groups < options.min_validation_groups:
+        raise TrainingError(f"{n_val_groups} validation groups (need {options.min_validation_groups})")
+    return split, train, val
+
+
+def _fit(train: TrainingSet, val: TrainingSet, options: TrainOptions, decide: _Decisions) -> FitResult:
+    fr = fit(train, val, options)
+    decide("fitted", best_iteration=fr.best_iteration, rounds_run=fr.rounds_run, seconds=round(fr.seconds, 3))
+    return fr
+
+
+def _evaluate(candidate: LoadedModel, val: TrainingSet, options: TrainOptions, decide: _Decisions) -> Evaluation:
+    evaluation = evaluate(candidate.score(val.X), val.y, val.groups, val.business, val.as_of, val.popularity,
+                          k=options.top_k, seed=options.seed)
+    decide("evaluated", metrics=evaluation.to_dict())
+    return evaluation
+
+
+def _importance_shifts(importance: dict[str, float], previous_version: str | None, previous_importance: dict[str, float],
+                       options: TrainOptions, decide: _Decisions) -> list[dict[str, Any]]:
+    """Features whose gain share moved past the threshold since the previous model (none without one)."""
+    if not previous_version:
+        return []
+    shifts = [s.to_dict() for s in importance_shifts(importance, previous_importance, options.importance_threshold)]
+    decide("importance_shifts", against=previous_version, threshold=options.importance_threshold,
+           moved=[s["feature"] for s in shifts])
+    return shifts
+
+
+def _gate(evaluation: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions,
+          decide: _Decisions) -> tuple[list[Gate], bool, str]:
+    """The gates, the promotion decision and its reason (a skipped gate does not block)."""
+    gates = _gates(evaluation, current, sanity_failures, options)
+    for g in gates:
+        decide("gate", **g.to_dict())
+    promote = all(g.passed is not False for g in gates)
+    failed = [g for g in gates if g.passed is False]
+    if promote:
+        reason = "all gates passed: " + "; ".join(f"{g.name}: {g.detail}" for g in gates)
+    else:
+        reason = "gates failed: " + "; ".join(f"{g.name}: {g.detail}" for g in failed)
+    decide("promotion", promote=promote, reason=reason)
+    return gates, promote, reason
+
+
+def _register(registry: ModelRegistry, fr: FitResult, meta: dict[str, Any], decide: _Decisions) -> str:
     version = registry.register(
         bytes(fr.booster.save_raw("ubj")),
         meta,
         write_extra=lambda folder, v, m: write_report(folder, m),
     )
     decide("registered", version=version)
-    if promote:
-        registry.promote(version, reason, decided_by="trainer", details={"capture": evaluation.model.capture})
-        decide("promoted", version=version)
-    return TrainOutcome(
-        version=version, promoted=promote, reason=reason, gates=gates, evaluation=evaluation, current=current,
-        importance=importance, shifts=shifts, build=ts.stats, fit=fr, metadata=registry.metadata(version),
-    )
+    return version
+
+
+def _promote(registry: ModelRegistry, version: str, reason: str, evaluation: Evaluation, decide: _Decisions) -> None:
+    registry.promote(version, reason, decided_by="trainer", details={"capture": evaluation.model.capture})
+    decide("promoted", version=version)
 
 
 # ------------------------------------------------------------------------------- helpers
