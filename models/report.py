@@ -58,13 +58,21 @@ def _ts(ms: Any) -> str:
 
 
 def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...] = ()) -> str:
-    m = meta.get("metrics", {})
-    k = m.get("k", "k")
-    promo = meta.get("promotion", {})
+    """The report: header, decision, validation metrics, data, training, importance, sanity failures."""
+    lines = _header(meta)
+    lines += _decision(meta)
+    lines += _metrics(meta, charts)
+    lines += _data(meta)
+    lines += _training(meta)
+    lines += _importance(meta, charts)
+    lines += _sanity(meta)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _header(meta: Mapping[str, Any]) -> list[str]:
     fs = meta.get("feature_set", {})
     code = meta.get("code", {})
-    cur = meta.get("current_model") or {}
-    lines = [
+    return [
         f"# Model {meta.get('version', '(unregistered)')}",
         "",
         f"- created: {meta.get('created_at', 'n/a')}",
@@ -72,6 +80,12 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
         f"- feature set: `{fs.get('version', 'n/a')}` ({len(fs.get('spec', {}).get('names', []))} features)",
         f"- code: streamrank {code.get('package', 'n/a')}, git `{code.get('git_sha') or 'n/a'}`",
         "",
+    ]
+
+
+def _decision(meta: Mapping[str, Any]) -> list[str]:
+    promo = meta.get("promotion", {})
+    lines = [
         f"## Decision: {'PROMOTED' if promo.get('promoted') else 'NOT PROMOTED'}",
         "",
         f"{promo.get('reason', '')}",
@@ -82,7 +96,14 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
     for g in meta.get("gates", []):
         res = "skipped" if g.get("passed") is None else ("pass" if g["passed"] else "FAIL")
         lines.append(f"| {g.get('name')} | {res} | {g.get('detail', '')} |")
-    lines += ["", f"## Validation metrics (top-k with k = {k})", ""]
+    return lines
+
+
+def _metrics(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) -> list[str]:
+    m = meta.get("metrics", {})
+    k = m.get("k", "k")
+    cur = meta.get("current_model") or {}
+    lines = ["", f"## Validation metrics (top-k with k = {k})", ""]
     header = "| metric | model | popularity | random |"
     sep = "|---|---|---|---|"
     if cur.get("metrics"):
@@ -105,13 +126,16 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
         lines.append(f"- current model: {cur.get('version')} not compared: {cur.get('note', '')}")
     if CAPTURE_CHART in charts:
         lines += ["", f"![top-k capture]({CAPTURE_CHART})"]
+    return lines
 
+
+def _data(meta: Mapping[str, Any]) -> list[str]:
     data = meta.get("data", {})
     rng = data.get("range") or {}
     build = data.get("build", {})
     split = data.get("split", {})
     label = data.get("label", {})
-    lines += [
+    lines = [
         "",
         "## Data",
         "",
@@ -133,8 +157,12 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
         for topic, parts in offsets.items():
             for p, span in parts.items():
                 lines.append(f"| {topic} | {p} | {span} |")
+    return lines
+
+
+def _training(meta: Mapping[str, Any]) -> list[str]:
     tr = meta.get("training", {})
-    lines += [
+    return [
         "",
         "## Training",
         "",
@@ -142,6 +170,11 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
         f"best validation score {_f(tr.get('best_score'))}",
         f"- fit time: {_f(tr.get('seconds'), 2)} s",
         f"- params: `{meta.get('params', {})}`",
+    ]
+
+
+def _importance(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) -> list[str]:
+    lines = [
         "",
         "## Feature importance (gain share)",
         "",
@@ -167,10 +200,14 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
         ]
         for s in shifts["shifts"]:
             lines.append(f"| {s['feature']} | {_pct(s['previous'])} | {_pct(s['current'])} | {100 * s['delta']:+.1f} pt |")
+    return lines
+
+
+def _sanity(meta: Mapping[str, Any]) -> list[str]:
     failures = meta.get("sanity_failures") or []
-    if failures:
-        lines += ["", "## Sanity failures", ""] + [f"- {f}" for f in failures]
-    return "\n".join(lines).rstrip() + "\n"
+    if not failures:
+        return []
+    return ["", "## Sanity failures", ""] + [f"- {f}" for f in failures]
 
 
 # ----------------------------------------------------------------------------------- charts
