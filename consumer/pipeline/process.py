@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from consumer.errors import ProcessingHalted, StaleState
 from consumer.pipeline.arms import HOLDOUT, SHADOW, Routing, score_rows
 from consumer.pipeline.decode import DeadLetter, Decoded
+from consumer.pipeline.predictions import feature_hashes, prediction_id, prediction_record
 from consumer.pipeline.store import Entry, PartitionState
 from features.extract import extract_into, group_key
 from features.scoring import SCORED, apply, as_of
@@ -57,22 +57,6 @@ class Tombstone:
     partition: int
     offset: int
     business_id: str
-
-
-def prediction_id(topic: str, partition: int, offset: int, model_version: str, arm: str = "default") -> str:
-    """Same input record + same model version (+ same arm) → same id, in any run, on any worker.
-
-    The arm enters only when it is not ``default``: ids of the classic single-arm worker are
-    unchanged, and an A/A test (one model in two arms) or a shadow of the promoted model still
-    gets distinct ids."""
-    key = f"{topic}\x1f{partition}\x1f{offset}\x1f{model_version}"
-    if arm != "default":
-        key += f"\x1f{arm}"
-    return blake2b(key.encode(), digest_size=16).hexdigest()
-
-
-def feature_hash(row: np.ndarray) -> str:
-    return blake2b(np.ascontiguousarray(row, dtype=np.float32).tobytes(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -188,32 +172,10 @@ def process(
     scored_at = int(clock() * 1000)
     mv, fsv = scorer.version, scorer.feature_set_version
     preds = out.predictions
-    # Hot loop: the bytes of all rows once (rows sliced from them hash exactly as feature_hash does)
-    # and plain floats, so no numpy scalar or view is made per prediction.
-    raw = np.ascontiguousarray(X, dtype=np.float32).tobytes()
-    width = 4 * X.shape[1]
-    id_suffix = f"\x1f{mv}"  # prediction_id(topic, partition, offset, mv): this path's ids never carry the arm
-    for i, ((item, gkey, t), score) in enumerate(zip(pending, scores.tolist())):
-        event = item.event
-        topic, partition, offset = item.topic, item.partition, item.offset
-        preds.append(
-            {
-                "prediction_id": blake2b(f"{topic}\x1f{partition}\x1f{offset}{id_suffix}".encode(), digest_size=16).hexdigest(),
-                "business_id": event.business_id,
-                "score": score,
-                "model_version": mv,
-                "feature_set_version": fsv,
-                "source_topic": topic,
-                "source_partition": partition,
-                "source_offset": offset,
-                "event_time": event.event_time,
-                "scored_at": scored_at,
-                "group_key": gkey,
-                "arm": arm,
-                "feature_hash": blake2b(raw[i * width:(i + 1) * width], digest_size=8).hexdigest(),
-                "as_of": t,
-            }
-        )
+    hashes = feature_hashes(X)
+    for (item, gkey, t), score, fhash in zip(pending, scores.tolist(), hashes, strict=True):
+        pid = prediction_id(item.topic, item.partition, item.offset, mv)  # this path's ids never carry the arm
+        preds.append(prediction_record(item, gkey, t, score, mv, fsv, scored_at, arm, pid, fhash))
     return out
 
 
@@ -234,27 +196,13 @@ def _score_routed(out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: 
     out.score_seconds = time.perf_counter() - t0
     out.features = X
     scored_at = int(clock() * 1000)
-    hashes = [feature_hash(X[i]) for i in range(len(pending))]
+    hashes = feature_hashes(X)
 
     def record(i: int, arm: str, sc: Any, score: float) -> dict[str, Any]:
         item, gkey, t = pending[i]
         mv = sc.version
-        return {
-            "prediction_id": prediction_id(item.topic, item.partition, item.offset, mv, arm),
-            "business_id": bids[i],
-            "score": score,
-            "model_version": mv,
-            "feature_set_version": sc.feature_set_version,
-            "source_topic": item.topic,
-            "source_partition": item.partition,
-            "source_offset": item.offset,
-            "event_time": item.event.event_time,
-            "scored_at": scored_at,
-            "group_key": gkey,
-            "arm": arm,
-            "feature_hash": hashes[i],
-            "as_of": t,
-        }
+        pid = prediction_id(item.topic, item.partition, item.offset, mv, arm)
+        return prediction_record(item, gkey, t, score, mv, sc.feature_set_version, scored_at, arm, pid, hashes[i])
 
     for i, arm in enumerate(arms):
         rec = record(i, arm, routing.scorers[arm], float(scores[i]))

@@ -1,7 +1,7 @@
 """Online/offline parity: do the features the worker scored equal the trainer's features?
 
 Every prediction carries ``feature_hash``, an 8-byte blake2b of its float32 feature row (see
-``consumer.pipeline.process.feature_hash``). Why a hash and not the vector: the vector is 45 floats (180
+``consumer.pipeline.predictions.feature_hash``). Why a hash and not the vector: the vector is 45 floats (180
 bytes binary, more in Avro) on every prediction on the hot path, the hash 16 hex characters; a
 mismatch is still detected exactly (any changed bit changes the hash, a collision is ~2^-64), and
 when a mismatch needs explaining the vector is recomputed from the log, which is the source of
@@ -26,7 +26,7 @@ import numpy as np
 
 from consumer.config import Config
 from consumer.io.inputlog import read_input_log
-from consumer.pipeline.process import feature_hash
+from consumer.pipeline.predictions import feature_hash
 from features.extract import extract_into
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, merge_finished
 from features.scoring import as_of

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from consumer.pipeline.decode import DeadLetter
-from consumer.pipeline.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, prediction_id, process
+from consumer.pipeline.predictions import prediction_id
+from consumer.pipeline.process import ALREADY_APPLIED, DEAD_LETTER, RowBuffer, Tombstone, process
 from consumer.pipeline.store import decode_entry, encode_entry
 from features.scoring import BUSINESS_UPDATE, DUPLICATE, NOT_SCORABLE, SCORED
 from features.spec import DEFAULT_SPEC

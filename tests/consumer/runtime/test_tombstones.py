@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from consumer.io.clients import consumer_kwargs
 from consumer.io.inputlog import read_input_log
 from consumer.tools.parity import check_parity
-from consumer.pipeline.process import feature_hash
+from consumer.pipeline.predictions import feature_hash
 from consumer.tools.replay import Position, replay
 from consumer.pipeline.store import applied_offsets, is_deletion
 from consumer.runtime.worker import Worker

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 
 from consumer.errors import TopicLayoutError
 from consumer.io.clients import create_topics
-from consumer.pipeline.process import feature_hash
+from consumer.pipeline.predictions import feature_hash
 from consumer.runtime.worker import Worker
 from features.extract import extract_into
 from features.order import merge_finished
