@@ -5,7 +5,8 @@ Input: an iterable of records with ``rank`` (0 business, 1 activity), ``partitio
 or any look-alike. A tombstone names its business through an optional ``key`` attribute (str or
 bytes, the Kafka key); a tombstone without one cannot be attributed and is counted and skipped.
 
-The build, in three passes over memory:
+The build, in three passes over memory (``_read``, ``_fold``, ``_label``, driven by
+:func:`build_training_set`):
 
 1. **Read.** Group records by partition and topic (sorted by offset if they arrived out of order),
    note the data's end (largest activity event time), and collect every conversion
@@ -250,13 +251,42 @@ def build_training_set(
     activity event time in the log). The throughput includes consuming ``records``.
     """
     threshold = _sample_threshold(sample_rate)
-    seed_crc = _seed_crc(seed)
-    crc32 = zlib.crc32
-    horizon = int(label_cfg.horizon_ms)
-    conv_kinds = frozenset(label_cfg.kinds)
     stats = BuildStats()
+    read = _read(records, frozenset(label_cfg.kinds), end_ms, stats)
+    examples = _fold(read, spec, label_cfg, threshold, _seed_crc(seed), start_ms, stats)
+    ts = _label(examples, read, spec, label_cfg, stats)
+    log.info(
+        "training set built",
+        extra={"build": {k: v for k, v in stats.to_dict().items() if not isinstance(v, float) or math.isfinite(v)}},
+    )
+    return ts
 
-    # ---- 1. read -------------------------------------------------------------------------
+
+@dataclass
+class _Read:
+    """Pass 1's result: the records by partition, and the conversions the labels count."""
+
+    parts: dict[int, tuple[list, list]]  # partition -> (business [(offset, event, record)], activity merge items)
+    unsorted: set[tuple[int, int]]  # (partition, rank) whose offsets arrived out of order
+    conv_biz: list[str]
+    conv_time: list[int]
+    data_end: int | None  # labels end here: end_ms, else the largest activity event time
+
+
+@dataclass
+class _Examples:
+    """Pass 2's result: one feature row per example, and what the labels and groups need of it."""
+
+    X: np.ndarray
+    rows: int = 0
+    business: list[str] = field(default_factory=list)
+    group_key: list[str] = field(default_factory=list)
+    as_of: list[int] = field(default_factory=list)
+    popularity: list[int] = field(default_factory=list)
+
+
+def _read(records: Iterable[Any], conv_kinds: frozenset[str], end_ms: int | None, stats: BuildStats) -> _Read:
+    """Pass 1: group the records by partition and topic, note offsets, data span and conversions."""
     t0 = time.perf_counter()
     parts: dict[int, tuple[list, list]] = {}
     unsorted: set[tuple[int, int]] = set()
@@ -314,56 +344,33 @@ def build_training_set(
     data_end = int(end_ms) if end_ms is not None else t_max
     stats.data_end_ms = data_end
     stats.seconds_read = time.perf_counter() - t0
+    return _Read(parts, unsorted, conv_biz, conv_time, data_end)
 
-    # ---- 2. fold -------------------------------------------------------------------------
+
+def _fold(
+    read: _Read, spec: FeatureSpec, label_cfg: LabelConfig, threshold: int, seed_crc: int, start_ms: int | None,
+    stats: BuildStats,
+) -> _Examples:
+    """Pass 2: fold each partition in merge order; write the sampled scoring moments' features."""
     t1 = time.perf_counter()
+    crc32 = zlib.crc32
     n_feat = len(spec.names)
-    X = np.empty((_INITIAL_ROWS, n_feat), dtype=np.float32)
+    ex = _Examples(np.empty((_INITIAL_ROWS, n_feat), dtype=np.float32))
+    X = ex.X
     rows = 0
-    ex_biz: list[str] = []
-    ex_gkey: list[str] = []
-    ex_asof: list[int] = []
-    ex_pop: list[int] = []
+    ex_biz, ex_gkey, ex_asof, ex_pop = ex.business, ex.group_key, ex.as_of, ex.popularity
     conv_idx = [spec.layout.kind_index[k] for k in label_cfg.kinds]
-    n_moments = n_sampled = n_incomplete = n_prefix = n_before = n_unkeyed = 0
+    n_moments = n_sampled = n_incomplete = 0
     # A label is final only when no conversion in its horizon can still arrive: activity may come
     # up to the allowed lateness behind the newest event time, so the horizon must end that much
     # before the data's end. Otherwise a label emitted as 0 could later be 1.
-    last_ok = (data_end - horizon - spec.allowed_lateness_ms) if data_end is not None else None
+    data_end = read.data_end
+    last_ok = (data_end - int(label_cfg.horizon_ms) - spec.allowed_lateness_ms) if data_end is not None else None
 
+    parts = read.parts
     for p in sorted(parts):
-        biz_list, act_list = parts[p]
-        if (p, BUSINESS_RANK) in unsorted:
-            biz_list.sort(key=lambda x: x[0])
-        if (p, ACTIVITY_RANK) in unsorted:
-            act_list.sort(key=lambda x: x[2])
-        # Business stream: tombstones take the time of the record before them, so they stay in
-        # place in the merge and fall into the prefix exactly when that record does. Records from
-        # the log reader carry that time (``time``, from the worker's order step): it is used, so
-        # the trainer cannot queue a tombstone elsewhere than the worker; hand-built ones get it here.
-        items: list[tuple[int, int, int, Any]] = []
-        prev_t = 0
-        for off, ev, r in biz_list:
-            if ev is None:
-                bid = record_key(r)
-                if bid is None:
-                    n_unkeyed += 1
-                    continue
-                t = getattr(r, "time", None)
-                et, item = (prev_t if t is None else t), Tombstone(bid)
-            else:
-                et = prev_t = ev.event_time
-                item = ev
-            if start_ms is not None and et < start_ms:
-                n_prefix += 1  # folded like every record (the worker has them), no example from it
-            items.append((BUSINESS_RANK, et, off, item))
-        if start_ms is not None:
-            n_before += sum(1 for item in act_list if item[1] < start_ms)
-        act_items = act_list
-        states: dict[str, BusinessState] = {}
-        merged = merge_finished(_interleave_for_merge(items, act_items))
-
-        for ev, st in scoring_moments(merged, spec, states):
+        merged = merge_finished(_partition_items(p, parts[p], read.unsorted, start_ms, stats))
+        for ev, st in scoring_moments(merged, spec, {}):
             n_moments += 1
             if threshold < 2**32 and (crc32(ev.event_id.encode(), seed_crc) * _GOLD) & 0xFFFFFFFF >= threshold:
                 continue  # == not sampled(ev.event_id, sample_rate, seed), inlined
@@ -387,38 +394,75 @@ def build_training_set(
             totals = st.totals
             ex_pop.append(sum(totals[i] for i in conv_idx))
         del parts[p]  # free the partition's records as we go
-    stats.prefix_business_records = n_prefix
-    stats.activity_before_start = n_before
-    stats.unkeyed_tombstones = n_unkeyed
+    ex.X, ex.rows = X, rows
     stats.scoring_moments = n_moments
     stats.sampled = n_sampled
     stats.dropped_incomplete = n_incomplete
     stats.seconds_fold = time.perf_counter() - t1
-    if n_unkeyed:
-        log.warning("%d tombstones carry no key and were skipped", n_unkeyed)
+    if stats.unkeyed_tombstones:
+        log.warning("%d tombstones carry no key and were skipped", stats.unkeyed_tombstones)
+    return ex
 
-    # ---- 3. label ------------------------------------------------------------------------
+
+def _partition_items(
+    p: int, lists: tuple[list, list], unsorted: set[tuple[int, int]], start_ms: int | None, stats: BuildStats
+) -> Iterator[tuple[int, int, int, Any]]:
+    """One partition's records as ``merge_finished`` input: ``(rank, event time, offset, event or Tombstone)``."""
+    biz_list, act_list = lists
+    if (p, BUSINESS_RANK) in unsorted:
+        biz_list.sort(key=lambda x: x[0])
+    if (p, ACTIVITY_RANK) in unsorted:
+        act_list.sort(key=lambda x: x[2])
+    # Business stream: tombstones take the time of the record before them, so they stay in
+    # place in the merge and fall into the prefix exactly when that record does. Records from
+    # the log reader carry that time (``time``, from the worker's order step): it is used, so
+    # the trainer cannot queue a tombstone elsewhere than the worker; hand-built ones get it here.
+    items: list[tuple[int, int, int, Any]] = []
+    prev_t = 0
+    for off, ev, r in biz_list:
+        if ev is None:
+            bid = record_key(r)
+            if bid is None:
+                stats.unkeyed_tombstones += 1
+                continue
+            t = getattr(r, "time", None)
+            et, item = (prev_t if t is None else t), Tombstone(bid)
+        else:
+            et = prev_t = ev.event_time
+            item = ev
+        if start_ms is not None and et < start_ms:
+            stats.prefix_business_records += 1  # folded like every record (the worker has them), no example from it
+        items.append((BUSINESS_RANK, et, off, item))
+    if start_ms is not None:
+        stats.activity_before_start += sum(1 for item in act_list if item[1] < start_ms)
+    return _interleave_for_merge(items, act_list)
+
+
+def _label(ex: _Examples, read: _Read, spec: FeatureSpec, label_cfg: LabelConfig, stats: BuildStats) -> TrainingSet:
+    """Pass 3: count each example's conversions within the horizon; number groups and businesses."""
     t2 = time.perf_counter()
-    X = X[:rows].copy() if rows != X.shape[0] else X
-    as_of_arr = np.asarray(ex_asof, dtype=np.int64)
-    business_table = sorted(set(ex_biz) | set(conv_biz))
+    rows = ex.rows
+    X = ex.X[:rows].copy() if rows != ex.X.shape[0] else ex.X
+    as_of_arr = np.asarray(ex.as_of, dtype=np.int64)
+    conv_biz = read.conv_biz
+    business_table = sorted(set(ex.business) | set(conv_biz))
     code = {b: i for i, b in enumerate(business_table)}
-    ex_code = np.fromiter((code[b] for b in ex_biz), dtype=np.int64, count=rows)
+    ex_code = np.fromiter((code[b] for b in ex.business), dtype=np.int64, count=rows)
     cv_code = np.fromiter((code[b] for b in conv_biz), dtype=np.int64, count=len(conv_biz))
-    y = conversion_counts(ex_code, as_of_arr, cv_code, np.asarray(conv_time, dtype=np.int64), horizon)
+    y = conversion_counts(ex_code, as_of_arr, cv_code, np.asarray(read.conv_time, dtype=np.int64), int(label_cfg.horizon_ms))
     day = as_of_arr // DAY_MS
     gids: dict[tuple[str, int], int] = {}
-    groups = np.fromiter((gids.setdefault((g, d), len(gids)) for g, d in zip(ex_gkey, day.tolist())), dtype=np.int64, count=rows)
+    groups = np.fromiter((gids.setdefault((g, d), len(gids)) for g, d in zip(ex.group_key, day.tolist())), dtype=np.int64, count=rows)
     group_table = list(gids)
     stats.examples = rows
     stats.seconds_label = time.perf_counter() - t2
-    ts = TrainingSet(
+    return TrainingSet(
         X=X,
         y=y.astype(np.float32),
         groups=groups,
         business=ex_code,
         as_of=as_of_arr,
-        popularity=np.asarray(ex_pop, dtype=np.float64),
+        popularity=np.asarray(ex.popularity, dtype=np.float64),
         group_table=group_table,
         business_table=business_table,
         feature_names=tuple(spec.names),
@@ -426,11 +470,6 @@ def build_training_set(
         label_cfg=label_cfg,
         stats=stats,
     )
-    log.info(
-        "training set built",
-        extra={"build": {k: v for k, v in stats.to_dict().items() if not isinstance(v, float) or math.isfinite(v)}},
-    )
-    return ts
 
 
 def _interleave_for_merge(biz: list, act: list) -> Iterator[tuple[int, int, int, Any]]:
