@@ -19,6 +19,11 @@ first commit on a partition, it is measured from the fetch position.
 
 ``python -m consumer.tools.bench --metrics-cost`` prints the per-batch cost of the worker's metric
 updates.
+
+Why one module of ~500 lines: :class:`WorkerMetrics` declares every series a worker exposes, side
+by side, with the liveness and readiness rules that read them; the Prometheus rules in ``ops/``
+are checked against the series it exports (``tests/ops``). The rest is the two collectors it needs
+(:class:`BulkHistogram`, :class:`CallbackCollector`) and the restore progress counter.
 """
 
 from __future__ import annotations
