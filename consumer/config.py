@@ -8,8 +8,9 @@ and ``Config.describe()`` mask them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from consumer.errors import ConfigError
 
@@ -30,7 +31,9 @@ class Config:
     # Kafka connection
     bootstrap: str = _env_field("KAFKA_BOOTSTRAP_SERVERS", "", "Kafka bootstrap servers, host:port[,host:port]")
     client_id: str = _env_field("STREAMRANK_CLIENT_ID", "streamrank", "Kafka client.id prefix")
-    security_protocol: str = _env_field("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    security_protocol: str = _env_field(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
     sasl_mechanism: str = _env_field("KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (SASL only)")
     sasl_username: str = _env_field("KAFKA_SASL_USERNAME", "", "SASL user name")
     sasl_password: str = _env_field("KAFKA_SASL_PASSWORD", "", "SASL password (secret: never logged)")
@@ -40,52 +43,106 @@ class Config:
     ssl_password: str = _env_field("KAFKA_SSL_PASSWORD", "", "Password of the client key (secret: never logged)")
 
     # Topics
-    business_topic: str = _env_field("STREAMRANK_BUSINESS_TOPIC", "business-events", "Input: business profile changes (compacted)")
+    business_topic: str = _env_field(
+        "STREAMRANK_BUSINESS_TOPIC", "business-events", "Input: business profile changes (compacted)"
+    )
     activity_topic: str = _env_field("STREAMRANK_ACTIVITY_TOPIC", "activity-events", "Input: user activity")
     predictions_topic: str = _env_field("STREAMRANK_PREDICTIONS_TOPIC", "predictions", "Output: predictions")
-    dead_letter_topic: str = _env_field("STREAMRANK_DEAD_LETTER_TOPIC", "dead-letters", "Output: records that could not be processed")
-    changelog_topic: str = _env_field("STREAMRANK_CHANGELOG_TOPIC", "streamrank-state-changelog", "Feature-state changelog (compacted)")
-    partitions: int = _env_field("STREAMRANK_PARTITIONS", 4, "Partitions for topics that `topics create` makes", kind=int)
-    replication: int = _env_field("STREAMRANK_REPLICATION", 1, "Replication factor for topics that `topics create` makes", kind=int)
+    dead_letter_topic: str = _env_field(
+        "STREAMRANK_DEAD_LETTER_TOPIC", "dead-letters", "Output: records that could not be processed"
+    )
+    changelog_topic: str = _env_field(
+        "STREAMRANK_CHANGELOG_TOPIC", "streamrank-state-changelog", "Feature-state changelog (compacted)"
+    )
+    partitions: int = _env_field(
+        "STREAMRANK_PARTITIONS", 4, "Partitions for topics that `topics create` makes", kind=int
+    )
+    replication: int = _env_field(
+        "STREAMRANK_REPLICATION", 1, "Replication factor for topics that `topics create` makes", kind=int
+    )
     input_retention_ms: int = _env_field(
-        "STREAMRANK_INPUT_RETENTION_MS", -1,
+        "STREAMRANK_INPUT_RETENTION_MS",
+        -1,
         "retention.ms that `topics create` gives the activity topic, the event log the trainer and replay read "
         "(-1: keep forever). Records carry their event time, so Kafka's 7-day default would delete older history "
-        "minutes after it is published", kind=int)
+        "minutes after it is published",
+        kind=int,
+    )
 
     # Worker
     group_id: str = _env_field("STREAMRANK_GROUP", "streamrank-worker", "Consumer group of the workers")
-    batch_size: int = _env_field("STREAMRANK_BATCH_SIZE", 500, "Max records per poll batch (one XGBoost call each)", kind=int)
+    batch_size: int = _env_field(
+        "STREAMRANK_BATCH_SIZE", 500, "Max records per poll batch (one XGBoost call each)", kind=int
+    )
     poll_timeout_ms: int = _env_field("STREAMRANK_POLL_TIMEOUT_MS", 200, "Poll timeout", kind=int)
-    model_poll_s: float = _env_field("STREAMRANK_MODEL_POLL_S", 5.0, "How often a worker looks for a newly promoted model", kind=float)
-    metrics_port: int = _env_field("STREAMRANK_METRICS_PORT", 0, "Port for /metrics, /healthz, /readyz (0: off)", kind=int)
-    log_format: str = _env_field("STREAMRANK_LOG_FORMAT", "auto",
-                                 "Log lines: json, text, or auto (text on a terminal, JSON otherwise)")
+    model_poll_s: float = _env_field(
+        "STREAMRANK_MODEL_POLL_S", 5.0, "How often a worker looks for a newly promoted model", kind=float
+    )
+    metrics_port: int = _env_field(
+        "STREAMRANK_METRICS_PORT", 0, "Port for /metrics, /healthz, /readyz (0: off)", kind=int
+    )
+    log_format: str = _env_field(
+        "STREAMRANK_LOG_FORMAT", "auto", "Log lines: json, text, or auto (text on a terminal, JSON otherwise)"
+    )
     checkpoint_interval_ms: int = _env_field(
-        "STREAMRANK_CHECKPOINT_INTERVAL_MS", 1000,
+        "STREAMRANK_CHECKPOINT_INTERVAL_MS",
+        1000,
         "Most time between checkpoints (outputs acked, state saved, offsets committed) while working off a backlog; "
-        "a caught-up worker checkpoints every batch. Longer: fewer state writes, more re-processing after a crash", kind=int)
+        "a caught-up worker checkpoints every batch. Longer: fewer state writes, more re-processing after a crash",
+        kind=int,
+    )
     fetch_max_wait_ms: int = _env_field(
-        "STREAMRANK_FETCH_MAX_WAIT_MS", 20,
-        "Longest a fetch waits at the broker for data. The embedded broker holds every fetch this long when any partition in it is idle", kind=int)
-    transport: str = _env_field("STREAMRANK_TRANSPORT", "kafka-python",
-                                "Kafka client of the worker: kafka-python, or confluent (librdkafka; pip install 'streamrank[confluent]')")
+        "STREAMRANK_FETCH_MAX_WAIT_MS",
+        20,
+        "Longest a fetch waits at the broker for data. The embedded broker holds every fetch this long when any partition in it is idle",
+        kind=int,
+    )
+    transport: str = _env_field(
+        "STREAMRANK_TRANSPORT",
+        "kafka-python",
+        "Kafka client of the worker: kafka-python, or confluent (librdkafka; pip install 'streamrank[confluent]')",
+    )
 
     # Models and schemas
     registry_dir: str = _env_field("STREAMRANK_REGISTRY", "./registry", "Model registry directory (shared volume)")
-    schema_registry: str = _env_field("STREAMRANK_SCHEMA_REGISTRY", "", "Writable schema-registry JSON file (empty: the packaged one)")
+    schema_registry: str = _env_field(
+        "STREAMRANK_SCHEMA_REGISTRY", "", "Writable schema-registry JSON file (empty: the packaged one)"
+    )
 
     # Labels (trainer and reports)
-    conversion_kinds: str = _env_field("STREAMRANK_CONVERSION_KINDS", "BIZSITE_VISIT,CALL,DIRECTIONS", "Activity kinds counted as conversions")
-    horizon_ms: int = _env_field("STREAMRANK_HORIZON_MS", 86_400_000, "Label horizon H: conversions in (t, t+H]", kind=int)
+    conversion_kinds: str = _env_field(
+        "STREAMRANK_CONVERSION_KINDS", "BIZSITE_VISIT,CALL,DIRECTIONS", "Activity kinds counted as conversions"
+    )
+    horizon_ms: int = _env_field(
+        "STREAMRANK_HORIZON_MS", 86_400_000, "Label horizon H: conversions in (t, t+H]", kind=int
+    )
 
     # Experiments (consumer.pipeline.arms)
-    arms: str = _env_field("STREAMRANK_ARMS", "", "Experiment arms name:model:weight,... (model: a version, promoted or random); empty: one promoted arm")
-    holdout: float = _env_field("STREAMRANK_HOLDOUT", 0.0, "Share of businesses held out (scored to the hold-out topic, never served)", kind=float)
-    arm_salt: str = _env_field("STREAMRANK_ARM_SALT", "streamrank", "Salt of the business-to-arm hash (a new salt is a new assignment)")
-    shadow_model: str = _env_field("STREAMRANK_SHADOW_MODEL", "", "Shadow model version (or promoted) scoring everything to the shadow topic; empty: none")
-    holdout_topic: str = _env_field("STREAMRANK_HOLDOUT_TOPIC", "predictions-holdout", "Output: predictions of hold-out businesses")
-    shadow_topic: str = _env_field("STREAMRANK_SHADOW_TOPIC", "predictions-shadow", "Output: predictions of the shadow model")
+    arms: str = _env_field(
+        "STREAMRANK_ARMS",
+        "",
+        "Experiment arms name:model:weight,... (model: a version, promoted or random); empty: one promoted arm",
+    )
+    holdout: float = _env_field(
+        "STREAMRANK_HOLDOUT",
+        0.0,
+        "Share of businesses held out (scored to the hold-out topic, never served)",
+        kind=float,
+    )
+    arm_salt: str = _env_field(
+        "STREAMRANK_ARM_SALT", "streamrank", "Salt of the business-to-arm hash (a new salt is a new assignment)"
+    )
+    shadow_model: str = _env_field(
+        "STREAMRANK_SHADOW_MODEL",
+        "",
+        "Shadow model version (or promoted) scoring everything to the shadow topic; empty: none",
+    )
+    holdout_topic: str = _env_field(
+        "STREAMRANK_HOLDOUT_TOPIC", "predictions-holdout", "Output: predictions of hold-out businesses"
+    )
+    shadow_topic: str = _env_field(
+        "STREAMRANK_SHADOW_TOPIC", "predictions-shadow", "Output: predictions of the shadow model"
+    )
 
     def __repr__(self) -> str:
         return f"Config({self.describe()})"
@@ -98,7 +155,7 @@ class Config:
             out[f.name] = "***" if f.name in SECRET_FIELDS and v else v
         return out
 
-    def with_overrides(self, **overrides: Any) -> "Config":
+    def with_overrides(self, **overrides: Any) -> Config:
         """Apply command-line flags; ``None`` means "not given"."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -107,7 +164,7 @@ class Config:
         return (self.business_topic, self.activity_topic)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -130,7 +187,9 @@ class Config:
         if self.batch_size < 1:
             raise ConfigError("STREAMRANK_BATCH_SIZE must be >= 1")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={self.security_protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            )
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ConfigError("KAFKA_SASL_MECHANISM is required with a SASL security protocol")
         if self.fetch_max_wait_ms < 0:
@@ -174,5 +233,6 @@ def label_config(cfg: Config) -> Any:
     try:
         return LabelConfig(kinds=kinds, horizon_ms=cfg.horizon_ms)
     except ValueError as exc:
-        raise ConfigError(f"conversion kinds {cfg.conversion_kinds!r} (--conversion-kinds or "
-                          f"STREAMRANK_CONVERSION_KINDS): {exc}") from exc
+        raise ConfigError(
+            f"conversion kinds {cfg.conversion_kinds!r} (--conversion-kinds or STREAMRANK_CONVERSION_KINDS): {exc}"
+        ) from exc

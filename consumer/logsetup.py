@@ -25,12 +25,13 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 _SECRET_HINTS = ("password", "secret", "token", "sasl_plain", "ssl_password", "credential")
 
 
-
-
 def _context(record: logging.LogRecord) -> dict[str, Any]:
     """The record's ``extra`` fields, secrets masked."""
-    return {key: "***" if any(h in key.lower() for h in _SECRET_HINTS) else value
-            for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")}
+    return {
+        key: "***" if any(h in key.lower() for h in _SECRET_HINTS) else value
+        for key, value in vars(record).items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,7 +64,9 @@ class TextFormatter(logging.Formatter):
 def formatter(fmt: str, stream: Any) -> logging.Formatter:
     """The formatter ``fmt`` names; ``auto`` is text on a terminal, JSON elsewhere."""
     if fmt not in LOG_FORMATS:
-        raise ConfigError(f"log format {fmt!r} is not one of {', '.join(LOG_FORMATS)} (STREAMRANK_LOG_FORMAT or --log-format)")
+        raise ConfigError(
+            f"log format {fmt!r} is not one of {', '.join(LOG_FORMATS)} (STREAMRANK_LOG_FORMAT or --log-format)"
+        )
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
     return TextFormatter() if fmt == "text" else JsonFormatter()

@@ -31,8 +31,20 @@ def _history(rng: random.Random, bid: str, n: int, span_ms: int) -> list:
         t = T0 + rng.randrange(span_ms)
         kind = rng.choice(_KINDS)
         user = f"user-{rng.randrange(2000):05d}" if rng.random() < 0.7 else None
-        acts.append((t + rng.randrange(HOUR_MS), ActivityEvent(f"{bid}-{i:06d}-{rng.getrandbits(64):016x}", bid, user, t, kind, None,
-                                                                rng.randint(1, 5) if kind == "REVIEW" else None)))
+        acts.append(
+            (
+                t + rng.randrange(HOUR_MS),
+                ActivityEvent(
+                    f"{bid}-{i:06d}-{rng.getrandbits(64):016x}",
+                    bid,
+                    user,
+                    t,
+                    kind,
+                    None,
+                    rng.randint(1, 5) if kind == "REVIEW" else None,
+                ),
+            )
+        )
     acts.sort(key=lambda p: p[0])
     return evs + [e for _, e in acts]
 
@@ -82,8 +94,10 @@ def _bench(label: str, n_biz: int, n_events: int, span_ms: int, reads: int, seed
     sizes = sorted(len(b) for b in blobs)
     dedup = sum(sum(len(k) for k in st.seen.values()) for st in states) / n_biz
 
-    print(f"[{label}] {n_biz} businesses x {n_events} events over {span_ms / DAY_MS:g} days "
-          f"({len(spec.names)} features, spec {spec.version})")
+    print(
+        f"[{label}] {n_biz} businesses x {n_events} events over {span_ms / DAY_MS:g} days "
+        f"({len(spec.names)} features, spec {spec.version})"
+    )
     print(f"  update               {upd * 1e6:6.2f} µs/event   ({1 / upd / 1e3:,.0f}k events/s)")
     print(f"  extract_into (as_of=clock)   {ext_into * 1e6:6.2f} µs")
     print(f"  extract_into (as_of=+3d5h)   {ext_later * 1e6:6.2f} µs")

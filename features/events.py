@@ -11,8 +11,9 @@ consumer turns that into a dead letter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from features.errors import InvalidEvent
 
@@ -45,7 +46,7 @@ class BusinessEvent:
     is_open: bool
 
     @classmethod
-    def from_record(cls, r: Mapping[str, Any]) -> "BusinessEvent":
+    def from_record(cls, r: Mapping[str, Any]) -> BusinessEvent:
         try:
             ev = cls(
                 event_id=r["event_id"],
@@ -107,7 +108,7 @@ class ActivityEvent:
     rating: int | None
 
     @classmethod
-    def from_record(cls, r: Mapping[str, Any]) -> "ActivityEvent":
+    def from_record(cls, r: Mapping[str, Any]) -> ActivityEvent:
         try:
             ev = cls(
                 event_id=r["event_id"],

@@ -70,9 +70,17 @@ def _values(st: BusinessState, as_of: int, lay: Layout) -> list[float]:
     K = lay.K
     if mx:
         cf = t // lay.gf
-        fs = st.fine_sums if cf == st.fine_head else _shifted(st.fine, st.fine_tot, st.fine_sums, lay.fine_windows, lay.Rf, K, st.fine_head, cf)
+        fs = (
+            st.fine_sums
+            if cf == st.fine_head
+            else _shifted(st.fine, st.fine_tot, st.fine_sums, lay.fine_windows, lay.Rf, K, st.fine_head, cf)
+        )
         cc = t // lay.gc
-        cs = st.coarse_sums if cc == st.coarse_head else _shifted(st.coarse, st.coarse_tot, st.coarse_sums, lay.coarse_windows, lay.Rc, K, st.coarse_head, cc)
+        cs = (
+            st.coarse_sums
+            if cc == st.coarse_head
+            else _shifted(st.coarse, st.coarse_tot, st.coarse_sums, lay.coarse_windows, lay.Rc, K, st.coarse_head, cc)
+        )
         W = fs + cs
     else:
         W = [0] * ((lay.n_fine + lay.n_coarse) * K)
@@ -105,13 +113,15 @@ def _values(st: BusinessState, as_of: int, lay: Layout) -> list[float]:
     return v
 
 
-def _shifted(ring: list[int], tot: list[int], sums: list[int], windows: tuple, R: int, K: int, h: int, c: int) -> list[int]:
+def _shifted(
+    ring: list[int], tot: list[int], sums: list[int], windows: tuple, R: int, K: int, h: int, c: int
+) -> list[int]:
     """Window sums as of bucket ``c > h``: the head's sums minus the rows that left each window."""
     out = sums[:]
     d = c - h
     for n, off in windows:
         if d >= n:
-            out[off:off + K] = [0] * K
+            out[off : off + K] = [0] * K
             continue
         for b in range(h - n + 1, c - n + 1):
             s = b % R

@@ -15,7 +15,8 @@ worker tells the merger which streams are caught up; a replay of a finished log 
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -29,7 +30,10 @@ class HeadMerger(Generic[T]):
     __slots__ = ("_queues",)
 
     def __init__(self) -> None:
-        self._queues: tuple[deque[tuple[tuple[int, int, int], T]], deque[tuple[tuple[int, int, int], T]]] = (deque(), deque())
+        self._queues: tuple[deque[tuple[tuple[int, int, int], T]], deque[tuple[tuple[int, int, int], T]]] = (
+            deque(),
+            deque(),
+        )
 
     def push(self, rank: int, event_time: int, offset: int, item: T) -> None:
         self._queues[rank].append(((event_time, rank, offset), item))

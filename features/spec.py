@@ -72,8 +72,15 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         # from_dict hands lists and JSON numbers; normalise so equal specs compare and hash equal.
         object.__setattr__(self, "windows_ms", tuple(_int(w, "windows_ms") for w in self.windows_ms))
-        for f in ("allowed_lateness_ms", "fine_bucket_ms", "coarse_bucket_ms", "fine_horizon_ms",
-                  "city_buckets", "category_buckets", "distinct_slots"):
+        for f in (
+            "allowed_lateness_ms",
+            "fine_bucket_ms",
+            "coarse_bucket_ms",
+            "fine_horizon_ms",
+            "city_buckets",
+            "category_buckets",
+            "distinct_slots",
+        ):
             object.__setattr__(self, f, _int(getattr(self, f), f))
         for f in ("rate_prior_a", "rate_prior_b"):
             v = getattr(self, f)
@@ -90,7 +97,11 @@ class FeatureSpec:
             raise SpecError(f"windows_ms must be positive and strictly increasing, got {w}")
         if self.allowed_lateness_ms < 0:
             raise SpecError("allowed_lateness_ms must be >= 0")
-        if self.fine_bucket_ms <= 0 or self.coarse_bucket_ms % self.fine_bucket_ms or self.coarse_bucket_ms < self.fine_bucket_ms:
+        if (
+            self.fine_bucket_ms <= 0
+            or self.coarse_bucket_ms % self.fine_bucket_ms
+            or self.coarse_bucket_ms < self.fine_bucket_ms
+        ):
             raise SpecError("coarse_bucket_ms must be a positive multiple of fine_bucket_ms")
         for x in w:
             g = self.fine_bucket_ms if x <= self.fine_horizon_ms else self.coarse_bucket_ms
@@ -191,10 +202,39 @@ class Layout:
     """
 
     __slots__ = (  # noqa: RUF023 - grouped by meaning
-        "spec", "version", "state_tag", "kinds", "kind_index", "K", "U", "PV", "BIZ", "CALL", "REVIEW",
-        "gf", "gc", "ratio", "lateness", "Rf", "Rc", "fine_windows", "coarse_windows",
-        "fine_part", "fine_full", "coarse_part", "coarse_full", "n_fine", "n_coarse",
-        "slots", "slot_shift", "lc_table", "n_features", "prior_a", "prior_ab", "window_offsets", "count_index",
+        "spec",
+        "version",
+        "state_tag",
+        "kinds",
+        "kind_index",
+        "K",
+        "U",
+        "PV",
+        "BIZ",
+        "CALL",
+        "REVIEW",
+        "gf",
+        "gc",
+        "ratio",
+        "lateness",
+        "Rf",
+        "Rc",
+        "fine_windows",
+        "coarse_windows",
+        "fine_part",
+        "fine_full",
+        "coarse_part",
+        "coarse_full",
+        "n_fine",
+        "n_coarse",
+        "slots",
+        "slot_shift",
+        "lc_table",
+        "n_features",
+        "prior_a",
+        "prior_ab",
+        "window_offsets",
+        "count_index",
     )
 
     def __init__(self, spec: FeatureSpec):

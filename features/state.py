@@ -95,21 +95,49 @@ class BusinessState:
     """
 
     __slots__ = (  # noqa: RUF023 - grouped by meaning
-        "business_id", "layout",
+        "business_id",
+        "layout",
         # activity clock
-        "max_event_ms", "late_dropped", "fine_head", "coarse_head", "seen_floor",
+        "max_event_ms",
+        "late_dropped",
+        "fine_head",
+        "coarse_head",
+        "seen_floor",
         # bucket rings: rows x channels, row event totals, running window sums at the head
-        "fine", "fine_tot", "fine_sums", "coarse", "coarse_tot", "coarse_sums",
+        "fine",
+        "fine_tot",
+        "fine_sums",
+        "coarse",
+        "coarse_tot",
+        "coarse_sums",
         # distinct visitors: last fine bucket per slot, relative to slot_base (0 = never); an array,
         # not a list, so restoring it allocates no int objects
-        "slots", "slot_base",
+        "slots",
+        "slot_base",
         # dedup: fine bucket -> set of event keys, for buckets >= seen_floor
         "seen",
         # lifetime aggregates of accepted activity
-        "last_ms", "totals", "first_page_view_ms", "rating_sum", "rating_n", "first_seen_ms",
+        "last_ms",
+        "totals",
+        "first_page_view_ms",
+        "rating_sum",
+        "rating_n",
+        "first_seen_ms",
         # profile
-        "known", "created_ms", "profile_ms", "profile_tie", "lifecycle", "lifecycle_ms", "lifecycle_tie",
-        "city", "state_code", "category", "price_range", "is_open", "city_bucket", "category_bucket",
+        "known",
+        "created_ms",
+        "profile_ms",
+        "profile_tie",
+        "lifecycle",
+        "lifecycle_ms",
+        "lifecycle_tie",
+        "city",
+        "state_code",
+        "category",
+        "price_range",
+        "is_open",
+        "city_bucket",
+        "category_bucket",
     )
 
     def __init__(self, business_id: str, spec: FeatureSpec = DEFAULT_SPEC):
@@ -177,7 +205,8 @@ class BusinessState:
         they read as never-seen; this is also what ``to_bytes`` writes.
         """
         return (
-            tuple(getattr(self, n) for n in _SCALARS if n != "layout") + (self.layout.state_tag,)
+            tuple(getattr(self, n) for n in _SCALARS if n != "layout")
+            + (self.layout.state_tag,)
             + tuple(tuple(getattr(self, n)) for n in _LISTS if n != "slots")
             + (tuple(_live_slots(self)), tuple(sorted((b, tuple(sorted(k))) for b, k in self.seen.items())))
         )
@@ -191,8 +220,13 @@ class BusinessState:
 
     def diff(self, other: BusinessState) -> list[str]:
         """Names of the fields that differ (for test failure messages)."""
-        names = [n for n in _SCALARS if n != "layout"] + ["layout.state_tag"] + [n for n in _LISTS if n != "slots"] + ["slots", "seen"]
-        return [n for n, a, b in zip(names, self.canonical(), other.canonical()) if a != b]
+        names = (
+            [n for n in _SCALARS if n != "layout"]
+            + ["layout.state_tag"]
+            + [n for n in _LISTS if n != "slots"]
+            + ["slots", "seen"]
+        )
+        return [n for n, a, b in zip(names, self.canonical(), other.canonical(), strict=True) if a != b]
 
     def __repr__(self) -> str:
         return (
@@ -207,7 +241,10 @@ _SCALARS = tuple(n for n in BusinessState.__slots__ if n not in _LISTS and n != 
 
 def _live_slots(st: BusinessState) -> list[int]:
     lay = st.layout
-    lo = min((st.fine_head - lay.Rf + 1) if lay.Rf else 1 << 62, (st.coarse_head - lay.Rc + 1) * lay.ratio if lay.Rc else 1 << 62)
+    lo = min(
+        (st.fine_head - lay.Rf + 1) if lay.Rf else 1 << 62,
+        (st.coarse_head - lay.Rc + 1) * lay.ratio if lay.Rc else 1 << 62,
+    )
     lo -= st.slot_base
     return [v if v >= lo else 0 for v in st.slots]
 
@@ -225,7 +262,9 @@ def is_scorable(state: BusinessState) -> bool:
 # -- the fold ------------------------------------------------------------------------------------
 
 
-def update(state: BusinessState | None, event: ActivityEvent | BusinessEvent, spec: FeatureSpec = DEFAULT_SPEC) -> BusinessState:
+def update(
+    state: BusinessState | None, event: ActivityEvent | BusinessEvent, spec: FeatureSpec = DEFAULT_SPEC
+) -> BusinessState:
     """Fold one event into ``state`` (mutated and returned; a new state when ``None``).
 
     ``spec`` must have the state parameters the state was built with (``SpecError`` otherwise).
@@ -295,12 +334,25 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
 
     # The same event lands in both grids; in the coarse one, a visitor seen earlier in the same
     # coarse bucket has not moved.
-    _fold_ring(st.fine, st.fine_tot, st.fine_sums, lay.fine_windows, lay.Rf, lay.K, lay.U,
-               st.fine_head, bf, k, moved, old)
+    _fold_ring(
+        st.fine, st.fine_tot, st.fine_sums, lay.fine_windows, lay.Rf, lay.K, lay.U, st.fine_head, bf, k, moved, old
+    )
     b = bf // lay.ratio
     oc = old // lay.ratio
-    _fold_ring(st.coarse, st.coarse_tot, st.coarse_sums, lay.coarse_windows, lay.Rc, lay.K, lay.U,
-               st.coarse_head, b, k, moved and oc != b, oc)
+    _fold_ring(
+        st.coarse,
+        st.coarse_tot,
+        st.coarse_sums,
+        lay.coarse_windows,
+        lay.Rc,
+        lay.K,
+        lay.U,
+        st.coarse_head,
+        b,
+        k,
+        moved and oc != b,
+        oc,
+    )
 
     last = st.last_ms
     if t > last[k]:  # noqa: PLR1730 - cheaper than a max() call on the hot path
@@ -316,8 +368,20 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
         st.rating_n += 1
 
 
-def _fold_ring(ring: list[int], tot: list[int], sums: list[int], windows: tuple, R: int, K: int, U: int,
-               h: int, b: int, k: int, moved: bool, old: int) -> None:
+def _fold_ring(
+    ring: list[int],
+    tot: list[int],
+    sums: list[int],
+    windows: tuple,
+    R: int,
+    K: int,
+    U: int,
+    h: int,
+    b: int,
+    k: int,
+    moved: bool,
+    old: int,
+) -> None:
     """Count one event of kind ``k`` in bucket ``b`` of a grid whose head is ``h``.
 
     ``moved``: its visitor's slot moved to ``b`` from bucket ``old`` (0: never seen) of this grid,
@@ -349,7 +413,17 @@ def _advance_clock(st: BusinessState, lay: Layout, bf: int, bc: int) -> None:
     _advance(st.fine, st.fine_tot, st.fine_sums, lay.fine_part, lay.fine_full, lay.Rf, lay.K, st.fine_head, bf)
     st.fine_head = bf
     if bc > st.coarse_head:
-        _advance(st.coarse, st.coarse_tot, st.coarse_sums, lay.coarse_part, lay.coarse_full, lay.Rc, lay.K, st.coarse_head, bc)
+        _advance(
+            st.coarse,
+            st.coarse_tot,
+            st.coarse_sums,
+            lay.coarse_part,
+            lay.coarse_full,
+            lay.Rc,
+            lay.K,
+            st.coarse_head,
+            bc,
+        )
         st.coarse_head = bc
     if bf - st.slot_base >= 2 * SLOT_PERIOD:
         base = _slot_base(bf)
@@ -364,7 +438,9 @@ def _slot_base(fine_head: int) -> int:
     return (fine_head // SLOT_PERIOD - 1) * SLOT_PERIOD
 
 
-def _advance(ring: list[int], tot: list[int], sums: list[int], part: tuple, full: tuple, R: int, K: int, h: int, h2: int) -> None:
+def _advance(
+    ring: list[int], tot: list[int], sums: list[int], part: tuple, full: tuple, R: int, K: int, h: int, h2: int
+) -> None:
     """Move a grid's head from bucket ``h`` to ``h2 > h``: drop leaving rows from the window sums."""
     if not R:
         return
@@ -376,7 +452,7 @@ def _advance(ring: list[int], tot: list[int], sums: list[int], part: tuple, full
         return
     for n, off in part:
         if d >= n:
-            sums[off:off + K] = [0] * K
+            sums[off : off + K] = [0] * K
             continue
         for b in range(h - n + 1, h2 - n + 1):
             s = b % R
@@ -391,7 +467,7 @@ def _advance(ring: list[int], tot: list[int], sums: list[int], part: tuple, full
             for off in full:
                 for c in range(K):
                     sums[off + c] -= ring[base + c]
-            ring[base:base + K] = [0] * K
+            ring[base : base + K] = [0] * K
             tot[s] = 0
 
 
@@ -452,24 +528,42 @@ def to_bytes(state: BusinessState) -> bytes:
     for b in buckets:
         keys.extend(sorted(st.seen[b]))
     fixed = _FIXED.pack(
-        st.max_event_ms, st.first_seen_ms, st.first_page_view_ms, st.created_ms,
-        st.late_dropped, st.rating_sum, st.rating_n,
-        *st.last_ms, *st.totals,
-        st.known, _LIFECYCLE_CODE[st.lifecycle], st.is_open, st.price_range or 0,
-        st.city_bucket, st.category_bucket,
-        st.profile_ms, st.profile_tie, st.lifecycle_ms, st.lifecycle_tie,
-        len(buckets), len(keys),
-        *(len(x) for x in strs), len(text),
+        st.max_event_ms,
+        st.first_seen_ms,
+        st.first_page_view_ms,
+        st.created_ms,
+        st.late_dropped,
+        st.rating_sum,
+        st.rating_n,
+        *st.last_ms,
+        *st.totals,
+        st.known,
+        _LIFECYCLE_CODE[st.lifecycle],
+        st.is_open,
+        st.price_range or 0,
+        st.city_bucket,
+        st.category_bucket,
+        st.profile_ms,
+        st.profile_tie,
+        st.lifecycle_ms,
+        st.lifecycle_tie,
+        len(buckets),
+        len(keys),
+        *(len(x) for x in strs),
+        len(text),
     )
-    body = b"".join((
-        fixed, text,
-        array(_WIDTHS[width], rings).tobytes(),
-        array("I", st.fine_sums + st.coarse_sums).tobytes(),
-        array("H", _live_slots(st)).tobytes(),
-        array("H", [b - floor for b in buckets]).tobytes(),
-        array("I", [len(st.seen[b]) for b in buckets]).tobytes(),
-        keys.tobytes(),
-    ))
+    body = b"".join(
+        (
+            fixed,
+            text,
+            array(_WIDTHS[width], rings).tobytes(),
+            array("I", st.fine_sums + st.coarse_sums).tobytes(),
+            array("H", _live_slots(st)).tobytes(),
+            array("H", [b - floor for b in buckets]).tobytes(),
+            array("I", [len(st.seen[b]) for b in buckets]).tobytes(),
+            keys.tobytes(),
+        )
+    )
     flags = width << 1
     if len(body) - 8 * len(keys) >= _COMPRESS_MIN:
         packed = zlib.compress(body, 1)
@@ -498,9 +592,11 @@ def from_bytes(data: bytes, spec: FeatureSpec = DEFAULT_SPEC) -> BusinessState:
     if magic != _MAGIC or version != STATE_VERSION:
         raise StateVersionError(f"state record version {version} (magic {magic!r}); this code reads {STATE_VERSION}")
     if tag != lay.state_tag:
-        raise StateVersionError(f"state written under another feature spec (state tag {tag:08x}, reading with {lay.state_tag:08x})")
+        raise StateVersionError(
+            f"state written under another feature spec (state tag {tag:08x}, reading with {lay.state_tag:08x})"
+        )
     try:
-        body = zlib.decompress(data[_HEADER.size:]) if flags & _ZLIB else data[_HEADER.size:]
+        body = zlib.decompress(data[_HEADER.size :]) if flags & _ZLIB else data[_HEADER.size :]
         return _decode(body, lay, _WIDTHS[(flags >> 1) & 3])
     except (struct.error, zlib.error, ValueError, UnicodeDecodeError, KeyError, IndexError) as exc:
         raise CorruptState(f"corrupt state record: {exc}") from exc
@@ -514,24 +610,41 @@ def _decode(body: bytes, lay: Layout, width: str) -> BusinessState:
     st.max_event_ms = mx
     i = 7 + _NK
     st.last_ms = list(f[7:i])
-    st.totals = list(f[i:i + _NK])
-    (known, life, is_open, price, st.city_bucket, st.category_bucket, st.profile_ms, st.profile_tie,
-     st.lifecycle_ms, st.lifecycle_tie, n_buckets, n_keys, l_sid, l_city, l_region, l_cat, n_text) = f[i + _NK:]
+    st.totals = list(f[i : i + _NK])
+    (
+        known,
+        life,
+        is_open,
+        price,
+        st.city_bucket,
+        st.category_bucket,
+        st.profile_ms,
+        st.profile_tie,
+        st.lifecycle_ms,
+        st.lifecycle_tie,
+        n_buckets,
+        n_keys,
+        l_sid,
+        l_city,
+        l_region,
+        l_cat,
+        n_text,
+    ) = f[i + _NK :]
     st.known = known == 1
     st.lifecycle = _LIFECYCLE[life]
     st.is_open = is_open == 1
     st.price_range = price or None
 
     o = _FIXED.size
-    text = body[o:o + n_text].decode()
+    text = body[o : o + n_text].decode()
     o += n_text
     if len(text) != l_sid + l_city + l_region + l_cat:
         raise ValueError("string lengths disagree")
     st.business_id = text[:l_sid]
     j = l_sid + l_city
     st.city = text[l_sid:j]
-    st.state_code = text[j:j + l_region]
-    st.category = text[j + l_region:]
+    st.state_code = text[j : j + l_region]
+    st.category = text[j + l_region :]
 
     K, Rf, Rc = lay.K, lay.Rf, lay.Rc
     a = array(width)
@@ -541,10 +654,10 @@ def _decode(body: bytes, lay: Layout, width: str) -> BusinessState:
     o = end
     i = Rf * K
     st.fine = r[:i]
-    st.fine_tot = r[i:i + Rf]
+    st.fine_tot = r[i : i + Rf]
     i += Rf
-    st.coarse = r[i:i + Rc * K]
-    st.coarse_tot = r[i + Rc * K:]
+    st.coarse = r[i : i + Rc * K]
+    st.coarse_tot = r[i + Rc * K :]
     a = array("I")
     nf = lay.n_fine * K
     end = o + 4 * (nf + lay.n_coarse * K)
@@ -575,8 +688,8 @@ def _decode(body: bytes, lay: Layout, width: str) -> BusinessState:
         ks.frombytes(body[o:end])
         o = end
         i = 0
-        for b, c in zip(bk, cn):
-            seen[floor + b] = set(ks[i:i + c])
+        for b, c in zip(bk, cn, strict=True):
+            seen[floor + b] = set(ks[i : i + c])
             i += c
     if o != len(body):
         raise ValueError(f"{len(body) - o} bytes left over")

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     records = simulated_records(args.businesses, args.days, args.seed)
-    print(f"world {args.businesses} businesses x {args.days} days: {len(records):,} events generated in {time.perf_counter() - t:.1f} s")
+    print(
+        f"world {args.businesses} businesses x {args.days} days: {len(records):,} events generated in {time.perf_counter() - t:.1f} s"
+    )
     for rate in args.sample_rate or [0.1, 1.0]:
         ts = build_training_set(records, sample_rate=rate)
         s = ts.stats

@@ -203,10 +203,18 @@ class TrainingSet:
         """A subset (tables shared, so group and business ids stay comparable)."""
         idx = np.asarray(idx)
         return TrainingSet(
-            X=self.X[idx], y=self.y[idx], groups=self.groups[idx], business=self.business[idx],
-            as_of=self.as_of[idx], popularity=self.popularity[idx], group_table=self.group_table,
-            business_table=self.business_table, feature_names=self.feature_names,
-            feature_set_version=self.feature_set_version, label_cfg=self.label_cfg, stats=self.stats,
+            X=self.X[idx],
+            y=self.y[idx],
+            groups=self.groups[idx],
+            business=self.business[idx],
+            as_of=self.as_of[idx],
+            popularity=self.popularity[idx],
+            group_table=self.group_table,
+            business_table=self.business_table,
+            feature_names=self.feature_names,
+            feature_set_version=self.feature_set_version,
+            label_cfg=self.label_cfg,
+            stats=self.stats,
         )
 
 
@@ -348,7 +356,12 @@ def _read(records: Iterable[Any], conv_kinds: frozenset[str], end_ms: int | None
 
 
 def _fold(
-    read: _Read, spec: FeatureSpec, label_cfg: LabelConfig, threshold: int, seed_crc: int, start_ms: int | None,
+    read: _Read,
+    spec: FeatureSpec,
+    label_cfg: LabelConfig,
+    threshold: int,
+    seed_crc: int,
+    start_ms: int | None,
     stats: BuildStats,
 ) -> _Examples:
     """Pass 2: fold each partition in merge order; write the sampled scoring moments' features."""
@@ -449,10 +462,16 @@ def _label(ex: _Examples, read: _Read, spec: FeatureSpec, label_cfg: LabelConfig
     code = {b: i for i, b in enumerate(business_table)}
     ex_code = np.fromiter((code[b] for b in ex.business), dtype=np.int64, count=rows)
     cv_code = np.fromiter((code[b] for b in conv_biz), dtype=np.int64, count=len(conv_biz))
-    y = conversion_counts(ex_code, as_of_arr, cv_code, np.asarray(read.conv_time, dtype=np.int64), int(label_cfg.horizon_ms))
+    y = conversion_counts(
+        ex_code, as_of_arr, cv_code, np.asarray(read.conv_time, dtype=np.int64), int(label_cfg.horizon_ms)
+    )
     day = as_of_arr // DAY_MS
     gids: dict[tuple[str, int], int] = {}
-    groups = np.fromiter((gids.setdefault((g, d), len(gids)) for g, d in zip(ex.group_key, day.tolist())), dtype=np.int64, count=rows)
+    groups = np.fromiter(
+        (gids.setdefault((g, d), len(gids)) for g, d in zip(ex.group_key, day.tolist(), strict=True)),
+        dtype=np.int64,
+        count=rows,
+    )
     group_table = list(gids)
     stats.examples = rows
     stats.seconds_label = time.perf_counter() - t2
@@ -513,7 +532,7 @@ def _conversion_counts_loop(ex_business, ex_as_of, conv_business, conv_time, hor
         sel = ex_business == b
         if b > cb.max():
             continue
-        times = ct[starts[b]:starts[b + 1]]
+        times = ct[starts[b] : starts[b + 1]]
         a = ex_as_of[sel]
         out[sel] = np.searchsorted(times, a + horizon_ms, "right") - np.searchsorted(times, a, "right")
     return out

@@ -81,7 +81,7 @@ def topk_capture(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int =
     order, bounds = _group_slices(np.asarray(groups))
     ys, ss = y[order], s[order]
     captured = 0.0
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         yg = ys[a:b]
         if yg.any():
             captured += _capture_one(yg, ss[a:b], k)
@@ -129,7 +129,7 @@ def ndcg_at_k(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int = ND
     order, bounds = _group_slices(np.asarray(groups))
     ys, ss = y[order], s[order]
     vals = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         if b - a < 2:
             continue
         yg = ys[a:b]

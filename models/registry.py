@@ -252,8 +252,13 @@ class ModelRegistry:
             meta["schema"] = METADATA_SCHEMA
             meta["version"] = version
             meta.setdefault("created_at", now.isoformat(timespec="seconds"))
-            meta["model"] = {**dict(meta.get("model", {})), "file": MODEL_FILE, "format": "ubj",
-                             "sha256": digest, "bytes": len(model_bytes)}
+            meta["model"] = {
+                **dict(meta.get("model", {})),
+                "file": MODEL_FILE,
+                "format": "ubj",
+                "sha256": digest,
+                "bytes": len(model_bytes),
+            }
             _write_file(tmp / MODEL_FILE, model_bytes)
             _write_file(tmp / METADATA_FILE, _json_bytes(meta))
             if write_extra is not None:
@@ -275,7 +280,9 @@ class ModelRegistry:
             raise
         return version
 
-    def promote(self, version: str, reason: str, decided_by: str = "manual", details: Mapping[str, Any] | None = None) -> None:
+    def promote(
+        self, version: str, reason: str, decided_by: str = "manual", details: Mapping[str, Any] | None = None
+    ) -> None:
         """Point the workers at ``version`` (atomic) and append the decision to the history."""
         self.metadata(version)  # must exist and be readable
         previous = None
@@ -284,7 +291,13 @@ class ModelRegistry:
         except RegistryError:
             previous = None  # a malformed pointer is replaced
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        doc: dict[str, Any] = {"version": version, "reason": reason, "promoted_at": now, "previous": previous, "decided_by": decided_by}
+        doc: dict[str, Any] = {
+            "version": version,
+            "reason": reason,
+            "promoted_at": now,
+            "previous": previous,
+            "decided_by": decided_by,
+        }
         if details:
             doc["details"] = dict(details)
         _atomic_write(self.path / POINTER_FILE, _json_bytes(doc))
@@ -360,7 +373,9 @@ def _finite(o: Any) -> Any:
 
 
 def _json_bytes(doc: Any) -> bytes:
-    return (json.dumps(_finite(doc), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+    return (json.dumps(_finite(doc), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n").encode(
+        "utf-8"
+    )
 
 
 def _write_file(path: Path, data: bytes) -> None:

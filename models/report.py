@@ -199,7 +199,9 @@ def _importance(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) ->
             "|---|---|---|---|",
         ]
         for s in shifts["shifts"]:
-            lines.append(f"| {s['feature']} | {_pct(s['previous'])} | {_pct(s['current'])} | {100 * s['delta']:+.1f} pt |")
+            lines.append(
+                f"| {s['feature']} | {_pct(s['previous'])} | {_pct(s['current'])} | {100 * s['delta']:+.1f} pt |"
+            )
     return lines
 
 
@@ -235,7 +237,7 @@ def capture_chart(meta: Mapping[str, Any], path: Path) -> None:
     fig = _canvas(6, 3.5)
     ax = fig.add_subplot(1, 1, 1)
     bars = ax.bar(names, values, color=["#2b6cb0", "#a0aec0", "#e2e8f0", "#68d391"][: len(names)], edgecolor="#4a5568")
-    for b, v in zip(bars, values):
+    for b, v in zip(bars, values, strict=True):
         ax.text(b.get_x() + b.get_width() / 2, v, f"{100 * v:.1f}%", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel(f"share of conversions in top-{k}")
     ax.set_ylim(0, max(values + [0.01]) * 1.2)

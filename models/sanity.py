@@ -111,7 +111,9 @@ def _history(case: str, as_of: int, b: dict[str, Any]) -> list[BusinessEvent | A
         return f"{bid}-{n}"
 
     created = as_of - int(round(float(b.get("created_days_ago", 90)) * DAY_MS))
-    events.append((created, 0, BusinessEvent(event_id=eid(), business_id=bid, event_time=created, kind="CREATED", **profile)))
+    events.append(
+        (created, 0, BusinessEvent(event_id=eid(), business_id=bid, event_time=created, kind="CREATED", **profile))
+    )
     for be in b.get("business_events", []):
         t = as_of - int(round(float(be["days_ago"]) * DAY_MS))
         fields = {**profile, **{k: v for k, v in be.items() if k in profile}}
@@ -129,17 +131,41 @@ def _history(case: str, as_of: int, b: dict[str, Any]) -> list[BusinessEvent | A
             if users:
                 user = f"{bid}-u{u % users}"
                 u += 1
-            events.append((t, 1, ActivityEvent(
-                event_id=eid(), business_id=bid, user_id=user, event_time=t, kind=pat["kind"],
-                search_id=None, rating=pat.get("rating") if pat["kind"] == "REVIEW" else None,
-            )))
+            events.append(
+                (
+                    t,
+                    1,
+                    ActivityEvent(
+                        event_id=eid(),
+                        business_id=bid,
+                        user_id=user,
+                        event_time=t,
+                        kind=pat["kind"],
+                        search_id=None,
+                        rating=pat.get("rating") if pat["kind"] == "REVIEW" else None,
+                    ),
+                )
+            )
     trigger = b.get("trigger")
     if trigger:
         # The activity event that makes this a scoring moment, a minute before as_of (the worker
         # scores on activity, so a business with no event at all is never scored in production).
         t = as_of - TRIGGER_BEFORE_MS
-        events.append((t, 1, ActivityEvent(event_id=eid(), business_id=bid, user_id=f"{bid}-trigger", event_time=t,
-                                           kind=str(trigger), search_id=None, rating=None)))
+        events.append(
+            (
+                t,
+                1,
+                ActivityEvent(
+                    event_id=eid(),
+                    business_id=bid,
+                    user_id=f"{bid}-trigger",
+                    event_time=t,
+                    kind=str(trigger),
+                    search_id=None,
+                    rating=None,
+                ),
+            )
+        )
     events.sort(key=lambda x: (x[0], x[1]))
     out = [e for _, _, e in events]
     for e in out:
@@ -194,7 +220,7 @@ def check_sanity(
         except Exception as exc:  # a model that cannot score the set fails it
             failures.append(f"{case.name}: scoring failed: {type(exc).__name__}: {exc}")
             continue
-        s = dict(zip(ids, scores.tolist()))
+        s = dict(zip(ids, scores.tolist(), strict=True))
         for i, v in s.items():
             if not math.isfinite(v):
                 failures.append(f"{case.name}: score of {i} is {v}")

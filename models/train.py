@@ -238,5 +238,9 @@ def fit(train: TrainingSet, val: TrainingSet, options: TrainOptions = TrainOptio
     if best + 1 < rounds_run:
         booster = booster[: best + 1]
     seconds = time.perf_counter() - t0
-    flat = {f"{ds}:{metric}": [float(v) for v in vals] for ds, metrics in history.items() for metric, vals in metrics.items()}
+    flat = {
+        f"{ds}:{metric}": [float(v) for v in vals]
+        for ds, metrics in history.items()
+        for metric, vals in metrics.items()
+    }
     return FitResult(booster, best, best_score, rounds_run, flat, seconds, params)

@@ -58,7 +58,13 @@ class Gate:
     threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail, "value": self.value, "threshold": self.threshold}
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "detail": self.detail,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
 
 
 @dataclass
@@ -156,31 +162,51 @@ def train_and_register(
         "gates": [g.to_dict() for g in gates],
         "promotion": {"promoted": promote, "reason": reason},
         "decisions": decide.items,
-        "model": {"objective": options.objective, "best_iteration": fr.best_iteration,
-                  "n_features": len(spec.names), "predict_nthread": 1},
+        "model": {
+            "objective": options.objective,
+            "best_iteration": fr.best_iteration,
+            "n_features": len(spec.names),
+            "predict_nthread": 1,
+        },
     }
     version = _register(registry, fr, meta, decide)
     if promote:
         _promote(registry, version, reason, evaluation, decide)
     return TrainOutcome(
-        version=version, promoted=promote, reason=reason, gates=gates, evaluation=evaluation, current=current,
-        importance=importance, shifts=shifts, build=ts.stats, fit=fr, metadata=registry.metadata(version),
+        version=version,
+        promoted=promote,
+        reason=reason,
+        gates=gates,
+        evaluation=evaluation,
+        current=current,
+        importance=importance,
+        shifts=shifts,
+        build=ts.stats,
+        fit=fr,
+        metadata=registry.metadata(version),
     )
 
 
 # --------------------------------------------------------------------------------- steps
-def _build(records: Iterable[Any], spec: FeatureSpec, label_cfg: LabelConfig, options: TrainOptions,
-           decide: _Decisions) -> TrainingSet:
+def _build(
+    records: Iterable[Any], spec: FeatureSpec, label_cfg: LabelConfig, options: TrainOptions, decide: _Decisions
+) -> TrainingSet:
     ts = build_training_set(records, spec, label_cfg, options.sample_rate, options.seed, start_ms=options.start_ms)
-    decide("built", examples=len(ts), events=ts.stats.records, events_per_s=_finite(ts.stats.events_per_s),
-           seconds=round(ts.stats.seconds, 3))
+    decide(
+        "built",
+        examples=len(ts),
+        events=ts.stats.records,
+        events_per_s=_finite(ts.stats.events_per_s),
+        seconds=round(ts.stats.seconds, 3),
+    )
     if len(ts) == 0:
         raise TrainingError("no training examples: the log has no complete scoring moments")
     return ts
 
 
-def _split(ts: TrainingSet, label_cfg: LabelConfig, options: TrainOptions,
-           decide: _Decisions) -> tuple[Split, TrainingSet, TrainingSet]:
+def _split(
+    ts: TrainingSet, label_cfg: LabelConfig, options: TrainOptions, decide: _Decisions
+) -> tuple[Split, TrainingSet, TrainingSet]:
     """Train before, validate after a time cut; refuse a split too small to judge a model by."""
     split = time_split(ts.as_of, label_cfg.horizon_ms, options.validation_days, options.gap_ms)
     train, val = ts.take(split.train_idx), ts.take(split.val_idx)
@@ -203,25 +229,43 @@ def _fit(train: TrainingSet, val: TrainingSet, options: TrainOptions, decide: _D
 
 
 def _evaluate(candidate: LoadedModel, val: TrainingSet, options: TrainOptions, decide: _Decisions) -> Evaluation:
-    evaluation = evaluate(candidate.score(val.X), val.y, val.groups, val.business, val.as_of, val.popularity,
-                          k=options.top_k, seed=options.seed)
+    evaluation = evaluate(
+        candidate.score(val.X),
+        val.y,
+        val.groups,
+        val.business,
+        val.as_of,
+        val.popularity,
+        k=options.top_k,
+        seed=options.seed,
+    )
     decide("evaluated", metrics=evaluation.to_dict())
     return evaluation
 
 
-def _importance_shifts(importance: dict[str, float], previous_version: str | None, previous_importance: dict[str, float],
-                       options: TrainOptions, decide: _Decisions) -> list[dict[str, Any]]:
+def _importance_shifts(
+    importance: dict[str, float],
+    previous_version: str | None,
+    previous_importance: dict[str, float],
+    options: TrainOptions,
+    decide: _Decisions,
+) -> list[dict[str, Any]]:
     """Features whose gain share moved past the threshold since the previous model (none without one)."""
     if not previous_version:
         return []
     shifts = [s.to_dict() for s in importance_shifts(importance, previous_importance, options.importance_threshold)]
-    decide("importance_shifts", against=previous_version, threshold=options.importance_threshold,
-           moved=[s["feature"] for s in shifts])
+    decide(
+        "importance_shifts",
+        against=previous_version,
+        threshold=options.importance_threshold,
+        moved=[s["feature"] for s in shifts],
+    )
     return shifts
 
 
-def _gate(evaluation: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions,
-          decide: _Decisions) -> tuple[list[Gate], bool, str]:
+def _gate(
+    evaluation: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions, decide: _Decisions
+) -> tuple[list[Gate], bool, str]:
     """The gates, the promotion decision and its reason (a skipped gate does not block)."""
     gates = _gates(evaluation, current, sanity_failures, options)
     for g in gates:
@@ -252,7 +296,9 @@ def _promote(registry: ModelRegistry, version: str, reason: str, evaluation: Eva
 
 
 # ------------------------------------------------------------------------------- helpers
-def _current_model(registry: ModelRegistry, spec: FeatureSpec, val: TrainingSet, options: TrainOptions, decide) -> dict | None:
+def _current_model(
+    registry: ModelRegistry, spec: FeatureSpec, val: TrainingSet, options: TrainOptions, decide
+) -> dict | None:
     try:
         version = registry.promoted_version()
     except RegistryError as exc:
@@ -296,15 +342,26 @@ def _previous_importance(registry: ModelRegistry) -> tuple[str | None, dict[str,
 def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions) -> list[Gate]:
     k = ev.k
     gates = [
-        Gate("sanity", not sanity_failures,
-             "sanity set passes" if not sanity_failures else f"{len(sanity_failures)} failures: " + "; ".join(sanity_failures)),
+        Gate(
+            "sanity",
+            not sanity_failures,
+            "sanity set passes"
+            if not sanity_failures
+            else f"{len(sanity_failures)} failures: " + "; ".join(sanity_failures),
+        ),
     ]
     mc, pc = ev.model.capture, ev.popularity.capture
     margin = options.min_improvement_over_popularity
     ok = math.isfinite(mc) and math.isfinite(pc) and mc > pc + margin
-    gates.append(Gate("beats_popularity", ok,
-                      f"top-{k} capture {_fmt(mc)} vs popularity {_fmt(pc)}" + (f" (+{margin} required)" if margin else ""),
-                      _finite(mc), _finite(pc + margin)))
+    gates.append(
+        Gate(
+            "beats_popularity",
+            ok,
+            f"top-{k} capture {_fmt(mc)} vs popularity {_fmt(pc)}" + (f" (+{margin} required)" if margin else ""),
+            _finite(mc),
+            _finite(pc + margin),
+        )
+    )
     cur_metrics = (current or {}).get("metrics")
     if not cur_metrics or cur_metrics.get("capture") is None:
         note = "no promoted model" if current is None else (current.get("note") or "current model not comparable")
@@ -312,9 +369,15 @@ def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], opt
     else:
         cc = float(cur_metrics["capture"])
         ok = math.isfinite(mc) and mc >= cc - options.tolerance
-        gates.append(Gate("not_worse_than_current", ok,
-                          f"top-{k} capture {_fmt(mc)} vs current {current['version']} {_fmt(cc)} (tolerance {options.tolerance})",
-                          _finite(mc), _finite(cc - options.tolerance)))
+        gates.append(
+            Gate(
+                "not_worse_than_current",
+                ok,
+                f"top-{k} capture {_fmt(mc)} vs current {current['version']} {_fmt(cc)} (tolerance {options.tolerance})",
+                _finite(mc),
+                _finite(cc - options.tolerance),
+            )
+        )
     return gates
 
 

@@ -17,8 +17,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator, cast
+from typing import cast
 
 import fastavro
 
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     world = World(cfg)
     expected = world.expected_event_count()
-    print(f"world: {cfg.businesses} businesses x {cfg.days} days, seed {cfg.seed}, "
-          f"{cfg.n_users} users (setup {time.perf_counter() - t:.2f}s); expected ~{expected:,} events")
+    print(
+        f"world: {cfg.businesses} businesses x {cfg.days} days, seed {cfg.seed}, "
+        f"{cfg.n_users} users (setup {time.perf_counter() - t:.2f}s); expected ~{expected:,} events"
+    )
 
     t = time.perf_counter()
     kinds = collections.Counter(rec["kind"] for _, rec in world.records())
@@ -99,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         dt = time.perf_counter() - t
         m = sum(counts.values())
         size = sum((Path(out) / f).stat().st_size for f in FILES.values())
-        print(f"generate_records + write:  {m:>10,} events in {dt:6.2f}s = {m / dt:>10,.0f} events/s "
-              f"({size / 1e6:.0f} MB, codec {args.codec}, {out})")
+        print(
+            f"generate_records + write:  {m:>10,} events in {dt:6.2f}s = {m / dt:>10,.0f} events/s "
+            f"({size / 1e6:.0f} MB, codec {args.codec}, {out})"
+        )
         if args.events:
             t = time.perf_counter()
             k = sum(1 for _ in generate(cfg))
@@ -125,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     share = {k: v / n for k, v in kinds.items()}
     conv = sum(kinds[k] for k in ("BIZSITE_VISIT", "CALL", "DIRECTIONS"))
     print("counts: " + ", ".join(f"{k} {v:,}" for k, v in kinds.most_common()))
-    print(f"conversions / page views: {conv / max(kinds['PAGE_VIEW'], 1):.1%}; "
-          f"page views {share.get('PAGE_VIEW', 0):.1%} of events")
+    print(
+        f"conversions / page views: {conv / max(kinds['PAGE_VIEW'], 1):.1%}; "
+        f"page views {share.get('PAGE_VIEW', 0):.1%} of events"
+    )
     return 0
 
 

@@ -53,8 +53,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,8 +157,17 @@ class WorldConfig:
             raise ValueError(f"cities must be 1..{len(CITIES)}, categories 1..{len(CATEGORIES)}")
         if self.users is not None and self.users < 1:
             raise ValueError("users must be >= 1")
-        for name in ("direct_share", "anonymous_share", "late_share", "duplicate_share", "late_created_share",
-                     "new_business_share", "reopen_share", "trend_share", "shock_share"):
+        for name in (
+            "direct_share",
+            "anonymous_share",
+            "late_share",
+            "duplicate_share",
+            "late_created_share",
+            "new_business_share",
+            "reopen_share",
+            "trend_share",
+            "shock_share",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.late_max_ms < 1_000 or self.duplicate_max_ms < 100:
@@ -226,7 +236,7 @@ class World:
         self._min_shift = int(shifts.min())
         self._city_base = start + shifts  # local midnight of day 0, per city
         self.end_ms = start + cfg.days * DAY_MS + int(shifts.max())  # end of the last local day anywhere
-        wd0 = _dt.datetime.fromtimestamp(start / 1000, _dt.timezone.utc).weekday()
+        wd0 = _dt.datetime.fromtimestamp(start / 1000, _dt.UTC).weekday()
         self._weekday = [(wd0 + d) % 7 for d in range(cfg.days)]
 
         # Static tables
@@ -384,33 +394,39 @@ class World:
         pre, spre = f"{self.cfg.seed}-", f"{self.cfg.seed}-s"
         bids, uids, kinds = self.business_ids, self._uids, _KIND_NAMES
         _, T, KD, B, U, S, R, NN, BR = rows.T.tolist()
-        for t, k, b, u, s, r, n, br in zip(T, KD, B, U, S, R, NN, BR):
+        for t, k, b, u, s, r, n, br in zip(T, KD, B, U, S, R, NN, BR, strict=True):
             if k < _N_ACT:
-                yield "activity", {
-                    "event_id": f"{pre}{n}",
-                    "business_id": bids[b],
-                    "user_id": uids[u],
-                    "event_time": t,
-                    "kind": kinds[k],
-                    "search_id": None if s < 0 else f"{spre}{s}",
-                    "rating": _RATING[r],
-                }
+                yield (
+                    "activity",
+                    {
+                        "event_id": f"{pre}{n}",
+                        "business_id": bids[b],
+                        "user_id": uids[u],
+                        "event_time": t,
+                        "kind": kinds[k],
+                        "search_id": None if s < 0 else f"{spre}{s}",
+                        "rating": _RATING[r],
+                    },
+                )
             else:
                 p = self._bev_profile[br]
-                yield "business", {
-                    "event_id": f"{pre}{n}",
-                    "business_id": bids[b],
-                    "event_time": t,
-                    "kind": kinds[k],
-                    "name": p[0],
-                    "city": p[1],
-                    "state": p[2],
-                    "categories": list(p[3]),
-                    "latitude": p[4],
-                    "longitude": p[5],
-                    "price_range": p[6],
-                    "is_open": p[7],
-                }
+                yield (
+                    "business",
+                    {
+                        "event_id": f"{pre}{n}",
+                        "business_id": bids[b],
+                        "event_time": t,
+                        "kind": kinds[k],
+                        "name": p[0],
+                        "city": p[1],
+                        "state": p[2],
+                        "categories": list(p[3]),
+                        "latitude": p[4],
+                        "longitude": p[5],
+                        "price_range": p[6],
+                        "is_open": p[7],
+                    },
+                )
 
     def events(self) -> Iterator[BusinessEvent | ActivityEvent]:
         """The same stream as :meth:`records`, as ``features.events`` dataclasses."""
@@ -437,16 +453,18 @@ class World:
         profiles = []
         for i in range(N):
             city, cat = self._cities[self.b_city[i]], self._cats[self.b_cat[i]]
-            profiles.append([
-                _name(cat, int(pattern[i]), int(adj[i]), int(noun[i]), int(sur[i]), int(suf[i])),
-                city.name,
-                city.state,
-                (cat.name, cat.subcategories[int(sub[i]) % len(cat.subcategories)]),
-                round(city.lat + float(dlat[i]), 6),
-                round(city.lon + float(dlon[i]) / math.cos(math.radians(city.lat)), 6),
-                int(price[i]) if cat.priced else None,
-                True,
-            ])
+            profiles.append(
+                [
+                    _name(cat, int(pattern[i]), int(adj[i]), int(noun[i]), int(sur[i]), int(suf[i])),
+                    city.name,
+                    city.state,
+                    (cat.name, cat.subcategories[int(sub[i]) % len(cat.subcategories)]),
+                    round(city.lat + float(dlat[i]), 6),
+                    round(city.lon + float(dlon[i]) / math.cos(math.radians(city.lat)), 6),
+                    int(price[i]) if cat.priced else None,
+                    True,
+                ]
+            )
         return profiles
 
     def _make_closures(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -587,8 +605,9 @@ class World:
         g = np.repeat(np.arange(self._G), ns)
         c, k = g // self._K, g % self._K
         u = rng.random(S)
-        hour = np.where(self._cat_leisure[k], np.searchsorted(self._hcum[0], u, "right"),
-                        np.searchsorted(self._hcum[1], u, "right"))
+        hour = np.where(
+            self._cat_leisure[k], np.searchsorted(self._hcum[0], u, "right"), np.searchsorted(self._hcum[1], u, "right")
+        )
         t0 = self._city_base[c] + d * DAY_MS + hour * HOUR_MS + rng.integers(0, HOUR_MS, S)
         direct = rng.random(S) < cfg.direct_share
         L = rng.geometric(1.0 / cfg.session_views_mean, S)
@@ -705,14 +724,16 @@ class World:
             yield buf[:cut]
 
 
-def generate(cfg: WorldConfig | None = None, *, exposure_boost: ExposureBoost | None = None
-             ) -> Iterator[BusinessEvent | ActivityEvent]:
+def generate(
+    cfg: WorldConfig | None = None, *, exposure_boost: ExposureBoost | None = None
+) -> Iterator[BusinessEvent | ActivityEvent]:
     """Events of the world in delivery order (late and duplicate deliveries included)."""
     return World(cfg, exposure_boost=exposure_boost).events()
 
 
-def generate_records(cfg: WorldConfig | None = None, *, exposure_boost: ExposureBoost | None = None
-                     ) -> Iterator[tuple[str, dict]]:
+def generate_records(
+    cfg: WorldConfig | None = None, *, exposure_boost: ExposureBoost | None = None
+) -> Iterator[tuple[str, dict]]:
     """The same stream as :func:`generate`, as ``('business' | 'activity', Avro-ready dict)``."""
     return World(cfg, exposure_boost=exposure_boost).records()
 

@@ -69,10 +69,12 @@ def pytest_report_header(config):
     from consumer.io.brokers.apache import KAFKA_VERSION
 
     choice = broker_choice()
-    what = {"external": f"the cluster at {os.environ.get('KAFKA_BOOTSTRAP_SERVERS')}",
-            "testcontainers": "Apache Kafka in a testcontainers KafkaContainer",
-            "kafka": f"Apache Kafka {KAFKA_VERSION} (JVM, single-node KRaft, started by the suite)",
-            "tansu": "the embedded Tansu broker (no compaction/transactions: real_kafka tests skip)"}[choice]
+    what = {
+        "external": f"the cluster at {os.environ.get('KAFKA_BOOTSTRAP_SERVERS')}",
+        "testcontainers": "Apache Kafka in a testcontainers KafkaContainer",
+        "kafka": f"Apache Kafka {KAFKA_VERSION} (JVM, single-node KRaft, started by the suite)",
+        "tansu": "the embedded Tansu broker (no compaction/transactions: real_kafka tests skip)",
+    }[choice]
     return f"broker: {what}"
 
 
@@ -100,8 +102,10 @@ def broker(tmp_path_factory) -> BrokerInfo:
     log = tmp_path_factory.mktemp(choice) / f"{choice}.log"
     with start_broker(choice, log_path=str(log)) as started:
         if choice == "kafka":
-            _USED.append(f"broker used: Apache Kafka {started.version} (JVM, KRaft) at {started.bootstrap}, "
-                         f"started in {started.started_in_s:.1f} s; log {log}")
+            _USED.append(
+                f"broker used: Apache Kafka {started.version} (JVM, KRaft) at {started.bootstrap}, "
+                f"started in {started.started_in_s:.1f} s; log {log}"
+            )
         else:
             _USED.append(f"broker used: embedded Tansu at {started.bootstrap}; log {log}")
         yield BrokerInfo(started.bootstrap, choice, started)

@@ -39,7 +39,14 @@ def test_worker_is_scalable():
 def test_kafka_runs_kraft_with_a_full_environment():
     env = COMPOSE["services"]["kafka"]["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    for key in ("KAFKA_NODE_ID", "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS", "KAFKA_CONTROLLER_QUORUM_VOTERS", "KAFKA_CONTROLLER_LISTENER_NAMES", "CLUSTER_ID"):
+    for key in (
+        "KAFKA_NODE_ID",
+        "KAFKA_LISTENERS",
+        "KAFKA_ADVERTISED_LISTENERS",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS",
+        "KAFKA_CONTROLLER_LISTENER_NAMES",
+        "CLUSTER_ID",
+    ):
         assert key in env
 
 
@@ -57,6 +64,7 @@ def test_shared_model_volume():
 
 
 # --- The Kafka image tag, the Dockerfile and the volumes -------------------------------------------
+
 
 def test_compose_kafka_image_is_the_tested_kafka_version():
     """One place of truth: consumer.io.brokers.apache.KAFKA_VERSION is what the suite runs; the compose file
@@ -147,12 +155,18 @@ def test_dockerfile_creates_every_mounted_path_owned_by_its_user():
 def test_dockerfile_check_catches_a_root_owned_mount():
     mounts = {"/models": {"trainer"}}
     bare = "FROM x\nRUN pip install . \\\n  && useradd app\n# comment\nUSER app\n"
-    assert _dockerfile_instructions(bare) == [("FROM", "x"), ("RUN", "pip install .    && useradd app"), ("USER", "app")]
+    assert _dockerfile_instructions(bare) == [
+        ("FROM", "x"),
+        ("RUN", "pip install .    && useradd app"),
+        ("USER", "app"),
+    ]
     assert len(dockerfile_mount_problems(bare, mounts)) == 2
     late = "FROM x\nRUN useradd app\nUSER app\nRUN mkdir -p /models && chown app /models\n"
     assert len(dockerfile_mount_problems(late, mounts)) == 2
     other = "FROM x\nRUN useradd app && mkdir -p /models && chown -R bob:bob /models\nUSER app\n"
-    assert dockerfile_mount_problems(other, mounts) == ["/models (mounted by ['trainer']) is not chowned to app before USER app"]
+    assert dockerfile_mount_problems(other, mounts) == [
+        "/models (mounted by ['trainer']) is not chowned to app before USER app"
+    ]
     good = "FROM x\nRUN useradd app \\\n && mkdir -p /models \\\n && chown app:app /models\nUSER app\n"
     assert dockerfile_mount_problems(good, mounts) == []
     assert dockerfile_mount_problems("FROM x\n", mounts) == ["the image runs as root"]
@@ -160,23 +174,34 @@ def test_dockerfile_check_catches_a_root_owned_mount():
 
 # --- The compose environment -> server.properties, as the apache/kafka image maps it -----------------
 
+
 def test_compose_env_to_properties_mapping_rule():
     from consumer.io.brokers.apache import compose_env_to_properties
 
-    props, cid = compose_env_to_properties({
-        "KAFKA_NODE_ID": 1,
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": False,
-        "KAFKA_LISTENER_NAME_INTERNAL_SSL_KEY_PASSWORD": "x",      # _ -> .
-        "KAFKA_CONFLUENT__SUPPORT__METRICS": "y",                   # __ -> _
-        "KAFKA_LISTENER_NAME_EXTERNAL_PLAIN_SASL___JAAS__CONFIG": "z",  # ___ -> -, __ -> _
-        "KAFKA_HEAP_OPTS": "-Xmx1g", "KAFKA_OPTS": "-Dx", "KAFKA_LOG4J_OPTS": "", "KAFKA_JMX_OPTS": "",
-        "KAFKA_JVM_PERFORMANCE_OPTS": "", "KAFKA_GC_LOG_OPTS": "", "KAFKA_LOG4J_ROOT_LOGLEVEL": "WARN",
-        "KAFKA_LOG4J_LOGGERS": "kafka=WARN", "KAFKA_TOOLS_LOG4J_LOGLEVEL": "ERROR", "KAFKA_VERSION": "4.1.1",
-        "KAFKA_JMX_HOSTNAME": "kafka",
-        "CLUSTER_ID": "MkU3OEVBNTcwNTJENDM2Qk",
-        "JAVA_HOME": "/usr", "STREAMRANK_KAFKA": "not a broker setting",
-    })
+    props, cid = compose_env_to_properties(
+        {
+            "KAFKA_NODE_ID": 1,
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "KAFKA_AUTO_CREATE_TOPICS_ENABLE": False,
+            "KAFKA_LISTENER_NAME_INTERNAL_SSL_KEY_PASSWORD": "x",  # _ -> .
+            "KAFKA_CONFLUENT__SUPPORT__METRICS": "y",  # __ -> _
+            "KAFKA_LISTENER_NAME_EXTERNAL_PLAIN_SASL___JAAS__CONFIG": "z",  # ___ -> -, __ -> _
+            "KAFKA_HEAP_OPTS": "-Xmx1g",
+            "KAFKA_OPTS": "-Dx",
+            "KAFKA_LOG4J_OPTS": "",
+            "KAFKA_JMX_OPTS": "",
+            "KAFKA_JVM_PERFORMANCE_OPTS": "",
+            "KAFKA_GC_LOG_OPTS": "",
+            "KAFKA_LOG4J_ROOT_LOGLEVEL": "WARN",
+            "KAFKA_LOG4J_LOGGERS": "kafka=WARN",
+            "KAFKA_TOOLS_LOG4J_LOGLEVEL": "ERROR",
+            "KAFKA_VERSION": "4.1.1",
+            "KAFKA_JMX_HOSTNAME": "kafka",
+            "CLUSTER_ID": "MkU3OEVBNTcwNTJENDM2Qk",
+            "JAVA_HOME": "/usr",
+            "STREAMRANK_KAFKA": "not a broker setting",
+        }
+    )
     assert props == {
         "node.id": "1",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -201,8 +226,12 @@ def test_compose_env_mapping_is_what_the_image_does(tmp_path):
     from consumer.io.brokers.apache import compose_env_to_properties, ensure_jars, java_binary
 
     env = {k: str(v) for k, v in COMPOSE["services"]["kafka"]["environment"].items()}
-    env.update(KAFKA_LOG_DIRS=str(tmp_path / "data"), KAFKA_A___B__C_D="x", KAFKA_HEAP_OPTS="-Xmx1g",
-               KAFKA_LOG4J_LOGGERS="kafka=WARN")
+    env.update(
+        KAFKA_LOG_DIRS=str(tmp_path / "data"),
+        KAFKA_A___B__C_D="x",
+        KAFKA_HEAP_OPTS="-Xmx1g",
+        KAFKA_LOG4J_LOGGERS="kafka=WARN",
+    )
     dirs = {name: tmp_path / name for name in ("default", "mounted", "final")}
     for d in dirs.values():
         d.mkdir()
@@ -210,9 +239,25 @@ def test_compose_env_mapping_is_what_the_image_does(tmp_path):
     for name in ("log4j2.yaml", "tools-log4j2.yaml"):
         (dirs["default"] / name).write_text("")
     libs = ensure_jars()
-    proc = subprocess.run([java_binary(), "-cp", f"{libs}/*", "kafka.docker.KafkaDockerWrapper", "setup",
-                           "-D", str(dirs["default"]), "-M", str(dirs["mounted"]), "-F", str(dirs["final"])],
-                          env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            java_binary(),
+            "-cp",
+            f"{libs}/*",
+            "kafka.docker.KafkaDockerWrapper",
+            "setup",
+            "-D",
+            str(dirs["default"]),
+            "-M",
+            str(dirs["mounted"]),
+            "-F",
+            str(dirs["final"]),
+        ],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = (dirs["final"] / "server.properties").read_text().splitlines()
     wrapper = dict(line.split("=", 1) for line in lines if line.strip())
@@ -226,7 +271,12 @@ def test_compose_env_mapping_is_what_the_image_does(tmp_path):
 
 _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9.-]*):(?P<port>\d{2,5})\b")
 # Properties that hold host:port endpoints (the only ones the loopback rewrite may touch).
-_ENDPOINT_PROPS = ("listeners", "advertised.listeners", "controller.quorum.voters", "controller.quorum.bootstrap.servers")
+_ENDPOINT_PROPS = (
+    "listeners",
+    "advertised.listeners",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+)
 
 
 def _loopback(value: str, ports: dict[int, int]) -> str:
@@ -277,7 +327,7 @@ def _flag(cmd: list[str], flag: str, value: str | None) -> list[str]:
     out = list(cmd)
     if flag in out:
         i = out.index(flag)
-        del out[i:i + 2]
+        del out[i : i + 2]
     return out + ([flag, value] if value is not None else [])
 
 
@@ -300,11 +350,10 @@ def test_compose_stack_runs_on_apache_kafka(tmp_path):
     import subprocess
     import sys
 
-    from consumer.io.brokers import wait_for_metadata
     from consumer.config import Config
+    from consumer.io.brokers import wait_for_metadata
     from consumer.io.brokers.apache import KafkaBroker
     from models.registry import ModelRegistry
-
     from tests.kit.topics import read_predictions
 
     ports: dict[int, int] = {}
@@ -331,7 +380,7 @@ def test_compose_stack_runs_on_apache_kafka(tmp_path):
             elif key == "STREAMRANK_METRICS_PORT":
                 value = "0"  # each container has its own network; one host cannot give 9100 to all
             elif value.startswith("/models"):
-                value = str(models) + value[len("/models"):]
+                value = str(models) + value[len("/models") :]
             env[key] = value
         return env
 
@@ -339,8 +388,12 @@ def test_compose_stack_runs_on_apache_kafka(tmp_path):
         t0 = time.monotonic()
         log = tmp_path / f"{svc_name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "consumer.cli", *command], env=service_env(svc_name),
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "consumer.cli", *command],
+                env=service_env(svc_name),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 code = proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -22,8 +22,12 @@ ERRORS_MODULES = (features.errors, models.errors, consumer.errors)
 
 
 def _error_classes() -> dict[str, type]:
-    return {name: cls for mod in ERRORS_MODULES for name, cls in vars(mod).items()
-            if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == mod.__name__}
+    return {
+        name: cls
+        for mod in ERRORS_MODULES
+        for name, cls in vars(mod).items()
+        if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == mod.__name__
+    }
 
 
 def test_every_package_root_is_under_the_one_root():
@@ -36,7 +40,7 @@ def test_every_package_root_is_under_the_one_root():
 def _tree() -> dict[str, str | None]:
     """The docstring's tree as {class: parent} (indentation gives the parent)."""
     doc = features.errors.__doc__
-    lines = doc[doc.index("::\n\n") + 4:].split("\n\n")[0].splitlines()
+    lines = doc[doc.index("::\n\n") + 4 :].split("\n\n")[0].splitlines()
     parents: dict[str, str | None] = {}
     stack: list[tuple[int, str]] = []
     for line in lines:
@@ -56,7 +60,9 @@ def test_the_roots_docstring_shows_the_whole_tree():
 
 
 def test_no_error_class_lives_outside_an_errors_module():
-    known = set(_error_classes()) | {n for n, v in vars(builtins).items() if inspect.isclass(v) and issubclass(v, BaseException)}
+    known = set(_error_classes()) | {
+        n for n, v in vars(builtins).items() if inspect.isclass(v) and issubclass(v, BaseException)
+    }
     hidden = []
     for package in ("features", "models", "consumer", "sim"):
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -64,15 +70,24 @@ def test_no_error_class_lives_outside_an_errors_module():
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.ClassDef):
-                    bases = {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases if isinstance(b, (ast.Name, ast.Attribute))}
+                    bases = {
+                        b.id if isinstance(b, ast.Name) else b.attr
+                        for b in node.bases
+                        if isinstance(b, (ast.Name, ast.Attribute))
+                    }
                     if bases & known:
                         hidden.append(f"{path.relative_to(ROOT)}: {node.name}")
     assert not hidden, f"error classes belong in the package's errors module: {hidden}"
 
 
-@pytest.mark.parametrize("exc", [features.errors.SpecError("spec 'x' has no window 7d"),
-                                 models.errors.ModelRefused("model v1: model.ubj missing"),
-                                 models.errors.TrainingError("3 examples: too few for a train/validation split")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        features.errors.SpecError("spec 'x' has no window 7d"),
+        models.errors.ModelRefused("model v1: model.ubj missing"),
+        models.errors.TrainingError("3 examples: too few for a train/validation split"),
+    ],
+)
 def test_main_prints_one_line_for_a_features_or_models_error(monkeypatch, capsys, exc):
     def fails(args, cfg):
         raise exc

@@ -60,5 +60,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: Kafka: {exc}", file=sys.stderr)
             return common.EXIT_FAILURE
         raise
-
-

@@ -11,11 +11,19 @@ from consumer.config import Config
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("broker", help="run a local broker on 127.0.0.1 until SIGINT/SIGTERM (Tansu, or Apache Kafka on the JVM)")
-    p.add_argument("--engine", choices=["tansu", "kafka"], default="tansu",
-                   help="tansu: the embedded zero-dependency broker (default); kafka: Apache Kafka, single-node KRaft (needs Java 17+)")
+    p = sub.add_parser(
+        "broker", help="run a local broker on 127.0.0.1 until SIGINT/SIGTERM (Tansu, or Apache Kafka on the JVM)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu: the embedded zero-dependency broker (default); kafka: Apache Kafka, single-node KRaft (needs Java 17+)",
+    )
     p.add_argument("--port", type=common.port, help="listen port (default: a free one)")
-    p.add_argument("--log", metavar="FILE", help="broker log file (kafka: default a file in a temp folder, printed at start)")
+    p.add_argument(
+        "--log", metavar="FILE", help="broker log file (kafka: default a file in a temp folder, printed at start)"
+    )
     p.set_defaults(func=cmd_broker)
 
 

@@ -19,7 +19,9 @@ EXIT_FAILURE = 1
 
 
 def add_kafka_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
 
 
 def add_registry_args(p: argparse.ArgumentParser) -> None:
@@ -27,9 +29,16 @@ def add_registry_args(p: argparse.ArgumentParser) -> None:
 
 
 # Flags that override a Config field of the same meaning, when a command defines them.
-_OVERRIDES = {"bootstrap": "bootstrap", "registry": "registry_dir", "partitions": "partitions",
-              "replication": "replication", "group": "group_id", "batch_size": "batch_size",
-              "transport": "transport", "log_format": "log_format"}
+_OVERRIDES = {
+    "bootstrap": "bootstrap",
+    "registry": "registry_dir",
+    "partitions": "partitions",
+    "replication": "replication",
+    "group": "group_id",
+    "batch_size": "batch_size",
+    "transport": "transport",
+    "log_format": "log_format",
+}
 
 
 def config(args: argparse.Namespace) -> Config:

@@ -30,12 +30,21 @@ def register(sub: Any) -> None:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    p = sub.add_parser("diff", help="compare two prediction topics: coverage, score deltas, rankings, offline metrics",
-                       description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "diff",
+        help="compare two prediction topics: coverage, score deltas, rankings, offline metrics",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("a", type=source, metavar="A", help="TOPIC or TOPIC@MODEL_VERSION")
     p.add_argument("b", type=source, metavar="B", help="TOPIC or TOPIC@MODEL_VERSION")
-    p.add_argument("--from", dest="start", type=common.parse_time_ms, metavar="TIME",
-                   help="only predictions with event_time >= TIME (ISO-8601 or epoch ms)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        type=common.parse_time_ms,
+        metavar="TIME",
+        help="only predictions with event_time >= TIME (ISO-8601 or epoch ms)",
+    )
     p.add_argument("--until", type=common.parse_time_ms, metavar="TIME", help="only predictions with event_time < TIME")
     p.add_argument("--k", type=common.positive_int, default=3, help="top-k for overlap and capture (default 3)")
     p.add_argument("--out", metavar="DIR", help="report folder (default ./diff-<UTC time>)")
@@ -50,8 +59,17 @@ def cmd_diff(args: argparse.Namespace, cfg: Any) -> int:
     logsetup.setup("WARNING", cfg.log_format)
     label = label_config(cfg)
     out = Path(args.out or f"diff-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}")
-    rep = run_diff(cfg, args.a, args.b, kinds=label.kinds, horizon_ms=label.horizon_ms, k=args.k,
-                   start_ms=args.start, end_ms=args.until, progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    rep = run_diff(
+        cfg,
+        args.a,
+        args.b,
+        kinds=label.kinds,
+        horizon_ms=label.horizon_ms,
+        k=args.k,
+        start_ms=args.start,
+        end_ms=args.until,
+        progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
+    )
     md_path, png_path, md = write_report(rep, out)
     print(md)
     print(f"report: {md_path} ({png_path.name}, diff.json beside it)")

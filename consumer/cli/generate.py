@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
 def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
     from sim.world import WorldConfig, generate_records
 
-    world = WorldConfig(businesses=args.businesses, days=args.days, seed=args.seed, cities=args.cities, categories=args.categories)
+    world = WorldConfig(
+        businesses=args.businesses, days=args.days, seed=args.seed, cities=args.cities, categories=args.categories
+    )
     t0 = time.perf_counter()
     if args.out:
         from consumer.io.eventfiles import write_log
@@ -40,7 +42,9 @@ def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
     from consumer.io.publish import publish_records
 
     create_topics(cfg)
-    stats = publish_records(cfg, generate_records(world), progress=lambda n: print(f"  {n:,} events published", file=sys.stderr))
+    stats = publish_records(
+        cfg, generate_records(world), progress=lambda n: print(f"  {n:,} events published", file=sys.stderr)
+    )
     print(
         f"generated {stats.total} events ({stats.business} business, {stats.activity} activity) into "
         f"{cfg.business_topic}/{cfg.activity_topic} in {stats.seconds:.1f}s ({stats.total / max(stats.seconds, 1e-9):,.0f} events/s)"

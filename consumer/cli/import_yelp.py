@@ -40,8 +40,9 @@ class ProgressBar:
         frac = min(1.0, done / total) if total else 1.0
         filled = int(frac * self.width)
         rate = items / max(now - self._t0, 1e-6)
-        line = (f"{label} [{'#' * filled}{'-' * (self.width - filled)}] {frac:6.1%}  "
-                f"{items:,} {unit}  {rate:,.0f} {unit}/s")
+        line = (
+            f"{label} [{'#' * filled}{'-' * (self.width - filled)}] {frac:6.1%}  {items:,} {unit}  {rate:,.0f} {unit}/s"
+        )
         if self.tty:
             self.stream.write("\r" + line + "\x1b[K")
             self._open_line = True
@@ -72,7 +73,14 @@ def cmd_import_yelp(args: argparse.Namespace, cfg: Config) -> int:
         create_topics(cfg)
     t0 = time.perf_counter()
     try:
-        with YelpImport(args.directory, limit=args.limit, since_ms=args.since, run_size=args.run_size, tmp_dir=args.tmp_dir, progress=bar) as imp:
+        with YelpImport(
+            args.directory,
+            limit=args.limit,
+            since_ms=args.since,
+            run_size=args.run_size,
+            tmp_dir=args.tmp_dir,
+            progress=bar,
+        ) as imp:
             report = imp.scan()
             if args.out:
                 from consumer.io.eventfiles import write_log
@@ -92,8 +100,10 @@ def cmd_import_yelp(args: argparse.Namespace, cfg: Config) -> int:
             bar.close()
     dt = time.perf_counter() - t0
     lines = sum(f.lines for f in report.files)
-    print(f"imported {n:,} events from {lines:,} lines of {len(report.files)} files into {where} "
-          f"in {dt:.1f}s ({lines / max(dt, 1e-9):,.0f} lines/s)")
+    print(
+        f"imported {n:,} events from {lines:,} lines of {len(report.files)} files into {where} "
+        f"in {dt:.1f}s ({lines / max(dt, 1e-9):,.0f} lines/s)"
+    )
     for line in report.lines():
         print(line)
     return 0
@@ -102,18 +112,35 @@ def cmd_import_yelp(args: argparse.Namespace, cfg: Config) -> int:
 def register(sub: Any) -> None:
     from consumer.tools.importers.yelp import RUN_SIZE
 
-    p = sub.add_parser("import-yelp", help="import the Yelp dataset's JSON files as input events (topics or --out file)")
-    p.add_argument("directory", metavar="DIR", help="folder with business.json, review.json, tip.json, checkin.json "
-                   "(or yelp_academic_dataset_*.json)")
+    p = sub.add_parser(
+        "import-yelp", help="import the Yelp dataset's JSON files as input events (topics or --out file)"
+    )
+    p.add_argument(
+        "directory",
+        metavar="DIR",
+        help="folder with business.json, review.json, tip.json, checkin.json (or yelp_academic_dataset_*.json)",
+    )
     p.add_argument("--limit", type=common.positive_int, metavar="N", help="read at most N lines of each file")
-    p.add_argument("--since", type=common.parse_time_ms, metavar="TIME",
-                   help="drop activity before this time (ISO-8601 or epoch ms): a smaller training log; "
-                        "business events are all kept, dated from all activity")
+    p.add_argument(
+        "--since",
+        type=common.parse_time_ms,
+        metavar="TIME",
+        help="drop activity before this time (ISO-8601 or epoch ms): a smaller training log; "
+        "business events are all kept, dated from all activity",
+    )
     p.add_argument("--out", metavar="FILE", help="write an event-log file (like generate --out) instead of publishing")
-    p.add_argument("--run-size", type=common.positive_int, default=RUN_SIZE, metavar="N",
-                   help=f"events per sorted run held in memory (default {RUN_SIZE:,})")
-    p.add_argument("--tmp-dir", metavar="DIR", help="where the sort spills its runs (default: the system temp folder; "
-                   "about 100 bytes per event)")
+    p.add_argument(
+        "--run-size",
+        type=common.positive_int,
+        default=RUN_SIZE,
+        metavar="N",
+        help=f"events per sorted run held in memory (default {RUN_SIZE:,})",
+    )
+    p.add_argument(
+        "--tmp-dir",
+        metavar="DIR",
+        help="where the sort spills its runs (default: the system temp folder; about 100 bytes per event)",
+    )
     p.add_argument("--partitions", type=common.positive_int, help="partitions if topics must be created")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     common.add_kafka_args(p)

@@ -17,8 +17,12 @@ prediction's feature_hash. Prints the mismatch rate; exits 1 when it is above --
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("parity", help="online/offline feature parity: mismatch rate on a sample of predictions",
-                       description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "parity",
+        help="online/offline feature parity: mismatch rate on a sample of predictions",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--sample", type=common.positive_int, default=1000, help="predictions to check (default 1000)")
     p.add_argument("--max-rate", type=float, default=0.0, help="exit 1 when the mismatch rate exceeds this (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -42,18 +42,39 @@ def register(sub: Any) -> None:
     def lateness(text: str) -> int:
         return 0 if text.strip() in ("0", "0s") else int(common.parse_duration(text) * 1000)
 
-    p = sub.add_parser("replay", help="re-run a model over a range of the input log into a topic",
-                       description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="start", required=True, type=lambda t: bound(t, True),
-                   metavar="earliest|TIME|P:OFFSET,...", help="first activity record to emit predictions for")
-    p.add_argument("--until", type=lambda t: bound(t, False), metavar="TIME|P:OFFSET,...",
-                   help="exclusive end (default: the end of the log when the read starts)")
+    p = sub.add_parser(
+        "replay",
+        help="re-run a model over a range of the input log into a topic",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        type=lambda t: bound(t, True),
+        metavar="earliest|TIME|P:OFFSET,...",
+        help="first activity record to emit predictions for",
+    )
+    p.add_argument(
+        "--until",
+        type=lambda t: bound(t, False),
+        metavar="TIME|P:OFFSET,...",
+        help="exclusive end (default: the end of the log when the read starts)",
+    )
     p.add_argument("--model", required=True, metavar="VERSION", help="model version in the registry, or 'promoted'")
-    p.add_argument("--output-topic", required=True, help="where predictions go (created with the input partition count)")
+    p.add_argument(
+        "--output-topic", required=True, help="where predictions go (created with the input partition count)"
+    )
     p.add_argument("--chunk-size", type=common.positive_int, default=5000, help="records per model call (default 5000)")
-    p.add_argument("--max-lateness", type=lateness, default=None, metavar="DURATION",
-                   help="how far record timestamps may run behind the newest before them, for time lookups "
-                        "(default: the feature spec's allowed lateness, 6h; 0 trusts them to be ordered)")
+    p.add_argument(
+        "--max-lateness",
+        type=lateness,
+        default=None,
+        metavar="DURATION",
+        help="how far record timestamps may run behind the newest before them, for time lookups "
+        "(default: the feature spec's allowed lateness, 6h; 0 trusts them to be ordered)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     common.add_kafka_args(p)
     common.add_registry_args(p)
@@ -88,7 +109,9 @@ def cmd_replay(args: argparse.Namespace, cfg: Any) -> int:
             how = []
             for name, lk in (("from", r.start_lookup), ("until", r.end_lookup)):
                 if lk is not None:
-                    how.append(f"{name}: {lk.method} (broker said {lk.broker_offset}, {lk.probes} probes, {lk.records_read} records read)")
+                    how.append(
+                        f"{name}: {lk.method} (broker said {lk.broker_offset}, {lk.probes} probes, {lk.records_read} records read)"
+                    )
             end = "end of log" if r.end is None else r.end
             print(f"  partition {p}: offsets [{r.start}, {end}) {'; '.join(how)}", file=sys.stderr)
 
@@ -101,20 +124,33 @@ def cmd_replay(args: argparse.Namespace, cfg: Any) -> int:
             print(f"  partition {partition}: {done:,}/{total:,} records", file=sys.stderr, flush=True)
 
     stats = replay(
-        cfg, version, args.output_topic, args.start, args.until, chunk_size=args.chunk_size,
+        cfg,
+        version,
+        args.output_topic,
+        args.start,
+        args.until,
+        chunk_size=args.chunk_size,
         max_lateness_ms=DEFAULT_MAX_LATENESS_MS if args.max_lateness is None else args.max_lateness,
-        on_ranges=on_ranges, on_read=on_read, on_process=on_process,
+        on_ranges=on_ranges,
+        on_read=on_read,
+        on_process=on_process,
     )
     if args.json:
         print(json.dumps(stats.to_dict(), indent=1))
         return 0
-    print(f"replayed {stats.records_read:,} records with model {stats.model_version} into {stats.output_topic}: "
-          f"{stats.predictions:,} predictions")
-    print(f"  folded before the range: {stats.folded:,}; processed in range: {stats.processed:,}; "
-          f"skipped: {({k: v for k, v in stats.skipped.items() if v}) or 'none'}")
+    print(
+        f"replayed {stats.records_read:,} records with model {stats.model_version} into {stats.output_topic}: "
+        f"{stats.predictions:,} predictions"
+    )
+    print(
+        f"  folded before the range: {stats.folded:,}; processed in range: {stats.processed:,}; "
+        f"skipped: {({k: v for k, v in stats.skipped.items() if v}) or 'none'}"
+    )
     for p, r in sorted(stats.ranges.items()):
         print(f"  partition {p}: activity offsets [{r.start}, {r.end})")
-    print(f"  throughput: {stats.events_per_s:,.0f} events/s end to end ({stats.seconds:.2f}s: read {stats.read_seconds:.2f}s, "
-          f"lookups {stats.lookup_seconds:.2f}s, compute {stats.compute_seconds:.2f}s of which model {stats.score_seconds:.2f}s, "
-          f"write {stats.write_seconds:.2f}s); state rebuild + scoring {stats.compute_events_per_s:,.0f} events/s")
+    print(
+        f"  throughput: {stats.events_per_s:,.0f} events/s end to end ({stats.seconds:.2f}s: read {stats.read_seconds:.2f}s, "
+        f"lookups {stats.lookup_seconds:.2f}s, compute {stats.compute_seconds:.2f}s of which model {stats.score_seconds:.2f}s, "
+        f"write {stats.write_seconds:.2f}s); state rebuild + scoring {stats.compute_events_per_s:,.0f} events/s"
+    )
     return 0

@@ -23,12 +23,21 @@ prints the markdown.
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("report", help="experiment report: arms vs hold-out, online vs offline metrics",
-                       description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "report",
+        help="experiment report: arms vs hold-out, online vs offline metrics",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", metavar="DIR", help="report folder (default ./report-<UTC time>)")
-    p.add_argument("--from", dest="start", type=common.parse_time_ms, metavar="TIME",
-                   help="experiment start (ISO-8601 or epoch ms): uplift counts conversions after it, adjusted (CUPED) "
-                        "by each business's conversions before it")
+    p.add_argument(
+        "--from",
+        dest="start",
+        type=common.parse_time_ms,
+        metavar="TIME",
+        help="experiment start (ISO-8601 or epoch ms): uplift counts conversions after it, adjusted (CUPED) "
+        "by each business's conversions before it",
+    )
     p.add_argument("--top-k", dest="top_k", type=common.positive_int, default=3, help="k of top-k capture (default 3)")
     common.add_kafka_args(p)
     common.add_registry_args(p)
@@ -44,8 +53,14 @@ def cmd_report(args: argparse.Namespace, cfg: Any) -> int:
     label = label_config(cfg)
     out = Path(args.out or f"report-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}")
     print("reading predictions and activity ...", file=sys.stderr, flush=True)
-    rep = run_report(cfg, kinds=label.kinds, horizon_ms=label.horizon_ms, k=args.top_k, registry=ModelRegistry(cfg.registry_dir),
-                     start_ms=args.start)
+    rep = run_report(
+        cfg,
+        kinds=label.kinds,
+        horizon_ms=label.horizon_ms,
+        k=args.top_k,
+        registry=ModelRegistry(cfg.registry_dir),
+        start_ms=args.start,
+    )
     md_path, png_path, md = write_report(rep, out)
     print(md)
     print(f"report: {md_path} ({png_path.name}, report.json beside it)")

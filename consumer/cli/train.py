@@ -12,19 +12,34 @@ from consumer.config import Config
 
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model from the event log; register it, promote it if it passes the gates")
-    p.add_argument("--every", type=common.parse_duration, metavar="DURATION", help="retrain periodically (e.g. 6h) until SIGTERM")
-    p.add_argument("--start", type=common.parse_time_ms, metavar="TIME",
-                   help="make training examples from this time on (ISO-8601 or epoch ms); the state is still built from "
-                        "the whole log, as the worker's; default: earliest")
+    p.add_argument(
+        "--every", type=common.parse_duration, metavar="DURATION", help="retrain periodically (e.g. 6h) until SIGTERM"
+    )
+    p.add_argument(
+        "--start",
+        type=common.parse_time_ms,
+        metavar="TIME",
+        help="make training examples from this time on (ISO-8601 or epoch ms); the state is still built from "
+        "the whole log, as the worker's; default: earliest",
+    )
     p.add_argument("--objective", default="rank:ndcg", choices=["rank:ndcg", "binary:logistic"])
-    p.add_argument("--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)")
+    p.add_argument(
+        "--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)"
+    )
     p.add_argument("--validation-days", type=common.positive_int, default=7)
     p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
-    p.add_argument("--conversion-kinds", metavar="KINDS",
-                   help="label: activity kinds counted as conversions, comma-separated, e.g. REVIEW,TIP,CHECKIN "
-                        "(default: $STREAMRANK_CONVERSION_KINDS)")
-    p.add_argument("--horizon", type=common.parse_duration, metavar="DURATION",
-                   help="label horizon H: conversions in (t, t+H], e.g. 1d or 30d (default: $STREAMRANK_HORIZON_MS)")
+    p.add_argument(
+        "--conversion-kinds",
+        metavar="KINDS",
+        help="label: activity kinds counted as conversions, comma-separated, e.g. REVIEW,TIP,CHECKIN "
+        "(default: $STREAMRANK_CONVERSION_KINDS)",
+    )
+    p.add_argument(
+        "--horizon",
+        type=common.parse_duration,
+        metavar="DURATION",
+        help="label horizon H: conversions in (t, t+H], e.g. 1d or 30d (default: $STREAMRANK_HORIZON_MS)",
+    )
     common.add_kafka_args(p)
     common.add_registry_args(p)
     p.set_defaults(func=cmd_train)
@@ -36,8 +51,9 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
 
     logsetup.setup("WARNING", cfg.log_format)
     # The label flags override the environment's STREAMRANK_CONVERSION_KINDS / STREAMRANK_HORIZON_MS.
-    cfg = cfg.with_overrides(conversion_kinds=args.conversion_kinds,
-                             horizon_ms=None if args.horizon is None else round(args.horizon * 1000))
+    cfg = cfg.with_overrides(
+        conversion_kinds=args.conversion_kinds, horizon_ms=None if args.horizon is None else round(args.horizon * 1000)
+    )
     if args.every is None:
         return train_and_print(args, cfg)
 
@@ -52,8 +68,12 @@ def train_and_print(args: argparse.Namespace, cfg: Config) -> int:
     from consumer.trainer.loop import TrainRequest, describe, train_once
     from models.train import TrainOptions
 
-    options = TrainOptions(objective=args.objective, sample_rate=args.sample_rate, start_ms=args.start,
-                           validation_days=args.validation_days)
+    options = TrainOptions(
+        objective=args.objective,
+        sample_rate=args.sample_rate,
+        start_ms=args.start,
+        validation_days=args.validation_days,
+    )
     request = TrainRequest(options, from_file=args.from_file, serve_metrics=args.every is not None)
     # A failed run raises (``TrainingError`` and the rest of the project's errors): ``main`` prints
     # it on one line and exits 1; under --every, ``run_every`` logs it and retries next period.

@@ -206,7 +206,9 @@ def topic_config(cfg: Config, topic: str, name: str) -> str | None:
 
     admin = admin_client(cfg)
     try:
-        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=[name])], config_filter="all")
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs=[name])], config_filter="all"
+        )
     except (KafkaError, OSError):
         return None
     finally:
@@ -227,7 +229,8 @@ def check_compacted(cfg: Config, topic: str, role: str) -> bool:
         raise TopicLayoutError(
             f"{role} topic {topic} has cleanup.policy={policy}: state kept there would expire with retention.ms. "
             f"Make it compacted (kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
-            f"--add-config cleanup.policy=compact) or let `streamrank topics create` create it")
+            f"--add-config cleanup.policy=compact) or let `streamrank topics create` create it"
+        )
     return True
 
 

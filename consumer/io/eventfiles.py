@@ -6,8 +6,9 @@ exactly like the topics it stands for. Standard Avro tools read it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, cast
+from typing import Any, cast
 
 import fastavro
 

@@ -9,8 +9,9 @@ reader of the log drops what the worker dead-letters and applies the worker's pe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from consumer.config import Config
 from consumer.errors import InputLogError, TopicNotFound
@@ -45,8 +46,18 @@ class LogRecord:
         topic = topics[self.rank]
         if self.event is None:
             # The reader dead-letters keyless tombstones (RecordOrder): a tombstone here has its key.
-            return self.rank, self.merge_time, self.offset, Tombstone(topic, self.partition, self.offset, self.key or "")
-        return self.rank, self.merge_time, self.offset, Decoded(topic, self.rank, self.partition, self.offset, self.event)
+            return (
+                self.rank,
+                self.merge_time,
+                self.offset,
+                Tombstone(topic, self.partition, self.offset, self.key or ""),
+            )
+        return (
+            self.rank,
+            self.merge_time,
+            self.offset,
+            Decoded(topic, self.rank, self.partition, self.offset, self.event),
+        )
 
 
 @dataclass
@@ -113,7 +124,9 @@ def read_input_log(
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         on_poll = None if progress is None else (lambda pending: progress(rng.records, pending))
-        records = iter_to_highwater(consumer, tps, poll_ms=500, max_records=5000, idle_timeout_s=idle_timeout_s, on_poll=on_poll)
+        records = iter_to_highwater(
+            consumer, tps, poll_ms=500, max_records=5000, idle_timeout_s=idle_timeout_s, on_poll=on_poll
+        )
         try:
             for p, (rank, t, off, item) in ordered(records, order):
                 rng.observe(topics[rank], p, off)

@@ -8,8 +8,9 @@ so a business's profile and activity land in the same partition number (co-parti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from consumer.config import Config
 from consumer.errors import PublishError
@@ -50,7 +51,9 @@ def publish_records(
         for kind, rec in records:
             topic, codec = codecs[kind]
             # Record timestamp = event time, so broker time lookups (replay --from TIME) mean event time.
-            future = producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
+            future = producer.send(
+                topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"]
+            )
             future.add_errback(refused.note, topic, rec)
             if kind == "business":
                 stats.business += 1
@@ -90,5 +93,6 @@ class _Refusals:
             raise PublishError(
                 f"the broker refused {self.count} record(s): their timestamp (= event_time) is outside what the topic accepts "
                 f"(log.message.timestamp.before.max.ms / log.message.timestamp.after.max.ms; a default Apache Kafka refuses "
-                f"timestamps more than 1 hour ahead of its clock); {where}")
+                f"timestamps more than 1 hour ahead of its clock); {where}"
+            )
         raise PublishError(f"the broker refused {self.count} record(s) ({type(exc).__name__}: {exc}); {where}")

@@ -75,7 +75,9 @@ class _Partition:
             if hw is not None:
                 return low, int(hw)
             if time.monotonic() > deadline:
-                raise TimeLookupError(f"{self._name()}: no fetch response within {self.timeout_s:.0f}s (high-water unknown)")
+                raise TimeLookupError(
+                    f"{self._name()}: no fetch response within {self.timeout_s:.0f}s (high-water unknown)"
+                )
 
     def read(self, start: int, stop: int, limit: int | None = None) -> list[tuple[int, int]]:
         """``(offset, timestamp)`` of the records in ``[start, stop)``, at most ``limit`` of them.
@@ -106,7 +108,9 @@ class _Partition:
             if got:
                 deadline = time.monotonic() + self.timeout_s
             elif time.monotonic() > deadline:
-                raise TimeLookupError(f"{self._name()}: reading [{start}, {stop}) stalled at offset {position} for {self.timeout_s:.0f}s")
+                raise TimeLookupError(
+                    f"{self._name()}: reading [{start}, {stop}) stalled at offset {position} for {self.timeout_s:.0f}s"
+                )
         self.records_read += len(out)
         return out
 
@@ -148,7 +152,11 @@ def offset_for_time(
     except KafkaError as exc:  # an old or partial broker: treat as no answer, search instead
         broker_error = f"{type(exc).__name__}: {exc}"
     candidate = high if broker is None and broker_error is None else broker
-    if candidate is not None and low <= candidate <= high and _verified(part, candidate, ts_ms, max_lateness_ms, low, high):
+    if (
+        candidate is not None
+        and low <= candidate <= high
+        and _verified(part, candidate, ts_ms, max_lateness_ms, low, high)
+    ):
         return TimeLookup(candidate, "broker", broker, broker_error, part.probes, part.records_read, low, high)
     found = _search(part, ts_ms, low, high)
     found = _first_before(part, found, ts_ms, max_lateness_ms, low)

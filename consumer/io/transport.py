@@ -56,8 +56,14 @@ class InputConsumer(Protocol):
 
 
 class OutputProducer(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None: ...
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None: ...
 
     def flush(self, timeout_s: float) -> None:
         """Block until every send since the last flush is acknowledged; raise DeliveryError if not."""
@@ -72,7 +78,9 @@ def check_transport(name: str) -> str:
         try:
             import confluent_kafka  # noqa: F401
         except ImportError as exc:
-            raise ConfigError("transport 'confluent' needs confluent-kafka: pip install 'streamrank[confluent]'") from exc
+            raise ConfigError(
+                "transport 'confluent' needs confluent-kafka: pip install 'streamrank[confluent]'"
+            ) from exc
     return name
 
 
@@ -124,8 +132,14 @@ class KafkaPythonOutput:
         self.producer = producer
         self._futures: list[Any] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._futures.append(self.producer.send(topic, key=key, value=value, partition=partition, headers=headers))
 
     def flush(self, timeout_s: float) -> None:
@@ -185,21 +199,23 @@ class ConfluentInput:
 
         self._CTP = CTP
         conf = confluent_settings(cfg)
-        conf.update({
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "range",
-            "session.timeout.ms": GROUP_TIMING["session_timeout_ms"],
-            "heartbeat.interval.ms": GROUP_TIMING["heartbeat_interval_ms"],
-            # As consumer_kwargs: the embedded broker holds a fetch for the full max wait.
-            "fetch.wait.max.ms": cfg.fetch_max_wait_ms,
-            "max.partition.fetch.bytes": 512 * 1024,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            # librdkafka prefetches per partition in the background; bound what it holds.
-            "queued.max.messages.kbytes": 32 * 1024,
-        })
+        conf.update(
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": GROUP_TIMING["session_timeout_ms"],
+                "heartbeat.interval.ms": GROUP_TIMING["heartbeat_interval_ms"],
+                # As consumer_kwargs: the embedded broker holds a fetch for the full max wait.
+                "fetch.wait.max.ms": cfg.fetch_max_wait_ms,
+                "max.partition.fetch.bytes": 512 * 1024,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                # librdkafka prefetches per partition in the background; bound what it holds.
+                "queued.max.messages.kbytes": 32 * 1024,
+            }
+        )
         conf.update(overrides)
         self._c = Consumer(conf)
         self._tps: dict[tuple[str, int], Any] = {}
@@ -282,7 +298,9 @@ class ConfluentInput:
 
     def committed(self, tp: Any, timeout_ms: int | None = None) -> int | None:
         timeout_s = (timeout_ms or 10_000) / 1000
-        off = self._run("committed", self._c.committed, [self._CTP(tp.topic, tp.partition)], timeout=timeout_s)[0].offset
+        off = self._run("committed", self._c.committed, [self._CTP(tp.topic, tp.partition)], timeout=timeout_s)[
+            0
+        ].offset
         return off if off >= 0 else None
 
     def commit(self, offsets: dict[Any, Any]) -> None:
@@ -334,21 +352,23 @@ class ConfluentOutput:
     @staticmethod
     def settings(cfg: Config) -> dict[str, Any]:
         conf = confluent_settings(cfg)
-        conf.update({
-            "acks": "all",
-            "linger.ms": 5,
-            # Ordering across retries matters for the changelog: one in-flight request per broker.
-            "max.in.flight.requests.per.connection": 1,
-            "enable.idempotence": False,
-            "message.timeout.ms": 120_000,
-            "batch.size": 1024 * 1024,
-            "message.max.bytes": 8 * 1024 * 1024,
-            "queue.buffering.max.messages": 1_000_000,
-            "delivery.report.only.error": True,
-            # Keyed records land where kafka-python (and the Java client) would put them: workers
-            # of either client agree on a business's output partition.
-            "partitioner": "murmur2_random",
-        })
+        conf.update(
+            {
+                "acks": "all",
+                "linger.ms": 5,
+                # Ordering across retries matters for the changelog: one in-flight request per broker.
+                "max.in.flight.requests.per.connection": 1,
+                "enable.idempotence": False,
+                "message.timeout.ms": 120_000,
+                "batch.size": 1024 * 1024,
+                "message.max.bytes": 8 * 1024 * 1024,
+                "queue.buffering.max.messages": 1_000_000,
+                "delivery.report.only.error": True,
+                # Keyed records land where kafka-python (and the Java client) would put them: workers
+                # of either client agree on a business's output partition.
+                "partitioner": "murmur2_random",
+            }
+        )
         return conf
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
@@ -356,8 +376,14 @@ class ConfluentOutput:
             with self._lock:
                 self._failed.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         kw: dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
         if partition is not None:
             kw["partition"] = partition

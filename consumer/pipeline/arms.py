@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,8 +73,12 @@ class ArmConfig:
     @property
     def is_default(self) -> bool:
         """One promoted arm named ``default``, no hold-out, no shadow: the worker's classic behaviour."""
-        return (len(self.arms) == 1 and self.arms[0] == ArmSpec(DEFAULT_ARM, PROMOTED, self.arms[0].weight)
-                and self.holdout == 0.0 and self.shadow is None)
+        return (
+            len(self.arms) == 1
+            and self.arms[0] == ArmSpec(DEFAULT_ARM, PROMOTED, self.arms[0].weight)
+            and self.holdout == 0.0
+            and self.shadow is None
+        )
 
     @classmethod
     def parse(cls, arms: str, holdout: float = 0.0, salt: str = "streamrank", shadow: str = "") -> ArmConfig:
@@ -90,7 +95,9 @@ class ArmConfig:
             except ValueError as exc:
                 raise ConfigError(f"STREAMRANK_ARMS: weight {w!r} of arm {name!r} is not a number") from exc
             if not name or name in (HOLDOUT, SHADOW) or not model:
-                raise ConfigError(f"STREAMRANK_ARMS: arm {part!r}: name must be non-empty and not {HOLDOUT!r} or {SHADOW!r}")
+                raise ConfigError(
+                    f"STREAMRANK_ARMS: arm {part!r}: name must be non-empty and not {HOLDOUT!r} or {SHADOW!r}"
+                )
             if not (weight > 0 and math.isfinite(weight)):
                 raise ConfigError(f"STREAMRANK_ARMS: arm {name!r} has weight {w}: must be > 0")
             specs.append(ArmSpec(name, model, weight))

@@ -118,7 +118,13 @@ class AvroCodec:
     Parsed schemas are cached per id: the per-record cost is the Avro body alone.
     """
 
-    def __init__(self, registry: SchemaRegistry, record_type: str, schema: dict[str, Any] | None = None, subject: str | None = None):
+    def __init__(
+        self,
+        registry: SchemaRegistry,
+        record_type: str,
+        schema: dict[str, Any] | None = None,
+        subject: str | None = None,
+    ):
         self.registry = registry
         self.record_type = record_type
         raw = schema if schema is not None else load_schema_file(SCHEMA_FILES[record_type])
@@ -140,7 +146,9 @@ class AvroCodec:
         if data is None:
             raise DecodeError("null value (tombstone) where a record was expected", topic, partition, offset)
         if len(data) < HEADER.size:
-            raise DecodeError(f"{len(data)} bytes: shorter than the 5-byte wire-format header", topic, partition, offset)
+            raise DecodeError(
+                f"{len(data)} bytes: shorter than the 5-byte wire-format header", topic, partition, offset
+            )
         magic, sid = HEADER.unpack_from(data)
         if magic != MAGIC:
             raise DecodeError(f"magic byte {magic} is not 0 (not Confluent wire format)", topic, partition, offset)
@@ -152,11 +160,16 @@ class AvroCodec:
             except SchemaRegistryError as exc:
                 raise DecodeError(f"unknown schema id {sid}", topic, partition, offset) from exc
             except Exception as exc:  # a registered but unparsable schema
-                raise DecodeError(f"schema id {sid} is not a valid Avro schema: {exc}", topic, partition, offset) from exc
+                raise DecodeError(
+                    f"schema id {sid} is not a valid Avro schema: {exc}", topic, partition, offset
+                ) from exc
             if writer.get("name") != self._reader.get("name"):
                 raise DecodeError(
-                    f"schema id {sid} is {writer.get('name')}, expected {self._reader.get('name')}", topic, partition, offset
-                )
+                    f"schema id {sid} is {writer.get('name')}, expected {self._reader.get('name')}",
+                    topic,
+                    partition,
+                    offset,
+                ) from None
             self._writers[sid] = writer
         buf = io.BytesIO(data)
         buf.seek(HEADER.size)
@@ -166,7 +179,9 @@ class AvroCodec:
             else:
                 rec = schemaless_reader(buf, writer, self._reader)
         except Exception as exc:  # fastavro raises a zoo of types on bad bytes
-            raise DecodeError(f"Avro body undecodable: {type(exc).__name__}: {exc}"[:300], topic, partition, offset) from exc
+            raise DecodeError(
+                f"Avro body undecodable: {type(exc).__name__}: {exc}"[:300], topic, partition, offset
+            ) from exc
         if buf.tell() != len(data):
             raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the Avro body", topic, partition, offset)
         return cast(dict, rec)

@@ -6,8 +6,8 @@ Nothing that arrives on an input topic can stop the worker: every failure become
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from consumer.config import Config
@@ -46,7 +46,9 @@ class Decoder:
             cfg.activity_topic: (ACTIVITY_RANK, AvroCodec(registry, "ActivityEvent"), ActivityEvent.from_record),
         }
 
-    def decode(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, timestamp: int = -1) -> Decoded | DeadLetter:
+    def decode(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, timestamp: int = -1
+    ) -> Decoded | DeadLetter:
         rank, codec, build = self._by_topic[topic]
         try:
             record: dict[str, Any] = codec.decode(value, topic, partition, offset)
@@ -55,12 +57,20 @@ class Decoder:
         try:
             event = build(record)
         except InvalidEvent as exc:
-            return DeadLetter(topic, partition, offset, key, value, timestamp, "invalid", f"{topic}[{partition}]@{offset}: {exc}")
+            return DeadLetter(
+                topic, partition, offset, key, value, timestamp, "invalid", f"{topic}[{partition}]@{offset}: {exc}"
+            )
         if key != event.business_id.encode():
             # A wrong key puts the event in the wrong partition: its state would split across workers.
             # A null key (legal in Kafka) is wrong too, and must not crash the message below.
             return DeadLetter(
-                topic, partition, offset, key, value, timestamp, "key_mismatch",
+                topic,
+                partition,
+                offset,
+                key,
+                value,
+                timestamp,
+                "key_mismatch",
                 f"{topic}[{partition}]@{offset}: key {key if key is None else key[:64]!r} is not business_id {event.business_id!r}",
             )
         return Decoded(topic, rank, partition, offset, event)

@@ -18,9 +18,10 @@ live worker receives a stream a poll at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from consumer.pipeline.decode import Decoded, Decoder
 from consumer.pipeline.process import Tombstone
@@ -76,7 +77,9 @@ def ordered(records: Iterable[Any], order: RecordOrder) -> Iterator[tuple[int, t
         out.clear()
 
 
-def by_partition(records: Iterable[Any], decoder: Decoder, topics: tuple[str, str]) -> dict[int, list[tuple[int, int, int, Any]]]:
+def by_partition(
+    records: Iterable[Any], decoder: Decoder, topics: tuple[str, str]
+) -> dict[int, list[tuple[int, int, int, Any]]]:
     """A finished log's merge items per partition, as the worker would have queued them; the
     input of ``features.order.merge_finished``."""
     parts: dict[int, list[tuple[int, int, int, Any]]] = {}

@@ -39,7 +39,7 @@ def feature_hashes(X: np.ndarray) -> list[str]:
     """``feature_hash`` of every row of ``X``, from one copy of its bytes (no numpy view per row)."""
     raw = np.ascontiguousarray(X, dtype=np.float32).tobytes()
     width = 4 * X.shape[1]
-    return [blake2b(raw[i * width:(i + 1) * width], digest_size=8).hexdigest() for i in range(X.shape[0])]
+    return [blake2b(raw[i * width : (i + 1) * width], digest_size=8).hexdigest() for i in range(X.shape[0])]
 
 
 def prediction_record(

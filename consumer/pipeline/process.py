@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -179,8 +180,9 @@ def process(
     return out
 
 
-def _score_routed(out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: np.ndarray, routing: Any,
-                  clock: Callable[[], float]) -> None:
+def _score_routed(
+    out: BatchOutput, pending: list[tuple[Decoded, str, int]], X: np.ndarray, routing: Any, clock: Callable[[], float]
+) -> None:
     bids = [item.event.business_id for item, _, _ in pending]
     arms = [routing.assign(b) for b in bids]
     by_model: dict[int, tuple[Any, list[int]]] = {}  # id(scorer) -> rows: A/A arms share one call
@@ -244,8 +246,10 @@ def process_isolated(
         except Exception as exc:  # noqa: BLE001 - the policy: any other error is this record's
             failed_in_a_row += 1
             if failed_in_a_row > MAX_CONSECUTIVE_UNPROCESSABLE:
-                raise ProcessingHalted(f"{failed_in_a_row} consecutive records failed, the last "
-                                       f"{item.topic}[{item.partition}]@{item.offset}: {type(exc).__name__}: {exc}") from exc
+                raise ProcessingHalted(
+                    f"{failed_in_a_row} consecutive records failed, the last "
+                    f"{item.topic}[{item.partition}]@{item.offset}: {type(exc).__name__}: {exc}"
+                ) from exc
             _put_back(item, store, saved, spec)
             out = BatchOutput(dead_letters=[_unprocessable(item, exc)], outcomes=Counter({DEAD_LETTER: 1}))
         _add(total, out)
@@ -263,7 +267,9 @@ def _saved_state(item: Any, store: dict[int, PartitionState]) -> tuple[Any, byte
     return (tuple(entry.applied), to_bytes(entry.state))
 
 
-def _put_back(item: Any, store: dict[int, PartitionState], saved: tuple[Any, bytes | None] | None, spec: FeatureSpec) -> None:
+def _put_back(
+    item: Any, store: dict[int, PartitionState], saved: tuple[Any, bytes | None] | None, spec: FeatureSpec
+) -> None:
     if saved is None:
         return
     part = store[item.partition]
@@ -281,8 +287,16 @@ def _put_back(item: Any, store: dict[int, PartitionState], saved: tuple[Any, byt
 def _unprocessable(item: Any, exc: Exception) -> DeadLetter:
     where = f"{item.topic}[{item.partition}]@{item.offset}"
     key = item.event.business_id.encode() if type(item) is Decoded else item.business_id.encode()
-    return DeadLetter(item.topic, item.partition, item.offset, key, None, getattr(getattr(item, "event", None), "event_time", -1),
-                      UNPROCESSABLE, f"{where}: {type(exc).__name__}: {exc}")
+    return DeadLetter(
+        item.topic,
+        item.partition,
+        item.offset,
+        key,
+        None,
+        getattr(getattr(item, "event", None), "event_time", -1),
+        UNPROCESSABLE,
+        f"{where}: {type(exc).__name__}: {exc}",
+    )
 
 
 def _add(total: BatchOutput, out: BatchOutput) -> None:

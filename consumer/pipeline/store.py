@@ -28,8 +28,8 @@ the worker nor brings it back to the same failure.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from consumer.errors import CorruptChangelog, StaleState
 from features.errors import CorruptState, StateVersionError
@@ -79,7 +79,7 @@ def decode_entry(data: bytes) -> Entry:
     if magic != MAGIC:
         raise CorruptChangelog(f"value does not start with {MAGIC!r}")
     try:
-        return Entry(from_bytes(data[HEADER.size:]), [b_off, a_off])
+        return Entry(from_bytes(data[HEADER.size :]), [b_off, a_off])
     except CorruptState as exc:
         raise CorruptChangelog(str(exc)) from exc
     except StateVersionError as exc:
@@ -155,9 +155,13 @@ class PartitionState:
     def forget_deleted(self, business_committed: int | None, activity_committed: int | None) -> list[str]:
         """Deleted businesses whose offsets are all below the committed ones: their markers are no
         longer needed (nothing before them will be re-read). Removed here; the caller writes nulls."""
-        gone = [bid for bid, (b_off, a_off) in self.deleted.items()
-                if business_committed is not None and b_off < business_committed
-                and (a_off < 0 or (activity_committed is not None and a_off < activity_committed))]
+        gone = [
+            bid
+            for bid, (b_off, a_off) in self.deleted.items()
+            if business_committed is not None
+            and b_off < business_committed
+            and (a_off < 0 or (activity_committed is not None and a_off < activity_committed))
+        ]
         for bid in gone:
             del self.deleted[bid]
         return gone
@@ -182,8 +186,9 @@ class PartitionState:
                 yield business_id, None
 
 
-def from_changelog(partition: int, latest: dict[str, bytes | None], spec: FeatureSpec = DEFAULT_SPEC,
-                   topic: str = "changelog") -> PartitionState:
+def from_changelog(
+    partition: int, latest: dict[str, bytes | None], spec: FeatureSpec = DEFAULT_SPEC, topic: str = "changelog"
+) -> PartitionState:
     """A partition's state from the latest changelog value of each key (null: no state), read
     from ``topic``.
 

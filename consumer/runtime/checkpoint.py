@@ -30,7 +30,9 @@ from consumer.runtime.sink import Sink
 
 
 class Checkpoint:
-    def __init__(self, cfg: Config, consumer: Any, sink: Sink, store: dict[int, PartitionState], metrics: WorkerMetrics):
+    def __init__(
+        self, cfg: Config, consumer: Any, sink: Sink, store: dict[int, PartitionState], metrics: WorkerMetrics
+    ):
         self._cfg = cfg
         self._consumer = consumer
         self._sink = sink
@@ -101,7 +103,9 @@ class Checkpoint:
             part = self._store.get(p)
             if part is None or not part.deleted:
                 continue
-            committed = [self.committed_offset(TopicPartition(topic, p))
-                         for topic in (self._cfg.business_topic, self._cfg.activity_topic)]
+            committed = [
+                self.committed_offset(TopicPartition(topic, p))
+                for topic in (self._cfg.business_topic, self._cfg.activity_topic)
+            ]
             for bid in part.forget_deleted(*committed):
                 self._sink.send(self._cfg.changelog_topic, bid.encode(), None, partition=p)

@@ -20,8 +20,15 @@ log = logging.getLogger("streamrank.metrics")
 class MetricsServer:
     """``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` (200 or 503, JSON body)."""
 
-    def __init__(self, registry: CollectorRegistry, port: int, *, host: str = "0.0.0.0",
-                 health: Callable[[], tuple[bool, dict]] | None = None, readiness: Callable[[], tuple[bool, dict]] | None = None):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        port: int,
+        *,
+        host: str = "0.0.0.0",
+        health: Callable[[], tuple[bool, dict]] | None = None,
+        readiness: Callable[[], tuple[bool, dict]] | None = None,
+    ):
         always: Callable[[], tuple[bool, dict]] = lambda: (True, {})  # noqa: E731
         routes = {"/healthz": health or always, "/readyz": readiness or always}
 
@@ -64,5 +71,3 @@ class MetricsServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-

@@ -36,8 +36,14 @@ class Idle(enum.Enum):
 
 
 class IdleWatch:
-    def __init__(self, consumer: Any, inbox: Inbox, checkpoint: Checkpoint, metrics: WorkerMetrics,
-                 exit_when_idle_s: float | None):
+    def __init__(
+        self,
+        consumer: Any,
+        inbox: Inbox,
+        checkpoint: Checkpoint,
+        metrics: WorkerMetrics,
+        exit_when_idle_s: float | None,
+    ):
         self._consumer = consumer
         self._inbox = inbox
         self._checkpoint = checkpoint
@@ -68,9 +74,13 @@ class IdleWatch:
         return Idle.EXIT
 
     def _restart_fetch(self, behind: dict[Any, int], now: float) -> Idle:
-        log.warning("no records for a while although partitions are behind; restarting their fetch",
-                    extra={"behind": sorted(f"{tp.topic}[{tp.partition}]" for tp in behind),
-                           "seconds": round(now - self._since, 1)})
+        log.warning(
+            "no records for a while although partitions are behind; restarting their fetch",
+            extra={
+                "behind": sorted(f"{tp.topic}[{tp.partition}]" for tp in behind),
+                "seconds": round(now - self._since, 1),
+            },
+        )
         self._metrics.batch_failed("StalledFetch")
         try:
             for tp, offset in behind.items():

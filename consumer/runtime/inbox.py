@@ -46,7 +46,7 @@ class Inbox:
         parts = sorted(p for p, m in self.mergers.items() if m.pending())
         if parts:
             self._turn = (self._turn + 1) % len(parts)
-            for p in parts[self._turn:] + parts[: self._turn]:
+            for p in parts[self._turn :] + parts[: self._turn]:
                 room = budget - len(released)
                 if room <= 0:
                     break

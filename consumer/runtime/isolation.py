@@ -45,8 +45,9 @@ class Isolation:
             raise UnprocessableBatch(f"{type(exc).__name__}: {exc}") from exc
 
     def _isolated(self, released: list[Any], store: dict[int, PartitionState], scorer: Any) -> BatchOutput:
-        out = process_isolated(released, store, scorer, spec=self._spec, rows=self._rows,
-                               failed_before=self._failed_in_a_row)
+        out = process_isolated(
+            released, store, scorer, spec=self._spec, rows=self._rows, failed_before=self._failed_in_a_row
+        )
         self._failed_in_a_row = out.failed_in_a_row
         for item in released:
             key = (item.topic, item.partition)

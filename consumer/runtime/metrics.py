@@ -50,8 +50,25 @@ log = logging.getLogger("streamrank.metrics")
 STAGES = ("poll", "decode", "state", "score", "produce", "commit")
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Event time to acknowledged publish: sub-second when live, up to days when replaying a backlog.
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0,
-                   86400.0, 7 * 86400.0, 30 * 86400.0)
+LATENCY_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6 * 3600.0,
+    86400.0,
+    7 * 86400.0,
+    30 * 86400.0,
+)
 # rank:* objectives give margins (roughly -8..8), binary:logistic probabilities: one set covers both.
 SCORE_BUCKETS = (-8.0, -4.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0, 4.0, 8.0)
 RESTORE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -69,8 +86,14 @@ class BulkHistogram:
     in one ``searchsorted`` + ``bincount`` and exposes the usual ``_bucket``/``_sum``/``_count``.
     """
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float], labelnames: Sequence[str] = (),
-                 registry: CollectorRegistry | None = None):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+    ):
         bounds = np.asarray(sorted(float(b) for b in buckets), dtype=np.float64)
         if bounds.size == 0 or not np.all(np.isfinite(bounds)):
             raise ValueError(f"{name}: buckets must be finite upper bounds (+Inf is implied)")
@@ -121,7 +144,12 @@ class BulkHistogram:
 class CallbackCollector:
     """Gauges computed at scrape time (model age, liveness) without a timer thread."""
 
-    def __init__(self, registry: CollectorRegistry, families: Callable[[], Iterable[GaugeMetricFamily]], names: list[tuple[str, str]]):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        families: Callable[[], Iterable[GaugeMetricFamily]],
+        names: list[tuple[str, str]],
+    ):
         self._families = families
         self._names = names
         registry.register(self)
@@ -135,53 +163,123 @@ class CallbackCollector:
 
 # ------------------------------------------------------------------------------ worker metrics
 class WorkerMetrics:
-    def __init__(self, worker_id: str = "", *, topics: Iterable[str] = (), registry: CollectorRegistry | None = None,
-                 stall_s: float = DEFAULT_STALL_S, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        worker_id: str = "",
+        *,
+        topics: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+        stall_s: float = DEFAULT_STALL_S,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
         r = self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.worker_id = worker_id
         self.stall_s = stall_s
         self._clock, self._wall = clock, wall
         p = "streamrank_"
         self.consumed = Counter(p + "events_consumed", "Input records received, per topic", ["topic"], registry=r)
-        self.predictions = Counter(p + "predictions", "Predictions published (acknowledged), per arm and model version",
-                                   ["arm", "model_version"], registry=r)
-        self.dead_letters = Counter(p + "dead_letters", "Input records sent to the dead-letter topic, per reason", ["reason"], registry=r)
-        self.outcomes = Counter(p + "event_outcomes", "What became of each processed input record", ["outcome"], registry=r)
+        self.predictions = Counter(
+            p + "predictions",
+            "Predictions published (acknowledged), per arm and model version",
+            ["arm", "model_version"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            p + "dead_letters", "Input records sent to the dead-letter topic, per reason", ["reason"], registry=r
+        )
+        self.outcomes = Counter(
+            p + "event_outcomes", "What became of each processed input record", ["outcome"], registry=r
+        )
         self.batches = Counter(p + "batches", "Batches processed and committed", registry=r)
-        self.batch_failures = Counter(p + "batch_failures", "Batches aborted before commit (re-read after a back-off), per error",
-                                      ["error"], registry=r)
-        self.stage_seconds = Histogram(p + "batch_stage_seconds", "Time per batch spent in each stage", ["stage"],
-                                       buckets=STAGE_BUCKETS, registry=r)
-        self.event_to_publish = BulkHistogram(p + "event_to_publish_seconds",
-                                              "From a scored event's event time to its prediction being acknowledged",
-                                              LATENCY_BUCKETS, registry=r)
-        self.scores = BulkHistogram(p + "score", "Distribution of published scores, per model version", SCORE_BUCKETS,
-                                    ["model_version"], registry=r)
-        self.lag = Gauge(p + "consumer_lag", "High-water mark minus committed offset, per input partition",
-                         ["topic", "partition"], registry=r)
-        self.entities = Gauge(p + "state_entities", "Businesses held in feature state, per partition", ["partition"], registry=r)
-        self.restore_in_progress = Gauge(p + "restore_in_progress", "1 while partitions' state is being restored", registry=r)
+        self.batch_failures = Counter(
+            p + "batch_failures",
+            "Batches aborted before commit (re-read after a back-off), per error",
+            ["error"],
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            p + "batch_stage_seconds",
+            "Time per batch spent in each stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.event_to_publish = BulkHistogram(
+            p + "event_to_publish_seconds",
+            "From a scored event's event time to its prediction being acknowledged",
+            LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scores = BulkHistogram(
+            p + "score",
+            "Distribution of published scores, per model version",
+            SCORE_BUCKETS,
+            ["model_version"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            p + "consumer_lag",
+            "High-water mark minus committed offset, per input partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.entities = Gauge(
+            p + "state_entities", "Businesses held in feature state, per partition", ["partition"], registry=r
+        )
+        self.restore_in_progress = Gauge(
+            p + "restore_in_progress", "1 while partitions' state is being restored", registry=r
+        )
         self.restore_partitions = Gauge(p + "restore_partitions", "Partitions in the restore under way", registry=r)
-        self.restore_records_read = Gauge(p + "restore_records_read", "Changelog records read by the restore under way", registry=r)
-        self.restore_records_remaining = Gauge(p + "restore_records_remaining",
-                                               "Changelog records left to read by the restore under way (known partitions)", registry=r)
+        self.restore_records_read = Gauge(
+            p + "restore_records_read", "Changelog records read by the restore under way", registry=r
+        )
+        self.restore_records_remaining = Gauge(
+            p + "restore_records_remaining",
+            "Changelog records left to read by the restore under way (known partitions)",
+            registry=r,
+        )
         self.restores = Counter(p + "restores", "State restores completed", registry=r)
-        self.restore_records = Counter(p + "restore_records", "Changelog records read by completed restores", registry=r)
-        self.restore_seconds = Histogram(p + "restore_seconds", "Duration of state restores", buckets=RESTORE_BUCKETS, registry=r)
-        self.rebuild_in_progress = Gauge(p + "state_rebuild_in_progress",
-                                         "1 while partitions' state is being rebuilt from the input topics", registry=r)
-        self.rebuilds = Counter(p + "state_rebuilds", "Partitions whose state was rebuilt from the input topics, per reason "
-                                "(feature_set_changed: changelog of another feature-set version; unreadable: an entry failed to decode)",
-                                ["reason"], registry=r)
-        self.rebuild_records = Counter(p + "state_rebuild_records", "Input records folded by completed state rebuilds", registry=r)
-        self.model_info = Gauge(p + "model_info", "The model being served (value 1)", ["model_version", "feature_set_version"], registry=r)
-        self.model_created = Gauge(p + "model_created_timestamp_seconds", "When the served model was trained", registry=r)
+        self.restore_records = Counter(
+            p + "restore_records", "Changelog records read by completed restores", registry=r
+        )
+        self.restore_seconds = Histogram(
+            p + "restore_seconds", "Duration of state restores", buckets=RESTORE_BUCKETS, registry=r
+        )
+        self.rebuild_in_progress = Gauge(
+            p + "state_rebuild_in_progress",
+            "1 while partitions' state is being rebuilt from the input topics",
+            registry=r,
+        )
+        self.rebuilds = Counter(
+            p + "state_rebuilds",
+            "Partitions whose state was rebuilt from the input topics, per reason "
+            "(feature_set_changed: changelog of another feature-set version; unreadable: an entry failed to decode)",
+            ["reason"],
+            registry=r,
+        )
+        self.rebuild_records = Counter(
+            p + "state_rebuild_records", "Input records folded by completed state rebuilds", registry=r
+        )
+        self.model_info = Gauge(
+            p + "model_info", "The model being served (value 1)", ["model_version", "feature_set_version"], registry=r
+        )
+        self.model_created = Gauge(
+            p + "model_created_timestamp_seconds", "When the served model was trained", registry=r
+        )
         self.model_swaps = Counter(p + "model_swaps", "Models swapped in (the first one included)", registry=r)
-        self.model_refusals = Counter(p + "model_refusals", "Promoted models refused (failed to load or validate)", registry=r)
-        self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "Wall time of the last committed batch", registry=r)
+        self.model_refusals = Counter(
+            p + "model_refusals", "Promoted models refused (failed to load or validate)", registry=r
+        )
+        self.last_commit = Gauge(
+            p + "last_commit_timestamp_seconds", "Wall time of the last committed batch", registry=r
+        )
         Gauge(p + "worker_info", "This worker (value 1)", ["worker_id"], registry=r).labels(worker_id).set(1)
-        CallbackCollector(r, self._scrape_time_families, [
-            (p + "model_age_seconds", ""), (p + "live", ""), (p + "ready", ""), (p + "last_loop_age_seconds", "")])
+        CallbackCollector(
+            r,
+            self._scrape_time_families,
+            [(p + "model_age_seconds", ""), (p + "live", ""), (p + "ready", ""), (p + "last_loop_age_seconds", "")],
+        )
 
         self._stage = {s: self.stage_seconds.labels(s) for s in STAGES}
         # Series that exist at 0 from the start: rate() sees their first increase, and an alert
@@ -249,8 +347,14 @@ class WorkerMetrics:
         loop_age = (self._clock() - self._beat) if self._beat is not None else float("nan")
         return [
             GaugeMetricFamily(p + "model_age_seconds", "Age of the served model (since it was trained)", value=age),
-            GaugeMetricFamily(p + "live", "1 while the worker makes progress (what /healthz answers)", value=float(self.health()[0])),
-            GaugeMetricFamily(p + "ready", "1 once state is restored and a model serves (what /readyz answers)", value=float(self._ready)),
+            GaugeMetricFamily(
+                p + "live", "1 while the worker makes progress (what /healthz answers)", value=float(self.health()[0])
+            ),
+            GaugeMetricFamily(
+                p + "ready",
+                "1 once state is restored and a model serves (what /readyz answers)",
+                value=float(self._ready),
+            ),
             GaugeMetricFamily(p + "last_loop_age_seconds", "Seconds since the poll loop last turned", value=loop_age),
         ]
 
@@ -267,10 +371,20 @@ class WorkerMetrics:
 
     def stage_seconds_total(self) -> dict[str, float]:
         """Seconds spent in each stage since the worker started (the sums of ``batch_stage_seconds``)."""
-        return {s: self.registry.get_sample_value("streamrank_batch_stage_seconds_sum", {"stage": s}) or 0.0 for s in STAGES}
+        return {
+            s: self.registry.get_sample_value("streamrank_batch_stage_seconds_sum", {"stage": s}) or 0.0 for s in STAGES
+        }
 
-    def observe_batch(self, out: Any, model_version: str, *, state_s: float, produce_s: float, commit_s: float,
-                      published_at: float | None = None) -> None:
+    def observe_batch(
+        self,
+        out: Any,
+        model_version: str,
+        *,
+        state_s: float,
+        produce_s: float,
+        commit_s: float,
+        published_at: float | None = None,
+    ) -> None:
         """One committed batch: ``out`` is the ``process.BatchOutput`` that was delivered.
 
         Predictions are counted by the arm and model version each record carries; ``model_version``

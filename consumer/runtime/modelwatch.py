@@ -50,9 +50,14 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - any failure to load or validate refuses the model, never the worker
             self._refused.add(version)
             self.refusals += 1
-            log.error("model refused; the current model keeps serving",
-                      extra={"model_version": version, "reason": str(exc),
-                             "serving": self.current.version if self.current else None})
+            log.error(
+                "model refused; the current model keeps serving",
+                extra={
+                    "model_version": version,
+                    "reason": str(exc),
+                    "serving": self.current.version if self.current else None,
+                },
+            )
             if self._on_refused is not None:
                 self._on_refused(version, str(exc))
             return

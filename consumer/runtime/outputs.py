@@ -23,8 +23,11 @@ class Outputs:
     def send(self, out: BatchOutput) -> None:
         """Send a batch's predictions and dead letters; they are acknowledged at the next checkpoint."""
         cfg, send, encode, same = self._cfg, self._sink.send, self._encode, self._same
-        for topic, preds in ((cfg.predictions_topic, out.predictions), (cfg.holdout_topic, out.holdout),
-                             (cfg.shadow_topic, out.shadow)):
+        for topic, preds in (
+            (cfg.predictions_topic, out.predictions),
+            (cfg.holdout_topic, out.holdout),
+            (cfg.shadow_topic, out.shadow),
+        ):
             if not preds:
                 continue
             if topic in same:

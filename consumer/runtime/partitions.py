@@ -48,8 +48,18 @@ def all_fetched(consumer: Any) -> bool:
 
 
 class Partitions:
-    def __init__(self, cfg: Config, spec: FeatureSpec, consumer: Any, decoder: Decoder, store: dict[int, PartitionState],
-                 inbox: Inbox, checkpoint: Checkpoint, metrics: WorkerMetrics, stats: WorkerStats):
+    def __init__(
+        self,
+        cfg: Config,
+        spec: FeatureSpec,
+        consumer: Any,
+        decoder: Decoder,
+        store: dict[int, PartitionState],
+        inbox: Inbox,
+        checkpoint: Checkpoint,
+        metrics: WorkerMetrics,
+        stats: WorkerStats,
+    ):
         self._cfg = cfg
         self._spec = spec
         self._consumer = consumer
@@ -105,11 +115,20 @@ class Partitions:
         if not partitions:
             return
         with self._metrics.restoring(partitions) as tracker:
-            parts, rs = restore_partitions(lambda: tracker.wrap(reader(self._cfg, "restore")),
-                                           self._cfg.changelog_topic, partitions, spec=self._spec)
+            parts, rs = restore_partitions(
+                lambda: tracker.wrap(reader(self._cfg, "restore")),
+                self._cfg.changelog_topic,
+                partitions,
+                spec=self._spec,
+            )
             tracker.finished(rs)
-        info = {"partitions": partitions, "entities": rs.entities, "records": rs.records,
-                "seconds": round(rs.seconds, 3), "entities_per_s": round(rs.rate)}
+        info = {
+            "partitions": partitions,
+            "entities": rs.entities,
+            "records": rs.records,
+            "seconds": round(rs.seconds, 3),
+            "entities_per_s": round(rs.rate),
+        }
         self._stats.restores.append(info)
         log.info("state restored", extra=info)
         stale = [p for p in partitions if parts[p].stale]
@@ -126,21 +145,36 @@ class Partitions:
         """Replace ``parts``' state of ``partitions`` with a fold of the input topics up to the
         group's committed offsets (``consumer.runtime.rebuild``)."""
         stale = {p: parts[p].stale for p in partitions}
-        log.warning("changelog state unusable; rebuilding it from the input topics",
-                    extra={"partitions": partitions, "reason": reason, "stale_entries": stale})
+        log.warning(
+            "changelog state unusable; rebuilding it from the input topics",
+            extra={"partitions": partitions, "reason": reason, "stale_entries": stale},
+        )
         # The broker's committed offsets, not this worker's memory of them: another worker may
         # have committed since this one last owned the partition.
-        committed = {p: tuple(self._consumer.committed(TopicPartition(t, p)) for t in self._cfg.input_topics) for p in partitions}
+        committed = {
+            p: tuple(self._consumer.committed(TopicPartition(t, p)) for t in self._cfg.input_topics) for p in partitions
+        }
         with self._metrics.rebuilding(partitions) as tracker:
-            rebuilt, st = rebuild_partitions(lambda: tracker.wrap(reader(self._cfg, "rebuild")), self._decoder,
-                                             self._cfg.input_topics, committed, spec=self._spec)
+            rebuilt, st = rebuild_partitions(
+                lambda: tracker.wrap(reader(self._cfg, "rebuild")),
+                self._decoder,
+                self._cfg.input_topics,
+                committed,
+                spec=self._spec,
+            )
         self._metrics.rebuilt(len(partitions), st.records, reason)
         for p in partitions:
             replace_in_changelog(rebuilt[p], parts.get(p))
             parts[p] = rebuilt[p]
         self._rebuild_next.difference_update(partitions)
-        info = {"partitions": partitions, "reason": reason, "records": st.records, "entities": st.entities,
-                "seconds": round(st.seconds, 3), "records_per_s": round(st.rate)}
+        info = {
+            "partitions": partitions,
+            "reason": reason,
+            "records": st.records,
+            "entities": st.entities,
+            "seconds": round(st.seconds, 3),
+            "records_per_s": round(st.rate),
+        }
         self._stats.rebuilds.append(info)
         log.info("state rebuilt from the input topics", extra=info)
 
@@ -177,4 +211,6 @@ class Partitions:
                     self._consumer.seek(tp, offset)
                 except (KafkaError, TransportError, AssertionError, ValueError) as exc:
                     # The partition is already gone from the client: a new owner starts at the commit.
-                    log.debug("no rewind for a revoked partition", extra={"partition": f"{tp.topic}[{p}]", "error": repr(exc)})
+                    log.debug(
+                        "no rewind for a revoked partition", extra={"partition": f"{tp.topic}[{p}]", "error": repr(exc)}
+                    )

@@ -26,8 +26,14 @@ log = logging.getLogger("streamrank.worker")
 
 
 class RebalanceListener(ConsumerRebalanceListener):
-    def __init__(self, partitions: Partitions, checkpoint: Checkpoint, isolation: Isolation, metrics: WorkerMetrics,
-                 ready: threading.Event):
+    def __init__(
+        self,
+        partitions: Partitions,
+        checkpoint: Checkpoint,
+        isolation: Isolation,
+        metrics: WorkerMetrics,
+        ready: threading.Event,
+    ):
         self._partitions = partitions
         self._checkpoint = checkpoint
         self._isolation = isolation

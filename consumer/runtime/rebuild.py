@@ -51,8 +51,9 @@ class RebuildStats:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
 
 
-def fold_partitions(by_part: dict[int, list[tuple[int, int, int, Any]]], partitions: list[int],
-                    spec: FeatureSpec = DEFAULT_SPEC) -> dict[int, PartitionState]:
+def fold_partitions(
+    by_part: dict[int, list[tuple[int, int, int, Any]]], partitions: list[int], spec: FeatureSpec = DEFAULT_SPEC
+) -> dict[int, PartitionState]:
     """Each partition's state after folding its queued items in the worker's order."""
     store: dict[int, PartitionState] = {p: PartitionState(p) for p in partitions}
     outcomes: Counter = Counter()
@@ -81,7 +82,12 @@ def rebuild_partitions(
     t0 = time.perf_counter()
     partitions = sorted(committed)
     stats = RebuildStats(partitions)
-    until = {TopicPartition(topic, p): off for p, offs in committed.items() for topic, off in zip(topics, offs, strict=True) if off}
+    until = {
+        TopicPartition(topic, p): off
+        for p, offs in committed.items()
+        for topic, off in zip(topics, offs, strict=True)
+        if off
+    }
     records: list[Any] = []
     if until:
         consumer = consumer_factory()
@@ -90,13 +96,22 @@ def rebuild_partitions(
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             shown = time.monotonic()
-            for rec in iter_to_highwater(consumer, tps, poll_ms=200, max_records=20_000, idle_timeout_s=idle_timeout_s, until=until):
+            for rec in iter_to_highwater(
+                consumer, tps, poll_ms=200, max_records=20_000, idle_timeout_s=idle_timeout_s, until=until
+            ):
                 records.append(rec)
                 if time.monotonic() - shown >= PROGRESS_EVERY_S:
                     shown = time.monotonic()
                     elapsed = time.perf_counter() - t0
-                    log.info("rebuilding state", extra={"partitions": partitions, "records": len(records),
-                                                        "of": sum(until.values()), "records_per_s": round(len(records) / elapsed)})
+                    log.info(
+                        "rebuilding state",
+                        extra={
+                            "partitions": partitions,
+                            "records": len(records),
+                            "of": sum(until.values()),
+                            "records_per_s": round(len(records) / elapsed),
+                        },
+                    )
         finally:
             consumer.close()
     stats.records = len(records)

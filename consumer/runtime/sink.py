@@ -45,7 +45,9 @@ class Sink:
         self.send = self.output.send  # the hot path: one attribute lookup less per record
 
     def dead_letter(self, dl: DeadLetter, partition: int | None = None) -> None:
-        self.send(self.cfg.dead_letter_topic, dl.key, dl.value, partition, headers=dead_letter_headers(dl, self.worker_id))
+        self.send(
+            self.cfg.dead_letter_topic, dl.key, dl.value, partition, headers=dead_letter_headers(dl, self.worker_id)
+        )
 
     def flush(self, timeout_s: float = 120.0) -> None:
         """Block until every send since the last flush is acknowledged; raise if any failed."""

@@ -33,8 +33,11 @@ def prepare_topics(cfg: Config, arms: ArmModels | None) -> set[str]:
     check_reachable(cfg.bootstrap)
     n = check_copartitioned(cfg)
     cfg = cfg.with_overrides(partitions=n)
-    outputs = [(cfg.predictions_topic, n, {}), (cfg.dead_letter_topic, n, {}),
-               (cfg.changelog_topic, n, {"cleanup.policy": "compact"})]
+    outputs = [
+        (cfg.predictions_topic, n, {}),
+        (cfg.dead_letter_topic, n, {}),
+        (cfg.changelog_topic, n, {"cleanup.policy": "compact"}),
+    ]
     if arms is not None:
         if arms.config.holdout > 0:
             outputs.append((cfg.holdout_topic, n, {}))
@@ -43,9 +46,14 @@ def prepare_topics(cfg: Config, arms: ArmModels | None) -> set[str]:
     create_topics(cfg, outputs)
     counts = partition_counts(cfg, [t for t, _, _ in outputs])
     if counts[cfg.changelog_topic] != n:
-        raise TopicLayoutError(f"changelog {cfg.changelog_topic} has {counts[cfg.changelog_topic]} partitions, inputs have {n}: they must match")
+        raise TopicLayoutError(
+            f"changelog {cfg.changelog_topic} has {counts[cfg.changelog_topic]} partitions, inputs have {n}: they must match"
+        )
     if not check_compacted(cfg, cfg.changelog_topic, "changelog"):
-        log.info("changelog compaction not verified: the broker does not answer DescribeConfigs", extra={"topic": cfg.changelog_topic})
+        log.info(
+            "changelog compaction not verified: the broker does not answer DescribeConfigs",
+            extra={"topic": cfg.changelog_topic},
+        )
     # An output with the inputs' partition count takes the source record's partition number:
     # the same partition the key's hash would pick (inputs are keyed by business_id), without
     # hashing every key again in the producer. Otherwise the producer's partitioner decides.
@@ -61,8 +69,15 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
 
 
-def wait_for_model(models: ModelHolder, metrics: WorkerMetrics, stop: threading.Event, *, registry_dir: str,
-                   poll_s: float, give_up_after_s: float | None) -> LoadedModel | None:
+def wait_for_model(
+    models: ModelHolder,
+    metrics: WorkerMetrics,
+    stop: threading.Event,
+    *,
+    registry_dir: str,
+    poll_s: float,
+    give_up_after_s: float | None,
+) -> LoadedModel | None:
     """Block until the registry has a promoted model the worker accepts; None if stopped first, or
     after ``give_up_after_s`` (the worker's ``exit_when_idle_s``)."""
     metrics.set_phase("waiting_for_model")

@@ -53,10 +53,27 @@ class WorkerStats:
         self.outcomes.update(out.outcomes)
         for dl in out.dead_letters:
             self.dead_letters[dl.reason] += 1
-            log.warning("dead letter", extra={"topic": dl.topic, "partition": dl.partition, "offset": dl.offset,
-                                              "reason": dl.reason, "detail": dl.detail[:300]})
+            log.warning(
+                "dead letter",
+                extra={
+                    "topic": dl.topic,
+                    "partition": dl.partition,
+                    "offset": dl.offset,
+                    "reason": dl.reason,
+                    "detail": dl.detail[:300],
+                },
+            )
         if out.predictions and self.models and self.models[-1]["first_scored"] is None:
             first = out.predictions[0]
-            self.models[-1]["first_scored"] = f"{first['source_topic']}[{first['source_partition']}]@{first['source_offset']}"
-            log.info("first offset scored by model", extra={"model_version": model_version, "topic": first["source_topic"],
-                                                             "partition": first["source_partition"], "offset": first["source_offset"]})
+            self.models[-1]["first_scored"] = (
+                f"{first['source_topic']}[{first['source_partition']}]@{first['source_offset']}"
+            )
+            log.info(
+                "first offset scored by model",
+                extra={
+                    "model_version": model_version,
+                    "topic": first["source_topic"],
+                    "partition": first["source_partition"],
+                    "offset": first["source_offset"],
+                },
+            )

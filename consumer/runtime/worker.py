@@ -92,8 +92,15 @@ class _Connected:
 
 
 class Worker:
-    def __init__(self, cfg: Config, *, exit_when_idle_s: float | None = None, spec: FeatureSpec = DEFAULT_SPEC,
-                 worker_id: str | None = None, on_batch: Callable[[BatchTiming], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        exit_when_idle_s: float | None = None,
+        spec: FeatureSpec = DEFAULT_SPEC,
+        worker_id: str | None = None,
+        on_batch: Callable[[BatchTiming], None] | None = None,
+    ):
         self.cfg = cfg
         self.spec = spec
         self.exit_when_idle_s = exit_when_idle_s
@@ -101,8 +108,12 @@ class Worker:
         self.on_batch = on_batch
         self.stats = WorkerStats()
         self.store: dict[int, PartitionState] = {}
-        self.metrics = WorkerMetrics(self.worker_id, topics=cfg.input_topics)  # own registry: several workers can share a process
-        self.models = ModelHolder(ModelRegistry(cfg.registry_dir), cfg.model_poll_s, on_refused=self.metrics.model_refused)
+        self.metrics = WorkerMetrics(
+            self.worker_id, topics=cfg.input_topics
+        )  # own registry: several workers can share a process
+        self.models = ModelHolder(
+            ModelRegistry(cfg.registry_dir), cfg.model_poll_s, on_refused=self.metrics.model_refused
+        )
         self.arms = ArmModels.from_config(cfg, self.models.registry)  # None: one promoted arm, the classic path
         # Set once the group has assigned partitions, their state is restored and each has answered
         # a fetch: input produced from then on is processed without start-up delay. Cleared at revocation.
@@ -132,8 +143,14 @@ class Worker:
         if self.arms is not None:
             self.arms.load_fixed()  # a fixed arm version that cannot be served is a config error too
         copartitioned = prepare_topics(cfg, self.arms)
-        model = wait_for_model(self.models, self.metrics, self._stop, registry_dir=cfg.registry_dir,
-                               poll_s=cfg.model_poll_s, give_up_after_s=self.exit_when_idle_s)
+        model = wait_for_model(
+            self.models,
+            self.metrics,
+            self._stop,
+            registry_dir=cfg.registry_dir,
+            poll_s=cfg.model_poll_s,
+            give_up_after_s=self.exit_when_idle_s,
+        )
         if model is None:
             log.warning("stopping before any model was promoted")
             return self.stats
@@ -143,8 +160,16 @@ class Worker:
         consumer = input_consumer(cfg, cfg.group_id)
         try:
             k = self._connect(consumer, sink, copartitioned)
-            log.info("worker started", extra={"worker_id": self.worker_id, "group": cfg.group_id, "topics": list(cfg.input_topics),
-                                              "transport": cfg.transport, "config": cfg.describe()})  # describe() masks secrets
+            log.info(
+                "worker started",
+                extra={
+                    "worker_id": self.worker_id,
+                    "group": cfg.group_id,
+                    "topics": list(cfg.input_topics),
+                    "transport": cfg.transport,
+                    "config": cfg.describe(),
+                },
+            )  # describe() masks secrets
             self.metrics.set_phase("running")
             tune_gc()
             self._loop(k)
@@ -165,9 +190,15 @@ class Worker:
         decoder = Decoder(cfg, registry)
         inbox = Inbox(consumer, RecordOrder(decoder, cfg.input_topics), cfg.input_topics)
         checkpoint = Checkpoint(cfg, consumer, sink, self.store, self.metrics)
-        partitions = Partitions(cfg, self.spec, consumer, decoder, self.store, inbox, checkpoint, self.metrics, self.stats)
+        partitions = Partitions(
+            cfg, self.spec, consumer, decoder, self.store, inbox, checkpoint, self.metrics, self.stats
+        )
         isolation = Isolation(self.spec)
-        subscribe(consumer, list(cfg.input_topics), RebalanceListener(partitions, checkpoint, isolation, self.metrics, self.ready))
+        subscribe(
+            consumer,
+            list(cfg.input_topics),
+            RebalanceListener(partitions, checkpoint, isolation, self.metrics, self.ready),
+        )
         outputs = Outputs(cfg, sink, AvroCodec(registry, "Prediction"), copartitioned)
         idle = IdleWatch(consumer, inbox, checkpoint, self.metrics, self.exit_when_idle_s)
         return _Connected(consumer, inbox, partitions, checkpoint, isolation, outputs, idle)
@@ -219,8 +250,10 @@ class Worker:
                 # Nothing of this batch was committed, or the broker is unreachable (poll, position,
                 # commit, a state restore): rewind to the last commit and try again after a back-off.
                 self.metrics.batch_failed(type(exc).__name__)
-                log.error("batch not delivered; rewinding to the last commit",
-                          extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff})
+                log.error(
+                    "batch not delivered; rewinding to the last commit",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff},
+                )
                 rewind_due = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -274,8 +307,14 @@ class Worker:
             state_s, commit_s = k.checkpoint.run()
         published_at = time.time()
         self.stats.account(out, model.version)
-        self.metrics.observe_batch(out, model.version, state_s=t1 - t0, produce_s=produce_s + state_s, commit_s=commit_s,
-                                   published_at=published_at)
+        self.metrics.observe_batch(
+            out,
+            model.version,
+            state_s=t1 - t0,
+            produce_s=produce_s + state_s,
+            commit_s=commit_s,
+            published_at=published_at,
+        )
         return True
 
     def _poll(self, k: _Connected) -> None:
@@ -283,7 +322,9 @@ class Worker:
         m.heartbeat()
         t0 = time.perf_counter()
         # With decided items still queued, poll must not wait: they are this batch's work.
-        records = k.consumer.poll(timeout_ms=0 if inbox.backlog else self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size)
+        records = k.consumer.poll(
+            timeout_ms=0 if inbox.backlog else self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size
+        )
         t1 = time.perf_counter()
         for tp, recs in records.items():
             inbox.push(tp, recs)

@@ -60,7 +60,9 @@ BATCH_STAGES = ("poll", "decode", "state", "score", "produce", "commit")
 
 
 # ----------------------------------------------------------------------------- phases
-def _state_figures(cfg: Config, partitions: int, restore_entities: int, transports: list[str], work: Path) -> dict[str, Any]:
+def _state_figures(
+    cfg: Config, partitions: int, restore_entities: int, transports: list[str], work: Path
+) -> dict[str, Any]:
     """Bytes per business from the worker's changelog; the restore rate, with each transport, from
     a changelog of ``restore_entities`` businesses (the bench's own world is far too small to time
     a restore: that figure would be consumer start-up; their states are the worker's, re-keyed);
@@ -74,14 +76,19 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int, transpor
     from features.state import from_bytes, to_bytes
 
     def restore(topic: str, transport: str) -> Any:
-        return restore_partitions(lambda: reader(cfg.with_overrides(transport=transport), "bench-restore"), topic,
-                                  list(range(partitions)))
+        return restore_partitions(
+            lambda: reader(cfg.with_overrides(transport=transport), "bench-restore"), topic, list(range(partitions))
+        )
 
     parts, _ = restore(cfg.changelog_topic, transports[0])
     entries = [e for ps in parts.values() for e in ps.decode_all().values()]
     sizes = [len(encode_entry(e)) for e in entries]
-    out: dict[str, Any] = {"businesses": len(sizes), "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
-                           "bytes_per_business_max": max(sizes) if sizes else None, "restore": {}}
+    out: dict[str, Any] = {
+        "businesses": len(sizes),
+        "bytes_per_business_mean": statistics.fmean(sizes) if sizes else None,
+        "bytes_per_business_max": max(sizes) if sizes else None,
+        "restore": {},
+    }
     if not entries:
         return out
     big = f"{cfg.changelog_topic}-restore-bench"
@@ -107,12 +114,26 @@ def _state_figures(cfg: Config, partitions: int, restore_entities: int, transpor
 
 def _outputs(cfg: Config, tag: str, transport: str) -> Config:
     """The same inputs, outputs and group of its own, and the given transport."""
-    return cfg.with_overrides(transport=transport, predictions_topic=f"{tag}-predictions", dead_letter_topic=f"{tag}-dead-letters",
-                              changelog_topic=f"{tag}-changelog", group_id=f"{tag}-worker")
+    return cfg.with_overrides(
+        transport=transport,
+        predictions_topic=f"{tag}-predictions",
+        dead_letter_topic=f"{tag}-dead-letters",
+        changelog_topic=f"{tag}-changelog",
+        group_id=f"{tag}-worker",
+    )
 
 
-def _transport_run(base: Config, cfg: Config, transport: str, tag: str, encoded: list[tuple[bool, bytes, bytes]],
-                   work: Path, partitions: int, half_load_s: float, label: str) -> dict[str, Any]:
+def _transport_run(
+    base: Config,
+    cfg: Config,
+    transport: str,
+    tag: str,
+    encoded: list[tuple[bool, bytes, bytes]],
+    work: Path,
+    partitions: int,
+    half_load_s: float,
+    label: str,
+) -> dict[str, Any]:
     """With one transport: passthrough and worker at saturation (throughput, on the preloaded
     input), then both at half the worker's rate (latency: the passthrough's is the floor that
     broker, client and load generator allow)."""
@@ -121,14 +142,17 @@ def _transport_run(base: Config, cfg: Config, transport: str, tag: str, encoded:
     print(f"{label} passthrough (saturation)", file=sys.stderr)
     pt_out = f"{tag}-{transport}-passthrough-out"
     create_topics(cfg, [(pt_out, partitions, {})])
-    p = Child("passthrough", cfg.with_overrides(transport=transport, group_id=f"{tag}-{transport}-passthrough"), work, pt_out).result()
+    p = Child(
+        "passthrough", cfg.with_overrides(transport=transport, group_id=f"{tag}-{transport}-passthrough"), work, pt_out
+    ).result()
     out: dict[str, Any] = {"passthrough": {**p, "msgs_per_s": p["consumed"] / p["seconds"] if p["seconds"] else None}}
 
     print(f"{label} worker (saturation)", file=sys.stderr)
     wk = Child("worker", _outputs(cfg, f"{tag}-{transport}", transport), work).result()
     n = wk["consumed"]
     out["worker"] = {
-        **wk, "events_per_s": n / wk["seconds"] if wk["seconds"] else None,
+        **wk,
+        "events_per_s": n / wk["seconds"] if wk["seconds"] else None,
         "cpu_us_per_event": 1e6 * wk["cpu_seconds"] / n if n else None,
         "stage_us_per_event": {s: 1e6 * v / n for s, v in wk["stage_seconds"].items()} if n else {},
     }
@@ -137,17 +161,41 @@ def _transport_run(base: Config, cfg: Config, transport: str, tag: str, encoded:
     rate = 0.5 * (out["worker"]["events_per_s"] or 1000.0)
     for kind in ("passthrough", "worker"):
         print(f"{label} {kind} (half load)", file=sys.stderr)
-        out[f"half_load_{kind}"] = _paced_run(base, f"{tag}h-{transport}-{kind}", transport, kind, rate,
-                                              encoded[: max(1000, int(rate * half_load_s))], work, partitions)
+        out[f"half_load_{kind}"] = _paced_run(
+            base,
+            f"{tag}h-{transport}-{kind}",
+            transport,
+            kind,
+            rate,
+            encoded[: max(1000, int(rate * half_load_s))],
+            work,
+            partitions,
+        )
     # Half of each client's own rate is not the same load; one fixed rate compares them directly.
     print(f"{label} worker ({FIXED_RATE:,} events/s)", file=sys.stderr)
-    out["fixed_rate_worker"] = _paced_run(base, f"{tag}f-{transport}", transport, "worker", FIXED_RATE,
-                                          encoded[: max(1000, int(FIXED_RATE * half_load_s))], work, partitions)
+    out["fixed_rate_worker"] = _paced_run(
+        base,
+        f"{tag}f-{transport}",
+        transport,
+        "worker",
+        FIXED_RATE,
+        encoded[: max(1000, int(FIXED_RATE * half_load_s))],
+        work,
+        partitions,
+    )
     return out
 
 
-def _paced_run(base: Config, tag: str, transport: str, kind: str, rate: float, events: list[tuple[bool, bytes, bytes]],
-               work: Path, partitions: int) -> dict[str, Any]:
+def _paced_run(
+    base: Config,
+    tag: str,
+    transport: str,
+    kind: str,
+    rate: float,
+    events: list[tuple[bool, bytes, bytes]],
+    work: Path,
+    partitions: int,
+) -> dict[str, Any]:
     """Fresh topics; ``kind`` (passthrough or worker) started and fetching; ``events`` produced at
     ``rate`` per second; latency from each input record to its output record."""
     from consumer.io.clients import create_topics
@@ -165,24 +213,43 @@ def _paced_run(base: Config, tag: str, transport: str, kind: str, rate: float, e
         lat = prediction_latencies(cfg, sent)
     else:
         lat = latencies(cfg, copies, lambda r: sent.get(r.value))
-    return {"rate_events_per_s": rate, "events": len(events), "consumed": got["consumed"],
-            "activity_events": sum(1 for is_business, _, _ in events if not is_business),
-            "predictions": got.get("predictions"),
-            "latency_ms": {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "n": len(lat)}}
+    return {
+        "rate_events_per_s": rate,
+        "events": len(events),
+        "consumed": got["consumed"],
+        "activity_events": sum(1 for is_business, _, _ in events if not is_business),
+        "predictions": got.get("predictions"),
+        "latency_ms": {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "n": len(lat)},
+    }
 
 
 def _topics(base: Config, tag: str) -> Config:
     return base.with_overrides(
-        business_topic=f"{tag}-business", activity_topic=f"{tag}-activity", predictions_topic=f"{tag}-predictions",
-        dead_letter_topic=f"{tag}-dead-letters", changelog_topic=f"{tag}-changelog", group_id=f"{tag}-worker",
+        business_topic=f"{tag}-business",
+        activity_topic=f"{tag}-activity",
+        predictions_topic=f"{tag}-predictions",
+        dead_letter_topic=f"{tag}-dead-letters",
+        changelog_topic=f"{tag}-changelog",
+        group_id=f"{tag}-worker",
     )
 
 
 # ----------------------------------------------------------------------------- the bench
-def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None = None, half_load_s: float = 6.0,
-              seed: int = 7, partitions: int = 4, bootstrap: str | None = None,
-              batch_size: int | None = None, train_businesses: int = TRAIN_BUSINESSES,
-              transports: list[str] | None = None, restore_entities: int = 50_000) -> dict[str, Any]:
+def run_bench(
+    events: int,
+    runs: int,
+    out_dir: Path,
+    *,
+    businesses: int | None = None,
+    half_load_s: float = 6.0,
+    seed: int = 7,
+    partitions: int = 4,
+    bootstrap: str | None = None,
+    batch_size: int | None = None,
+    train_businesses: int = TRAIN_BUSINESSES,
+    transports: list[str] | None = None,
+    restore_entities: int = 50_000,
+) -> dict[str, Any]:
     """``transports``: the Kafka clients to measure (default: every one installed, kafka-python first)."""
     from consumer import logsetup
     from consumer.io.brokers.tansu import EmbeddedBroker
@@ -220,7 +287,12 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
         report["machine"]["transports"] = transports
         t = time.perf_counter()
         encoded = encode_world(base, world)[:events] if events else encode_world(base, world)
-        report["world"] = {"businesses": n_biz, "days": days, "events": len(encoded), "encode_seconds": time.perf_counter() - t}
+        report["world"] = {
+            "businesses": n_biz,
+            "days": days,
+            "events": len(encoded),
+            "encode_seconds": time.perf_counter() - t,
+        }
         print(f"world: {n_biz} businesses x {days} days, {len(encoded):,} events encoded", file=sys.stderr)
         # The model is trained once, on a world big enough for it to pass the worker's sanity set
         # (the worker refuses a model that fails it, whatever the registry says), from records in
@@ -235,11 +307,21 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
             if not failures:
                 break
         if failures:
-            raise RuntimeError(f"the bench's model fails the worker's sanity set (the worker would refuse it): {failures}")
+            raise RuntimeError(
+                f"the bench's model fails the worker's sanity set (the worker would refuse it): {failures}"
+            )
         if not outcome.promoted:  # a bench measures speed: serve it whatever the gates said
-            ModelRegistry(base.registry_dir).promote(outcome.version, "bench: promoted regardless of gates", decided_by="bench")
-        report["model"] = {"version": outcome.version, "fit_seconds": outcome.fit.seconds, "train_events": len(records), "train_seed": train_seed,
-                           "train_build_events_per_s": outcome.build.events_per_s, "promoted_by_gates": outcome.promoted}
+            ModelRegistry(base.registry_dir).promote(
+                outcome.version, "bench: promoted regardless of gates", decided_by="bench"
+            )
+        report["model"] = {
+            "version": outcome.version,
+            "fit_seconds": outcome.fit.seconds,
+            "train_events": len(records),
+            "train_seed": train_seed,
+            "train_build_events_per_s": outcome.build.events_per_s,
+            "promoted_by_gates": outcome.promoted,
+        }
         for run in range(runs):
             cfg = _topics(base, f"{tag}-r{run}")
             create_topics(cfg)
@@ -249,18 +331,35 @@ def run_bench(events: int, runs: int, out_dir: Path, *, businesses: int | None =
             r: dict[str, Any] = {"publish": {"events_per_s": len(encoded) / publish_s}}
             r["transports"] = {}
             for tr in transports:
-                r["transports"][tr] = _transport_run(base, cfg, tr, f"{tag}-r{run}", encoded, work, partitions,
-                                                     half_load_s, label=f"[run {run + 1}/{runs}] {tr}")
+                r["transports"][tr] = _transport_run(
+                    base,
+                    cfg,
+                    tr,
+                    f"{tag}-r{run}",
+                    encoded,
+                    work,
+                    partitions,
+                    half_load_s,
+                    label=f"[run {run + 1}/{runs}] {tr}",
+                )
             # State figures from the default transport's changelog (the state does not depend on the client).
-            r["state"] = _state_figures(_outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]), partitions, restore_entities,
-                                        transports, work)
+            r["state"] = _state_figures(
+                _outputs(cfg, f"{tag}-r{run}-{transports[0]}", transports[0]),
+                partitions,
+                restore_entities,
+                transports,
+                work,
+            )
 
             print(f"[run {run + 1}/{runs}] trainer build, replay", file=sys.stderr)
             ts = build_training_set(records, sample_rate=0.2)
             r["trainer"] = {"build_events_per_s": ts.stats.events_per_s, "events": ts.stats.records}
             rs = replay(cfg, report["model"]["version"], f"{tag}-r{run}-replay", Position.earliest())
-            r["replay"] = {"events_per_s": rs.events_per_s, "compute_events_per_s": rs.compute_events_per_s,
-                           "records": rs.records_read}
+            r["replay"] = {
+                "events_per_s": rs.events_per_s,
+                "compute_events_per_s": rs.compute_events_per_s,
+                "records": rs.records_read,
+            }
             report["runs"].append(r)
             print(_run_line(run, r), file=sys.stderr)
     finally:
@@ -275,7 +374,9 @@ def _run_line(run: int, r: dict[str, Any]) -> str:
     return f"  run {run + 1}: " + "; ".join(
         f"{tr}: passthrough {x['passthrough']['msgs_per_s']:,.0f}/s, worker {x['worker']['events_per_s']:,.0f}/s "
         f"(ratio {x['ratio']:.2f}), half-load p99 {x['half_load_worker']['latency_ms']['p99']} ms "
-        f"(passthrough {x['half_load_passthrough']['latency_ms']['p99']} ms)" for tr, x in r["transports"].items())
+        f"(passthrough {x['half_load_passthrough']['latency_ms']['p99']} ms)"
+        for tr, x in r["transports"].items()
+    )
 
 
 Figure = tuple[str, tuple[str, ...], str, str]  # label, path in a run, unit, target
@@ -293,15 +394,28 @@ def figures(transports: list[str] | tuple[str, ...]) -> list[Figure]:
             (f"{tr}: passthrough latency p99, half load", (*t, "half_load_passthrough", "latency_ms", "p99"), "ms", ""),
             (f"{tr}: worker latency p50, half load", (*t, "half_load_worker", "latency_ms", "p50"), "ms", ""),
             (f"{tr}: worker latency p99, half load", (*t, "half_load_worker", "latency_ms", "p99"), "ms", "< 50"),
-            (f"{tr}: worker latency p50, {FIXED_RATE // 1000}k/s", (*t, "fixed_rate_worker", "latency_ms", "p50"), "ms", ""),
-            (f"{tr}: worker latency p99, {FIXED_RATE // 1000}k/s", (*t, "fixed_rate_worker", "latency_ms", "p99"), "ms", ""),
+            (
+                f"{tr}: worker latency p50, {FIXED_RATE // 1000}k/s",
+                (*t, "fixed_rate_worker", "latency_ms", "p50"),
+                "ms",
+                "",
+            ),
+            (
+                f"{tr}: worker latency p99, {FIXED_RATE // 1000}k/s",
+                (*t, "fixed_rate_worker", "latency_ms", "p99"),
+                "ms",
+                "",
+            ),
             (f"{tr}: worker CPU per event", (*t, "worker", "cpu_us_per_event"), "µs", ""),
             *[(f"  stage {s}", (*t, "worker", "stage_us_per_event", s), "µs/event", "") for s in BATCH_STAGES],
         ]
     return per + [
         ("trainer build", ("trainer", "build_events_per_s"), "events/s", ">= 100k"),
         ("state per business", ("state", "bytes_per_business_mean"), "bytes", "<= 2048"),
-        *[(f"state restore, {tr}", ("state", "restore", tr, "entities_per_s"), "entities/s", ">= 100k") for tr in transports],
+        *[
+            (f"state restore, {tr}", ("state", "restore", tr, "entities_per_s"), "entities/s", ">= 100k")
+            for tr in transports
+        ],
         ("state decode (on next event)", ("state", "decode_entities_per_s"), "entities/s", ""),
         ("replay", ("replay", "events_per_s"), "events/s", ""),
     ]
@@ -319,9 +433,15 @@ def _summary(runs: list[dict[str, Any]], transports: list[str]) -> dict[str, Any
     out = {}
     for label, path, unit, target in figures(transports):
         vals = [v for v in (_get(r, path) for r in runs) if v is not None]
-        out[".".join(path)] = {"label": label.strip(), "unit": unit, "target": target,
-                               "min": min(vals) if vals else None, "median": statistics.median(vals) if vals else None,
-                               "max": max(vals) if vals else None, "n": len(vals)}
+        out[".".join(path)] = {
+            "label": label.strip(),
+            "unit": unit,
+            "target": target,
+            "min": min(vals) if vals else None,
+            "median": statistics.median(vals) if vals else None,
+            "max": max(vals) if vals else None,
+            "n": len(vals),
+        }
     return out
 
 
@@ -331,15 +451,16 @@ def format_table(report: dict[str, Any]) -> str:
             return "-"
         return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"
 
-    lines = [f"{'figure':<40} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target",
-             "-" * 94]
+    lines = [f"{'figure':<40} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target", "-" * 94]
     for label, path, unit, target in figures(report["machine"]["transports"]):
         s = report["summary"][".".join(path)]
         lines.append(f"{label:<40} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target}")
     m = report.get("model", {})
     w = report.get("world", {})
-    lines.append(f"model fit {m.get('fit_seconds', 0):.1f} s (once); world {w.get('events', 0):,} events, "
-                 f"{w.get('businesses')} businesses; {len(report['runs'])} runs, {report['machine']['cpus']} CPUs")
+    lines.append(
+        f"model fit {m.get('fit_seconds', 0):.1f} s (once); world {w.get('events', 0):,} events, "
+        f"{w.get('businesses')} businesses; {len(report['runs'])} runs, {report['machine']['cpus']} CPUs"
+    )
     return "\n".join(lines)
 
 
@@ -351,17 +472,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--batch-size", type=int, default=None, help="records per poll batch (default: the Config default)")
     ap.add_argument("--bootstrap", default=None, help="an existing broker instead of the embedded one")
-    ap.add_argument("--restore-entities", type=int, default=50_000, help="businesses in the restore-rate changelog (default 50000)")
-    ap.add_argument("--transport", action="append", choices=TRANSPORTS,
-                    help="repeatable; default: every installed transport")
-    ap.add_argument("--metrics-cost", action="store_true",
-                    help="only print the per-batch cost of the worker's metric updates (no broker)")
+    ap.add_argument(
+        "--restore-entities", type=int, default=50_000, help="businesses in the restore-rate changelog (default 50000)"
+    )
+    ap.add_argument(
+        "--transport", action="append", choices=TRANSPORTS, help="repeatable; default: every installed transport"
+    )
+    ap.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="only print the per-batch cost of the worker's metric updates (no broker)",
+    )
     a = ap.parse_args(argv)
     if a.metrics_cost:
         print(metrics_cost())
         return 0
-    report = run_bench(a.events, a.runs, Path(a.out), half_load_s=a.half_load_s, bootstrap=a.bootstrap,
-                       batch_size=a.batch_size, transports=a.transport, restore_entities=a.restore_entities)
+    report = run_bench(
+        a.events,
+        a.runs,
+        Path(a.out),
+        half_load_s=a.half_load_s,
+        bootstrap=a.bootstrap,
+        batch_size=a.batch_size,
+        transports=a.transport,
+        restore_entities=a.restore_entities,
+    )
     print(format_table(report))
     print(f"JSON: {Path(a.out) / 'bench.json'}")
     return 0

@@ -47,8 +47,14 @@ class Child:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))
         self.out = self.dir / "out.json"
         self.ready = self.dir / "ready"
-        spec = {"kind": kind, "cfg": dataclasses.asdict(cfg), "out": str(self.out), "ready": str(self.ready),
-                "output_topic": output_topic, "extra": extra}
+        spec = {
+            "kind": kind,
+            "cfg": dataclasses.asdict(cfg),
+            "out": str(self.out),
+            "ready": str(self.ready),
+            "output_topic": output_topic,
+            "extra": extra,
+        }
         (self.dir / "spec.json").write_text(json.dumps(spec))
         self.proc = subprocess.Popen([sys.executable, "-m", "consumer.tools.benchkit", str(self.dir / "spec.json")])
 
@@ -119,9 +125,15 @@ def run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
     stats = worker.run()
     cpu = time.process_time() - first[0].cpu_started if first else 0.0
     consumed = sum(stats.consumed.values())
-    return {"consumed": consumed, "predictions": stats.predictions, "batches": stats.batches,
-            "seconds": (last[0] - first[0].started) if first else 0.0, "cpu_seconds": cpu,
-            "stage_seconds": worker.metrics.stage_seconds_total(), "dead_letters": sum(stats.dead_letters.values())}
+    return {
+        "consumed": consumed,
+        "predictions": stats.predictions,
+        "batches": stats.batches,
+        "seconds": (last[0] - first[0].started) if first else 0.0,
+        "cpu_seconds": cpu,
+        "stage_seconds": worker.metrics.stage_seconds_total(),
+        "dead_letters": sum(stats.dead_letters.values()),
+    }
 
 
 def run_restore(cfg: Config, topic: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -136,8 +148,9 @@ def run_restore(cfg: Config, topic: str, extra: dict[str, Any]) -> dict[str, Any
     out: dict[str, Any] = {"restore": {}}
     restored: dict[int, Any] = {}
     for tr in extra["transports"]:
-        restored, rs = restore_partitions(partial(reader, cfg.with_overrides(transport=tr), "bench-restore"), topic,
-                                          list(range(extra["partitions"])))
+        restored, rs = restore_partitions(
+            partial(reader, cfg.with_overrides(transport=tr), "bench-restore"), topic, list(range(extra["partitions"]))
+        )
         out["restore"][tr] = {"entities": rs.entities, "seconds": rs.seconds, "entities_per_s": rs.rate}
     t = time.perf_counter()
     n = sum(len(ps.decode_all()) for ps in restored.values())
@@ -158,7 +171,9 @@ def run_passthrough(cfg: Config, output_topic: str, ready: Path) -> dict[str, An
     return passthrough(cfg, cfg.group_id, output_topic, idle_exit_s=IDLE_EXIT_S, on_idle=idle)
 
 
-def passthrough(cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: float, on_idle: Any = None) -> dict[str, Any]:
+def passthrough(
+    cfg: Config, group_id: str, output_topic: str, *, idle_exit_s: float, on_idle: Any = None
+) -> dict[str, Any]:
     """The ceiling the bench compares the worker with: the worker's transport and settings,
     records copied to ``output_topic`` unchanged (same partition), flushed and committed per poll
     batch like the worker's checkpoint. Stops ``idle_exit_s`` after the input runs dry;
@@ -236,11 +251,17 @@ def metrics_cost(batches: int = 2000, size: int = 500) -> str:
 
     rng = np.random.default_rng(1)
     now_ms = int(time.time() * 1000)
-    preds = [{"arm": "default", "model_version": "v1", "score": float(s), "event_time": now_ms - int(d)}
-             for s, d in zip(rng.normal(0, 1.5, size), rng.exponential(2000, size), strict=True)]
+    preds = [
+        {"arm": "default", "model_version": "v1", "score": float(s), "event_time": now_ms - int(d)}
+        for s, d in zip(rng.normal(0, 1.5, size), rng.exponential(2000, size), strict=True)
+    ]
     dls = [DeadLetter("t", 0, i, None, None, -1, "undecodable", "") for i in range(3)]
-    out = SimpleNamespace(predictions=preds, dead_letters=dls, outcomes=Counter(scored=size, dead_letter=3, duplicate=20),
-                          score_seconds=0.001)
+    out = SimpleNamespace(
+        predictions=preds,
+        dead_letters=dls,
+        outcomes=Counter(scored=size, dead_letter=3, duplicate=20),
+        score_seconds=0.001,
+    )
     m = WorkerMetrics("bench")
     t0 = time.perf_counter()
     for _ in range(batches):
@@ -254,8 +275,10 @@ def metrics_cost(batches: int = 2000, size: int = 500) -> str:
     for _ in range(20):
         generate_latest(m.registry)
     exposition_ms = (time.perf_counter() - t0) / 20 * 1e3
-    return (f"metrics per batch of {size} predictions: {per_batch * 1e6:,.0f} us ({per_batch / size * 1e9:,.0f} ns per prediction)\n"
-            f"one /metrics exposition: {exposition_ms:.2f} ms")
+    return (
+        f"metrics per batch of {size} predictions: {per_batch * 1e6:,.0f} us ({per_batch / size * 1e9:,.0f} ns per prediction)\n"
+        f"one /metrics exposition: {exposition_ms:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,10 @@ def encode_world(cfg: Config, world: Any) -> list[tuple[bool, bytes, bytes]]:
 
     registry = FileSchemaRegistry(cfg.schema_registry or None)
     codecs = {"business": AvroCodec(registry, "BusinessEvent"), "activity": AvroCodec(registry, "ActivityEvent")}
-    return [(kind == "business", rec["business_id"].encode(), codecs[kind].encode(rec)) for kind, rec in generate_records(world)]
+    return [
+        (kind == "business", rec["business_id"].encode(), codecs[kind].encode(rec))
+        for kind, rec in generate_records(world)
+    ]
 
 
 def publish(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], rate: float | None = None) -> dict[Any, int]:
@@ -61,8 +64,15 @@ def _publish_confluent(cfg: Config, encoded: list[tuple[bool, bytes, bytes]], pa
         elif msg.topic() == at:
             sent[(msg.partition(), msg.offset())] = sent[msg.value()] = msg.timestamp()[1]
 
-    producer = Producer({**confluent_settings(cfg), "acks": 1, "linger.ms": 0, "partitioner": "murmur2_random",
-                         "queue.buffering.max.messages": 2_000_000})
+    producer = Producer(
+        {
+            **confluent_settings(cfg),
+            "acks": 1,
+            "linger.ms": 0,
+            "partitioner": "murmur2_random",
+            "queue.buffering.max.messages": 2_000_000,
+        }
+    )
     for i, (is_business, key, value) in enumerate(encoded):
         pace(i)
         producer.produce(bt if is_business else at, value, key, on_delivery=delivered)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sim.world import World, WorldConfig
 
@@ -110,10 +111,14 @@ def run_closed_loop(cfg: Any, loop: LoopConfig, progress: Callable[[str], None] 
             deadline = time.monotonic() + loop.day_timeout_s
             while sum(worker.stats.outcomes.values()) < res.published:
                 if failure or not thread.is_alive() and d > 0:
-                    raise ClosedLoopError(f"closed loop: the worker stopped on day {d}") from (failure[0] if failure else None)
+                    raise ClosedLoopError(f"closed loop: the worker stopped on day {d}") from (
+                        failure[0] if failure else None
+                    )
                 if time.monotonic() > deadline:
-                    raise ClosedLoopError(f"closed loop: day {d} not scored within {loop.day_timeout_s:.0f}s "
-                                          f"({sum(worker.stats.outcomes.values())} of {res.published} records)")
+                    raise ClosedLoopError(
+                        f"closed loop: day {d} not scored within {loop.day_timeout_s:.0f}s "
+                        f"({sum(worker.stats.outcomes.values())} of {res.published} records)"
+                    )
                 time.sleep(0.05)
             if reader is None:
                 reader = KafkaConsumer(**consumer_kwargs(cfg, None))
@@ -131,14 +136,19 @@ def run_closed_loop(cfg: Any, loop: LoopConfig, progress: Callable[[str], None] 
                         p = codec.decode(r.value, r.topic, r.partition, r.offset)
                         seen.add(p["prediction_id"])
                         cur = latest.get(p["business_id"])
-                        if cur is None or (p["event_time"], p["source_offset"]) >= (cur["event_time"], cur["source_offset"]):
+                        if cur is None or (p["event_time"], p["source_offset"]) >= (
+                            cur["event_time"],
+                            cur["source_offset"],
+                        ):
                             latest[p["business_id"]] = p
             # Computed from today's predictions, consulted when tomorrow is generated.
             boost.factor = rank_boosts(latest, loop.top_k, loop.effect) if d + 1 >= loop.warmup_days else {}
             res.boosted_per_day.append(len(boost.factor))
             res.days = d + 1
             if progress:
-                progress(f"day {d}: {res.published} records published, {want} serving predictions, {len(boost.factor)} boosted")
+                progress(
+                    f"day {d}: {res.published} records published, {want} serving predictions, {len(boost.factor)} boosted"
+                )
         res.predictions = worker.stats.predictions
     finally:
         worker.request_stop()
@@ -159,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from consumer.config import Config
     from consumer.io.brokers.tansu import EmbeddedBroker
     from consumer.io.clients import create_topics
-    from consumer.tools.topicreads import read_conversions
     from consumer.tools.report import build_report, read_prediction_topics, to_markdown
+    from consumer.tools.topicreads import read_conversions
 
     ap = argparse.ArgumentParser(prog="python -m consumer.tools.closedloop")
     ap.add_argument("--registry", required=True, help="registry with a promoted model")
@@ -180,33 +190,68 @@ def main(argv: list[str] | None = None) -> int:
     with EmbeddedBroker() as broker:
         for seed in a.seeds:
             s = uuid.uuid4().hex[:8]
-            cfg = Config(bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", predictions_topic=f"p-{s}",
-                         dead_letter_topic=f"d-{s}", changelog_topic=f"c-{s}", group_id=f"g-{s}", partitions=2,
-                         registry_dir=a.registry, arms=a.arms, holdout=a.holdout, holdout_topic=f"p-{s}-holdout",
-                         shadow_topic=f"p-{s}-shadow")
+            cfg = Config(
+                bootstrap=broker.bootstrap,
+                business_topic=f"b-{s}",
+                activity_topic=f"a-{s}",
+                predictions_topic=f"p-{s}",
+                dead_letter_topic=f"d-{s}",
+                changelog_topic=f"c-{s}",
+                group_id=f"g-{s}",
+                partitions=2,
+                registry_dir=a.registry,
+                arms=a.arms,
+                holdout=a.holdout,
+                holdout_topic=f"p-{s}-holdout",
+                shadow_topic=f"p-{s}-shadow",
+            )
             create_topics(cfg)
-            world = WorldConfig(businesses=a.businesses, days=a.days, seed=seed, cities=2, categories=2,
-                                views_per_business_day=a.views, conversion_rates=(0.033, 0.018, 0.027),
-                                popularity_sigma=a.popularity_sigma)
+            world = WorldConfig(
+                businesses=a.businesses,
+                days=a.days,
+                seed=seed,
+                cities=2,
+                categories=2,
+                views_per_business_day=a.views,
+                conversion_rates=(0.033, 0.018, 0.027),
+                popularity_sigma=a.popularity_sigma,
+            )
             res = run_closed_loop(cfg, LoopConfig(world, top_k=a.top_k, effect=a.effect, warmup_days=a.warmup_days))
             preds = read_prediction_topics(cfg, [cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic])
             conv = read_conversions(cfg, ("BIZSITE_VISIT", "CALL", "DIRECTIONS"))
-            rep = build_report(preds, conv.times, conv.log_end_ms, horizon_ms=cfg.horizon_ms, k=3, start_ms=res.experiment_start_ms)
+            rep = build_report(
+                preds, conv.times, conv.log_end_ms, horizon_ms=cfg.horizon_ms, k=3, start_ms=res.experiment_start_ms
+            )
             if a.dump:
                 import json
                 from pathlib import Path
 
                 Path(a.dump).mkdir(parents=True, exist_ok=True)
                 with open(Path(a.dump) / f"seed{seed}.json", "w") as fh:
-                    json.dump({"preds": preds, "conv": conv.times, "end": conv.log_end_ms, "start": res.experiment_start_ms,
-                               "horizon": cfg.horizon_ms}, fh, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-            print(f"seed {seed}: {res.published} records, {res.predictions} serving predictions, {res.seconds:.1f}s", flush=True)
+                    json.dump(
+                        {
+                            "preds": preds,
+                            "conv": conv.times,
+                            "end": conv.log_end_ms,
+                            "start": res.experiment_start_ms,
+                            "horizon": cfg.horizon_ms,
+                        },
+                        fh,
+                        default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o),
+                    )
+            print(
+                f"seed {seed}: {res.published} records, {res.predictions} serving predictions, {res.seconds:.1f}s",
+                flush=True,
+            )
             if a.full:
                 print(to_markdown(rep, None))
             for c in rep.cells:
                 for name, u in (("vs holdout", c.uplift_vs_holdout), ("vs first arm", c.uplift_vs_first)):
                     if u is not None:
-                        print(f"  {c.arm:8s} {name:13s} {u.diff:+.4f} [{u.lo:+.4f}, {u.hi:+.4f}]{' *' if u.excludes_zero else ''}", flush=True)
+                        print(
+                            f"  {c.arm:8s} {name:13s} {u.diff:+.4f} [{u.lo:+.4f}, {u.hi:+.4f}]{' *' if u.excludes_zero else ''}",
+                            flush=True,
+                        )
     return 0
 
 

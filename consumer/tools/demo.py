@@ -25,10 +25,15 @@ def _read_predictions(cfg: Config) -> list[dict]:
 
     codec = AvroCodec(FileSchemaRegistry(cfg.schema_registry or None), "Prediction")
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None))
-    tps = [TopicPartition(cfg.predictions_topic, p) for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic))]
+    tps = [
+        TopicPartition(cfg.predictions_topic, p) for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic))
+    ]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
-    out = [codec.decode(r.value, r.topic, r.partition, r.offset) for r in iter_to_highwater(consumer, tps, max_records=50_000)]
+    out = [
+        codec.decode(r.value, r.topic, r.partition, r.offset)
+        for r in iter_to_highwater(consumer, tps, max_records=50_000)
+    ]
     consumer.close()
     return out
 
@@ -66,12 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
         world = WorldConfig(businesses=args.businesses, days=args.days, seed=args.seed, cities=3, categories=4)
         stats = publish_records(cfg, generate_records(world))
-        print(f"[2/6] generated {stats.total:,} events ({stats.business} business, {stats.activity:,} activity) "
-              f"for {args.businesses} businesses x {args.days} days in {stats.seconds:.1f}s")
+        print(
+            f"[2/6] generated {stats.total:,} events ({stats.business} business, {stats.activity:,} activity) "
+            f"for {args.businesses} businesses x {args.days} days in {stats.seconds:.1f}s"
+        )
 
         print("[3/6] training from the event log")
         try:
-            result = train_once(cfg, TrainRequest(TrainOptions(objective="rank:ndcg", sample_rate=0.2, validation_days=5)))
+            result = train_once(
+                cfg, TrainRequest(TrainOptions(objective="rank:ndcg", sample_rate=0.2, validation_days=5))
+            )
         except TrainingError as exc:
             print(f"      training failed: {exc}", file=sys.stderr)
             return 1
@@ -86,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             producer.send(cfg.activity_topic, key=b"b000001", value=value)
         producer.flush()
         producer.close()
-        print(f"[4/6] published {len(bad)} malformed records to {cfg.activity_topic} (they must land in {cfg.dead_letter_topic})")
+        print(
+            f"[4/6] published {len(bad)} malformed records to {cfg.activity_topic} (they must land in {cfg.dead_letter_topic})"
+        )
 
         print("[5/6] running the worker until idle")
         t0 = time.perf_counter()
@@ -94,14 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         ws = worker.run()
         dt = time.perf_counter() - t0 - 3
         consumed = sum(ws.consumed.values())
-        print(f"      consumed {consumed:,} records in {dt:.1f}s (incl. group join and restore): "
-              f"{ws.predictions:,} predictions, {sum(ws.dead_letters.values())} dead letters {dict(ws.dead_letters)}")
+        print(
+            f"      consumed {consumed:,} records in {dt:.1f}s (incl. group join and restore): "
+            f"{ws.predictions:,} predictions, {sum(ws.dead_letters.values())} dead letters {dict(ws.dead_letters)}"
+        )
         print(f"      outcomes: {dict(ws.outcomes)}")
         for m in ws.models:
             print(f"      model {m['version']} first scored {m['first_scored']}")
 
         preds = _read_predictions(cfg)
-        print(f"[6/6] read back {len(preds):,} predictions from {cfg.predictions_topic}; latest score per business, top 3 per group:")
+        print(
+            f"[6/6] read back {len(preds):,} predictions from {cfg.predictions_topic}; latest score per business, top 3 per group:"
+        )
         latest: dict[str, dict] = {}
         for p in preds:
             cur = latest.get(p["business_id"])
@@ -113,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         for g in sorted(groups):
             top = sorted(groups[g], key=lambda p: -p["score"])[:3]
             print(f"      {g:<32} " + "  ".join(f"{p['business_id']} ({p['score']:+.2f})" for p in top))
-    print(f"demo finished in {time.perf_counter() - t_all:.0f}s; model report: {cfg.registry_dir}/<version>/report.md; "
-          f"full log: {log_path}")
+    print(
+        f"demo finished in {time.perf_counter() - t_all:.0f}s; model report: {cfg.registry_dir}/<version>/report.md; "
+        f"full log: {log_path}"
+    )
     return 0
 
 

@@ -143,9 +143,16 @@ def compare(
     ib = {coord(p): p for p in b}
     common = sorted(ia.keys() & ib.keys(), key=lambda c: (ia[c]["event_time"], c))
     rep = DiffReport(
-        a=names[0], b=names[1], k=k,
-        versions_a=sorted({p["model_version"] for p in a}), versions_b=sorted({p["model_version"] for p in b}),
-        n_a=len(ia), n_b=len(ib), both=len(common), only_a=len(ia) - len(common), only_b=len(ib) - len(common),
+        a=names[0],
+        b=names[1],
+        k=k,
+        versions_a=sorted({p["model_version"] for p in a}),
+        versions_b=sorted({p["model_version"] for p in b}),
+        n_a=len(ia),
+        n_b=len(ib),
+        both=len(common),
+        only_a=len(ia) - len(common),
+        only_b=len(ib) - len(common),
         label={"kinds": list(kinds), "horizon_ms": int(horizon_ms), "log_end_ms": conversions.log_end_ms},
     )
     if not common:
@@ -163,11 +170,17 @@ def compare(
 
     delta = sb - sa
     ad = np.abs(delta)
-    rep.abs_delta = {"mean": float(ad.mean()), "p50": float(np.percentile(ad, 50)), "p95": float(np.percentile(ad, 95)),
-                     "max": float(ad.max())}
+    rep.abs_delta = {
+        "mean": float(ad.mean()),
+        "p50": float(np.percentile(ad, 50)),
+        "p95": float(np.percentile(ad, 95)),
+        "max": float(ad.max()),
+    }
     rep.mean_delta = float(delta.mean())
     rep.identical_share = float((sa == sb).mean())
-    rep.same_features_share = float(np.mean([x["feature_hash"] == y["feature_hash"] for x, y in zip(pa, pb)]))
+    rep.same_features_share = float(
+        np.mean([x["feature_hash"] == y["feature_hash"] for x, y in zip(pa, pb, strict=True)])
+    )
     rep.deltas = delta
     rep.scores = (sa, sb)
 
@@ -180,7 +193,9 @@ def compare(
     lt = np.fromiter((p.get("as_of") or p["event_time"] for p in pa), dtype=np.int64, count=len(pa))
     complete = lt + horizon_ms <= conversions.log_end_ms
     rep.incomplete_labels = int((~complete).sum())
-    y = np.array([_count(conversions.times.get(bz), ti, horizon_ms) for bz, ti in zip(biz, lt)], dtype=np.float64)
+    y = np.array(
+        [_count(conversions.times.get(bz), ti, horizon_ms) for bz, ti in zip(biz, lt, strict=True)], dtype=np.float64
+    )
     sel = np.flatnonzero(complete)
     if len(sel):
         idx = sel[evaluation_frame(groups[sel], biz[sel], t[sel])]
@@ -201,7 +216,9 @@ def _count(times: np.ndarray | None, t: int, horizon_ms: int) -> int:
     return int(np.searchsorted(times, t + horizon_ms, "right") - np.searchsorted(times, t, "right"))
 
 
-def _group_diffs(table: np.ndarray, groups: np.ndarray, biz: np.ndarray, sa: np.ndarray, sb: np.ndarray, k: int) -> list[GroupDiff]:
+def _group_diffs(
+    table: np.ndarray, groups: np.ndarray, biz: np.ndarray, sa: np.ndarray, sb: np.ndarray, k: int
+) -> list[GroupDiff]:
     from scipy.stats import spearmanr
 
     out = []
@@ -252,34 +269,48 @@ def to_markdown(rep: DiffReport, png_name: str | None = "diff.png") -> str:
         "",
         "| mean abs delta | p50 abs delta | p95 abs delta | max abs delta | mean delta | identical scores | identical features |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        (f"| {_fmt(rep.abs_delta.get('mean'))} | {_fmt(rep.abs_delta.get('p50'))} | {_fmt(rep.abs_delta.get('p95'))} | "
-         f"{_fmt(rep.abs_delta.get('max'))} | {_fmt(rep.mean_delta)} | {_pct(rep.identical_share)} | {_pct(rep.same_features_share)} |"),
+        (
+            f"| {_fmt(rep.abs_delta.get('mean'))} | {_fmt(rep.abs_delta.get('p50'))} | {_fmt(rep.abs_delta.get('p95'))} | "
+            f"{_fmt(rep.abs_delta.get('max'))} | {_fmt(rep.mean_delta)} | {_pct(rep.identical_share)} | {_pct(rep.same_features_share)} |"
+        ),
         "",
-        ("Scores of ranking objectives are margins: only their order within a group means something, "
-         "so the rank comparisons below matter more than raw deltas."),
+        (
+            "Scores of ranking objectives are margins: only their order within a group means something, "
+            "so the rank comparisons below matter more than raw deltas."
+        ),
         "",
         f"## Rankings per group (group_key x day; latest score per business; top-{rep.k})",
         "",
         "| groups (2+ businesses) | with correlation | Spearman mean | Spearman median | Spearman p10 | top-k overlap mean | identical top-k |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        (f"| {gs['groups']:,} | {gs['groups_with_correlation']:,} | {_fmt(gs['spearman_mean'], 3)} | {_fmt(gs['spearman_median'], 3)} | "
-         f"{_fmt(gs['spearman_p10'], 3)} | {_fmt(gs['overlap_mean'], 3)} | {_pct(gs['identical_topk_share'])} |"),
+        (
+            f"| {gs['groups']:,} | {gs['groups_with_correlation']:,} | {_fmt(gs['spearman_mean'], 3)} | {_fmt(gs['spearman_median'], 3)} | "
+            f"{_fmt(gs['spearman_p10'], 3)} | {_fmt(gs['overlap_mean'], 3)} | {_pct(gs['identical_topk_share'])} |"
+        ),
         "",
     ]
     worst = worst_groups(rep.groups)
     if worst:
-        lines += [f"Groups that differ most (lowest top-{rep.k} overlap, then correlation):", "",
-                  "| group | businesses | Spearman | top-k overlap |", "|---|---:|---:|---:|"]
-        lines += [f"| {_cell(g.group)} | {g.businesses} | {_fmt(g.spearman, 3)} | {_fmt(g.overlap, 2)} |" for g in worst]
+        lines += [
+            f"Groups that differ most (lowest top-{rep.k} overlap, then correlation):",
+            "",
+            "| group | businesses | Spearman | top-k overlap |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {_cell(g.group)} | {g.businesses} | {_fmt(g.spearman, 3)} | {_fmt(g.overlap, 2)} |" for g in worst
+        ]
         lines.append("")
     h = rep.label.get("horizon_ms", 0) / 3_600_000
     lines += [
         "## Offline metrics on the same outcomes",
         "",
-        (f"Label: distinct conversions ({', '.join(rep.label.get('kinds', []))}) of the business in (event_time, event_time + {h:g} h], "
-         f"from the activity log (ends {_iso(rep.label.get('log_end_ms'))}). One example per (group, business), its latest; "
-         f"{rep.n_examples:,} examples in {rep.n_metric_groups:,} groups, {rep.n_conversions:,.0f} conversions; "
-         f"{rep.incomplete_labels:,} joined predictions left out (horizon past the end of the log)."),
+        (
+            f"Label: distinct conversions ({', '.join(rep.label.get('kinds', []))}) of the business in (event_time, event_time + {h:g} h], "
+            f"from the activity log (ends {_iso(rep.label.get('log_end_ms'))}). One example per (group, business), its latest; "
+            f"{rep.n_examples:,} examples in {rep.n_metric_groups:,} groups, {rep.n_conversions:,.0f} conversions; "
+            f"{rep.incomplete_labels:,} joined predictions left out (horizon past the end of the log)."
+        ),
         "",
         f"| model | versions | NDCG@10 | AUC | top-{rep.k} capture |",
         "|---|---|---:|---:|---:|",
@@ -288,7 +319,9 @@ def to_markdown(rep: DiffReport, png_name: str | None = "diff.png") -> str:
         lines.append(f"| {m.name} | {', '.join(m.versions)} | {_fmt(m.ndcg10)} | {_fmt(m.auc)} | {_fmt(m.capture)} |")
     if len(rep.metrics) == 2:
         ma, mb = rep.metrics
-        lines.append(f"| B - A | | {_fmt(mb.ndcg10 - ma.ndcg10)} | {_fmt(mb.auc - ma.auc)} | {_fmt(mb.capture - ma.capture)} |")
+        lines.append(
+            f"| B - A | | {_fmt(mb.ndcg10 - ma.ndcg10)} | {_fmt(mb.auc - ma.auc)} | {_fmt(mb.capture - ma.capture)} |"
+        )
     lines.append(f"| random | | | 0.5 | {_fmt(rep.random_capture)} |")
     if not rep.metrics:
         lines += ["", "No joined prediction has a complete label horizon: no offline metrics."]

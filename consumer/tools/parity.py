@@ -18,9 +18,10 @@ score). Mismatch rate = (different hash + missing) / sampled.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,16 @@ class ParityResult:
         return (self.mismatched + self.missing) / self.sampled if self.sampled else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sampled": self.sampled, "matched": self.matched, "mismatched": self.mismatched, "missing": self.missing,
-                "mismatch_rate": self.mismatch_rate, "predictions_read": self.predictions_read,
-                "by_topic": self.by_topic, "examples": self.examples}
+        return {
+            "sampled": self.sampled,
+            "matched": self.matched,
+            "mismatched": self.mismatched,
+            "missing": self.missing,
+            "mismatch_rate": self.mismatch_rate,
+            "predictions_read": self.predictions_read,
+            "by_topic": self.by_topic,
+            "examples": self.examples,
+        }
 
 
 def sample(preds: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
@@ -85,8 +93,13 @@ def replay_hashes(cfg: Config, wanted: set[Coord], spec: FeatureSpec = DEFAULT_S
     return out
 
 
-def check_parity(cfg: Config, preds: list[dict[str, Any]], n: int | None = 1000, spec: FeatureSpec = DEFAULT_SPEC,
-                 progress: Callable[[str], None] | None = None) -> ParityResult:
+def check_parity(
+    cfg: Config,
+    preds: list[dict[str, Any]],
+    n: int | None = 1000,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    progress: Callable[[str], None] | None = None,
+) -> ParityResult:
     res = ParityResult(predictions_read=len(preds))
     chosen = sample(preds, n)
     res.sampled = len(chosen)
@@ -108,8 +121,15 @@ def check_parity(cfg: Config, preds: list[dict[str, Any]], n: int | None = 1000,
         else:
             res.mismatched += 1
         if len(res.examples) < 5:
-            res.examples.append({"prediction_id": p["prediction_id"], "business_id": p["business_id"], "source": f"{c[0]}[{c[1]}]@{c[2]}",
-                                 "live": p["feature_hash"], "replayed": got})
+            res.examples.append(
+                {
+                    "prediction_id": p["prediction_id"],
+                    "business_id": p["business_id"],
+                    "source": f"{c[0]}[{c[1]}]@{c[2]}",
+                    "live": p["feature_hash"],
+                    "replayed": got,
+                }
+            )
     return res
 
 
@@ -127,5 +147,7 @@ def to_markdown(res: ParityResult) -> str:
     lines += [f"| {t} | {s} | {b} |" for t, (s, b) in sorted(res.by_topic.items())]
     if res.examples:
         lines += ["", "First mismatches:", ""]
-        lines += [f"- {e['source']} ({e['prediction_id']}): live {e['live']}, replayed {e['replayed']}" for e in res.examples]
+        lines += [
+            f"- {e['source']} ({e['prediction_id']}): live {e['live']}, replayed {e['replayed']}" for e in res.examples
+        ]
     return "\n".join(lines) + "\n"

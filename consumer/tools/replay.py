@@ -133,8 +133,12 @@ class PartitionRange:
         d: dict[str, Any] = {"partition": self.partition, "start": self.start, "end": self.end}
         for name, lk in (("start_lookup", self.start_lookup), ("end_lookup", self.end_lookup)):
             if lk is not None:
-                d[name] = {"method": lk.method, "broker_offset": lk.broker_offset, "probes": lk.probes,
-                           "records_read": lk.records_read}
+                d[name] = {
+                    "method": lk.method,
+                    "broker_offset": lk.broker_offset,
+                    "probes": lk.probes,
+                    "records_read": lk.records_read,
+                }
         return d
 
 
@@ -236,7 +240,9 @@ class ReplayStats:
             "predictions": self.predictions,
             "skipped": dict(self.skipped),
             "outcomes": dict(self.outcomes),
-            "seconds": {k: round(getattr(self, f"{k}_seconds"), 3) for k in ("read", "lookup", "compute", "score", "write")}
+            "seconds": {
+                k: round(getattr(self, f"{k}_seconds"), 3) for k in ("read", "lookup", "compute", "score", "write")
+            }
             | {"total": round(self.seconds, 3)},
             "events_per_s": round(self.events_per_s),
             "compute_events_per_s": round(self.compute_events_per_s),
@@ -335,8 +341,12 @@ def check_output_topic(cfg: Config, output_topic: str) -> None:
     """Refuse to write predictions where they would corrupt inputs or live state."""
     if not output_topic:
         raise ReplayError("--output-topic is required")
-    forbidden = {cfg.business_topic: "an input topic", cfg.activity_topic: "an input topic",
-                 cfg.changelog_topic: "the live state changelog", cfg.dead_letter_topic: "the dead-letter topic"}
+    forbidden = {
+        cfg.business_topic: "an input topic",
+        cfg.activity_topic: "an input topic",
+        cfg.changelog_topic: "the live state changelog",
+        cfg.dead_letter_topic: "the dead-letter topic",
+    }
     if output_topic in forbidden:
         raise ReplayError(f"refusing to replay into {output_topic}: it is {forbidden[output_topic]}")
 
@@ -400,6 +410,7 @@ def replay(
     codec = AvroCodec(registry, "Prediction")
     sink = Sink(cfg, f"replay-{uuid.uuid4().hex[:8]}")
     try:
+
         def emit(preds: list[dict[str, Any]]) -> None:
             encode = codec.encode
             for pred in preds:
@@ -409,8 +420,18 @@ def replay(
         rows = RowBuffer(len(DEFAULT_SPEC.names))
         for p in sorted(by_part):
             items = by_part.pop(p)  # each partition's records are freed once it is replayed
-            run_partition(p, items, stats.ranges[p].start, model, emit, stats, spec=DEFAULT_SPEC,
-                          chunk_size=chunk_size, rows=rows, progress=on_process)
+            run_partition(
+                p,
+                items,
+                stats.ranges[p].start,
+                model,
+                emit,
+                stats,
+                spec=DEFAULT_SPEC,
+                chunk_size=chunk_size,
+                rows=rows,
+                progress=on_process,
+            )
     finally:
         sink.close()
     stats.seconds = time.perf_counter() - t_start

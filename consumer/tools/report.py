@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -134,9 +135,15 @@ class Report:
             return v
 
         cells = [{k: clean(v) for k, v in c.__dict__.items() if k not in ("rates", "pre")} for c in self.cells]
-        return {"k": self.k, "horizon_ms": self.horizon_ms, "log_end_ms": self.log_end_ms, "first_ms": self.first_ms,
-                "start_ms": self.start_ms,
-                "conversions": self.conversions, "cells": cells}
+        return {
+            "k": self.k,
+            "horizon_ms": self.horizon_ms,
+            "log_end_ms": self.log_end_ms,
+            "first_ms": self.first_ms,
+            "start_ms": self.start_ms,
+            "conversions": self.conversions,
+            "cells": cells,
+        }
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
@@ -161,8 +168,15 @@ def _calibration(scores: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict
     order = np.argsort(scores, kind="stable")
     rows = []
     for i, idx in enumerate(np.array_split(order, bins)):
-        rows.append({"decile": i + 1, "n": int(len(idx)), "mean_score": float(scores[idx].mean()),
-                     "mean_conversions": float(y[idx].mean()), "share_converting": float((y[idx] > 0).mean())})
+        rows.append(
+            {
+                "decile": i + 1,
+                "n": int(len(idx)),
+                "mean_score": float(scores[idx].mean()),
+                "mean_conversions": float(y[idx].mean()),
+                "share_converting": float((y[idx] > 0).mean()),
+            }
+        )
     return rows
 
 
@@ -202,7 +216,7 @@ def build_report(
         complete = lt + horizon_ms <= log_end_ms
         # Per-business outcome rate from first exposure to the end of the log.
         first: dict[str, int] = {}
-        for b, ti in zip(biz.tolist(), t.tolist()):
+        for b, ti in zip(biz.tolist(), t.tolist(), strict=True):
             if ti < first.get(b, 1 << 62):
                 first[b] = ti
         rates = []
@@ -218,7 +232,10 @@ def build_report(
             pre_days = max((start_ms - first_ms) / DAY_MS, 1e-9)
             ends, starts = np.full(len(first), log_end_ms), np.full(len(first), start_ms)
             rates_a = np.array([_count_after(conversions.get(b), starts[:1], ends[:1])[0] for b in first]) / days
-            pre_a = np.array([_count_after(conversions.get(b), np.array([first_ms - 1]), starts[:1])[0] for b in first]) / pre_days
+            pre_a = (
+                np.array([_count_after(conversions.get(b), np.array([first_ms - 1]), starts[:1])[0] for b in first])
+                / pre_days
+            )
         if complete.any():
             gk = np.array([f"{p['group_key']}|{p['event_time'] // DAY_MS}" for p in ps], dtype=object)[complete]
             fi = evaluation_frame(gk, biz[complete], t[complete])
@@ -229,8 +246,23 @@ def build_report(
             n_frame = len(fi)
         else:
             cap, a, cal, n_frame = float("nan"), float("nan"), [], 0
-        cells.append(Cell(arm, mv, ps[0].get("_topic", ""), len(ps), len(first), float(rates_a.mean()), n_frame, cap, a, cal,
-                          offline=offline(mv) if offline else None, rates=rates_a, pre=pre_a))
+        cells.append(
+            Cell(
+                arm,
+                mv,
+                ps[0].get("_topic", ""),
+                len(ps),
+                len(first),
+                float(rates_a.mean()),
+                n_frame,
+                cap,
+                a,
+                cal,
+                offline=offline(mv) if offline else None,
+                rates=rates_a,
+                pre=pre_a,
+            )
+        )
     order = {"holdout": 1, "shadow": 2}
     cells.sort(key=lambda c: (order.get(c.arm, 0), c.arm, c.model_version))
     serving = [c for c in cells if c.arm not in order]
@@ -260,8 +292,13 @@ def offline_metrics(registry: Any) -> Callable[[str], dict[str, Any] | None]:
             return None
         m = meta.get("metrics") or {}
         model = m.get("model") or {}
-        return {"capture": model.get("capture"), "auc": model.get("auc"), "ndcg10": model.get("ndcg10"),
-                "k": m.get("k"), "lift_vs_random": m.get("lift_vs_random")}
+        return {
+            "capture": model.get("capture"),
+            "auc": model.get("auc"),
+            "ndcg10": model.get("ndcg10"),
+            "k": m.get("k"),
+            "lift_vs_random": m.get("lift_vs_random"),
+        }
 
     return get
 
@@ -291,8 +328,10 @@ def to_markdown(rep: Report, png_name: str | None = "report.png") -> str:
     if rep.start_ms is None:
         window = "from first exposure to the end of the log"
     else:
-        window = (f"from the experiment start {_iso(rep.start_ms)} to the end of the log, CUPED-adjusted with each "
-                  "business's rate before the start")
+        window = (
+            f"from the experiment start {_iso(rep.start_ms)} to the end of the log, CUPED-adjusted with each "
+            "business's rate before the start"
+        )
     lines = [
         "# Experiment report",
         "",
@@ -306,19 +345,30 @@ def to_markdown(rep: Report, png_name: str | None = "report.png") -> str:
         "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for c in rep.cells:
-        lines.append(f"| {c.arm} | {c.model_version} | {c.n_predictions} | {c.n_businesses} | {_f(c.conv_per_business_day)} | "
-                     f"{_f(c.capture)} | {_f(c.auc)} | {_u(c.uplift_vs_holdout)} | {_u(c.uplift_vs_first)} |")
-    lines += ["", "## Offline (trainer's validation) vs online", "",
-              f"| arm | model | offline capture | online capture@{k} | offline AUC | online AUC | offline NDCG@10 |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {c.arm} | {c.model_version} | {c.n_predictions} | {c.n_businesses} | {_f(c.conv_per_business_day)} | "
+            f"{_f(c.capture)} | {_f(c.auc)} | {_u(c.uplift_vs_holdout)} | {_u(c.uplift_vs_first)} |"
+        )
+    lines += [
+        "",
+        "## Offline (trainer's validation) vs online",
+        "",
+        f"| arm | model | offline capture | online capture@{k} | offline AUC | online AUC | offline NDCG@10 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for c in rep.cells:
         off = c.offline or {}
-        lines.append(f"| {c.arm} | {c.model_version} | {_f(off.get('capture'))} | {_f(c.capture)} | {_f(off.get('auc'))} | "
-                     f"{_f(c.auc)} | {_f(off.get('ndcg10'))} |")
+        lines.append(
+            f"| {c.arm} | {c.model_version} | {_f(off.get('capture'))} | {_f(c.capture)} | {_f(off.get('auc'))} | "
+            f"{_f(c.auc)} | {_f(off.get('ndcg10'))} |"
+        )
     lines += ["", "## Calibration (reliability per score decile: mean conversions in the horizon)", ""]
     for c in rep.cells:
         if not c.calibration:
             continue
-        lines.append(f"- **{c.label}**: " + ", ".join(f"d{r['decile']}: {r['mean_conversions']:.3f}" for r in c.calibration))
+        lines.append(
+            f"- **{c.label}**: " + ", ".join(f"d{r['decile']}: {r['mean_conversions']:.3f}" for r in c.calibration)
+        )
     if png_name:
         lines += ["", f"![report]({png_name})"]
     return "\n".join(lines) + "\n"
@@ -333,7 +383,12 @@ def plot(rep: Report, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for c in rep.cells:
         if c.calibration:
-            ax1.plot([r["decile"] for r in c.calibration], [r["mean_conversions"] for r in c.calibration], marker="o", label=c.label)
+            ax1.plot(
+                [r["decile"] for r in c.calibration],
+                [r["mean_conversions"] for r in c.calibration],
+                marker="o",
+                label=c.label,
+            )
     ax1.set_xlabel("score decile")
     ax1.set_ylabel("mean conversions in horizon")
     ax1.set_title("Calibration (reliability)")
@@ -362,13 +417,27 @@ def write_report(rep: Report, out_dir: Path) -> tuple[Path, Path, str]:
     return md_path, png, md
 
 
-def run_report(cfg: Config, *, kinds: tuple[str, ...], horizon_ms: int, k: int = 3, registry: Any = None,
-               start_ms: int | None = None) -> Report:
+def run_report(
+    cfg: Config,
+    *,
+    kinds: tuple[str, ...],
+    horizon_ms: int,
+    k: int = 3,
+    registry: Any = None,
+    start_ms: int | None = None,
+) -> Report:
     from consumer.tools.topicreads import read_conversions
 
     preds = read_prediction_topics(cfg, [cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic])
     conv = read_conversions(cfg, kinds)
     if conv.log_end_ms < 0:
         raise ReportError(f"no activity in {cfg.activity_topic}")
-    return build_report(preds, conv.times, conv.log_end_ms, horizon_ms=horizon_ms, k=k,
-                        offline=offline_metrics(registry) if registry is not None else None, start_ms=start_ms)
+    return build_report(
+        preds,
+        conv.times,
+        conv.log_end_ms,
+        horizon_ms=horizon_ms,
+        k=k,
+        offline=offline_metrics(registry) if registry is not None else None,
+        start_ms=start_ms,
+    )

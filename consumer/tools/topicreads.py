@@ -58,7 +58,9 @@ def scan_topic(cfg: Config, topic: str, idle_timeout_s: float = 30.0) -> Iterato
         consumer.close()
 
 
-def read_predictions(cfg: Config, source: Source, start_ms: int | None = None, end_ms: int | None = None) -> list[dict[str, Any]]:
+def read_predictions(
+    cfg: Config, source: Source, start_ms: int | None = None, end_ms: int | None = None
+) -> list[dict[str, Any]]:
     """The predictions of ``source`` with ``start_ms <= event_time < end_ms``, one per prediction id."""
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 
@@ -81,9 +83,13 @@ def read_predictions(cfg: Config, source: Source, start_ms: int | None = None, e
         by_id[pred["prediction_id"]] = pred
     if source.model_version is None and len(versions) > 1:
         listed = ", ".join(f"{v} ({n})" for v, n in versions.most_common())
-        raise DiffError(f"{source.topic} holds predictions of several models ({listed}): name one as {source.topic}@VERSION")
+        raise DiffError(
+            f"{source.topic} holds predictions of several models ({listed}): name one as {source.topic}@VERSION"
+        )
     if not by_id:
-        raise DiffError(f"no predictions in {source.label()}" + (f" ({undecodable} undecodable records)" if undecodable else ""))
+        raise DiffError(
+            f"no predictions in {source.label()}" + (f" ({undecodable} undecodable records)" if undecodable else "")
+        )
     return list(by_id.values())
 
 

@@ -65,6 +65,7 @@ def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], 
     if request.from_file:
         records: Any = file_log_records(request.from_file)
     else:
+
         def on_read(n: int, pending: int) -> None:
             if progress and n and n % 200_000 < 5000:
                 progress(f"read {n:,} records ({pending} partitions to go)")
@@ -74,8 +75,9 @@ def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], 
     t0 = time.perf_counter()
     # The run's facts go to the log and the metrics textfile, failures included.
     with TrainingRun(cfg, rng, serve=request.serve_metrics) as run:
-        outcome = run.done(train_and_register(records, registry, label_cfg=label_config(cfg),
-                                              options=request.options, data_range=rng))
+        outcome = run.done(
+            train_and_register(records, registry, label_cfg=label_config(cfg), options=request.options, data_range=rng)
+        )
     report = registry.version_dir(outcome.version) / "report.md"
     return TrainResult(outcome, time.perf_counter() - t0, str(report))
 
@@ -92,14 +94,18 @@ def describe(result: TrainResult) -> list[str]:
         f"  NDCG@10: model {ev.model.ndcg10:.3f}  popularity {ev.popularity.ndcg10:.3f}   "
         f"AUC: model {ev.model.auc:.3f}  popularity {ev.popularity.auc:.3f}",
     ]
-    lines += [f"  gate {g.name}: {'skipped' if g.passed is None else 'pass' if g.passed else 'FAIL'} - {g.detail}" for g in o.gates]
+    lines += [
+        f"  gate {g.name}: {'skipped' if g.passed is None else 'pass' if g.passed else 'FAIL'} - {g.detail}"
+        for g in o.gates
+    ]
     lines += [f"  importance shift: {shift}" for shift in o.shifts]
     lines.append(f"  report: {result.report_path}")
     return lines
 
 
-def run_every(period_s: float, once: Callable[[], Any], stop: threading.Event,
-              on_error: Callable[[StreamrankError], None]) -> None:
+def run_every(
+    period_s: float, once: Callable[[], Any], stop: threading.Event, on_error: Callable[[StreamrankError], None]
+) -> None:
     """Call ``once`` every ``period_s`` seconds (start to start) until ``stop`` is set."""
     while not stop.is_set():
         started = time.monotonic()

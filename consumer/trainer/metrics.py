@@ -35,7 +35,9 @@ class TrainerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._last: dict[str, Any] | None = None
         self._lock = threading.Lock()
-        self.runs = Counter("streamrank_trainer_runs", "Training runs by this process, per result", ["result"], registry=self.registry)
+        self.runs = Counter(
+            "streamrank_trainer_runs", "Training runs by this process, per result", ["result"], registry=self.registry
+        )
         CallbackCollector(self.registry, self._families, [])
 
     def record(self, facts: dict[str, Any]) -> None:
@@ -63,14 +65,20 @@ class TrainerMetrics:
             g("duration_seconds", "Duration of the last training run", f["duration_s"]),
             g("success", "1 if the last run trained and registered a model, 0 if it failed", f["result"] != "failed"),
             g("promoted", "1 if the last run promoted its model", bool(f.get("promoted"))),
-            g("info", "The last run's model version and result (value 1)", 1,
-              {"model_version": f.get("version") or "", "result": f["result"]}),
+            g(
+                "info",
+                "The last run's model version and result (value 1)",
+                1,
+                {"model_version": f.get("version") or "", "result": f["result"]},
+            ),
             g("data_start_timestamp_seconds", "Earliest event time in the last run's data", _ms(f.get("data_min_ms"))),
             g("data_end_timestamp_seconds", "Latest event time in the last run's data", _ms(f.get("data_end_ms"))),
             g("events", "Input events read by the last run", f.get("events")),
             g("examples", "Training examples built by the last run", f.get("examples")),
         ]
-        metric = GaugeMetricFamily(p + "metric", "The last run's validation metrics, per scorer", labels=["scorer", "metric"])
+        metric = GaugeMetricFamily(
+            p + "metric", "The last run's validation metrics, per scorer", labels=["scorer", "metric"]
+        )
         for scorer, values in (f.get("metrics") or {}).items():
             if isinstance(values, dict):
                 for name, v in values.items():
@@ -150,13 +158,23 @@ class TrainingRun:
         if o is None:
             facts.update(result="failed", promoted=False, error=f"{type(exc).__name__}: {exc}" if exc else "no outcome")
             if isinstance(rng, dict):
-                facts.update(data_min_ms=rng.get("min_event_time"), data_end_ms=rng.get("max_event_time"), events=rng.get("records"))
+                facts.update(
+                    data_min_ms=rng.get("min_event_time"),
+                    data_end_ms=rng.get("max_event_time"),
+                    events=rng.get("records"),
+                )
             return facts
         b = o.build
         facts.update(
             result="promoted" if o.promoted else "not_promoted",
-            version=o.version, promoted=o.promoted, reason=o.reason,
-            data_min_ms=b.data_min_ms, data_end_ms=b.data_end_ms, events=b.records, examples=b.examples,
-            metrics=o.evaluation.to_dict(), gates=[g.to_dict() for g in o.gates],
+            version=o.version,
+            promoted=o.promoted,
+            reason=o.reason,
+            data_min_ms=b.data_min_ms,
+            data_end_ms=b.data_end_ms,
+            events=b.records,
+            examples=b.examples,
+            metrics=o.evaluation.to_dict(),
+            gates=[g.to_dict() for g in o.gates],
         )
         return facts

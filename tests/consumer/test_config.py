@@ -6,7 +6,9 @@ from consumer.io.clients import client_kwargs
 
 
 def test_from_env_reads_and_types_settings():
-    cfg = Config.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "STREAMRANK_PARTITIONS": "8", "STREAMRANK_MODEL_POLL_S": "1.5"})
+    cfg = Config.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "STREAMRANK_PARTITIONS": "8", "STREAMRANK_MODEL_POLL_S": "1.5"}
+    )
     assert cfg.bootstrap == "k1:9092,k2:9092"
     assert cfg.partitions == 8
     assert cfg.model_poll_s == 1.5
@@ -21,7 +23,14 @@ def test_bad_values_name_the_variable():
 
 
 def test_secrets_never_appear_in_repr_or_describe():
-    cfg = Config.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "alice", "KAFKA_SASL_PASSWORD": "hunter2-secret"})
+    cfg = Config.from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "alice",
+            "KAFKA_SASL_PASSWORD": "hunter2-secret",
+        }
+    )
     assert "hunter2-secret" not in repr(cfg)
     assert "hunter2-secret" not in str(cfg.describe())
     assert "alice" in repr(cfg)

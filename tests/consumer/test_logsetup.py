@@ -43,7 +43,9 @@ def test_a_clean_worker_run_logs_no_warning_or_error(kafka_config, registry_copy
     assert any(d["msg"] == "worker stopped" and d["predictions"] > 0 for d in lines)
     loud = [f"{d['level']} {d['logger']}: {d['msg']}" for d in lines if d["level"] in ("warning", "error", "critical")]
     assert loud == []
-    assert all(ln.startswith("{") for ln in log.read_text().splitlines() if ln.strip()), "a line that is not a log record (a traceback?)"
+    assert all(ln.startswith("{") for ln in log.read_text().splitlines() if ln.strip()), (
+        "a line that is not a log record (a traceback?)"
+    )
 
 
 class _Stream:
@@ -101,7 +103,10 @@ def test_with_a_file_the_console_gets_only_warnings_and_the_file_everything(tmp_
     console = capsys.readouterr().err
     assert "something to act on" in console and "a step went well" not in console
     in_file = [json.loads(line) for line in (tmp_path / "run.log").read_text().splitlines()]
-    assert [(d["level"], d["msg"]) for d in in_file] == [("info", "a step went well"), ("warning", "something to act on")]
+    assert [(d["level"], d["msg"]) for d in in_file] == [
+        ("info", "a step went well"),
+        ("warning", "something to act on"),
+    ]
     assert in_file[0]["n"] == 3
 
 
@@ -111,8 +116,23 @@ def test_a_worker_with_no_broker_says_so_in_one_line_and_exits_non_zero(tmp_path
     import time
 
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "consumer.cli", "run", "--bootstrap", "127.0.0.1:1", "--exit-when-idle", "3",
-                          "--registry", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "consumer.cli",
+            "run",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--exit-when-idle",
+            "3",
+            "--registry",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and time.monotonic() - t0 < 30
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "127.0.0.1:1" in lines[0], out.stderr

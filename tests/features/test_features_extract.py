@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from tests.kit.events import BID, T0, L, act, biz, fold
-from tests.kit.oracle import assert_vectors_equal, oracle_features
 
 from features.errors import SpecError
 from features.extract import extract, extract_into, group_key
@@ -21,12 +19,14 @@ from features.state import (
     update,
     user_slot,
 )
+from tests.kit.events import BID, T0, L, act, biz, fold
+from tests.kit.oracle import assert_vectors_equal, oracle_features
 
 NAMES = DEFAULT_SPEC.names
 
 
 def feats(state, as_of, spec=DEFAULT_SPEC) -> dict[str, float]:
-    return dict(zip(spec.names, extract(state, as_of, spec)))
+    return dict(zip(spec.names, extract(state, as_of, spec), strict=True))
 
 
 def test_empty_state_vector():
@@ -35,7 +35,14 @@ def test_empty_state_vector():
     assert all(f[n] == 0.0 for n in NAMES if n.startswith(("count_", "uniq_users_"))) and f["review_count"] == 0.0
     assert f["rate_bizsite_1d"] == f["rate_call_28d"] == pytest.approx(0.1)  # the prior mean a / (a + b)
     nan = [n for n in NAMES if n.startswith("hours_since_")] + [
-        "page_view_interval_mean_h", "rating_mean", "is_open", "price_range", "city_bucket", "category_bucket", "age_days"]
+        "page_view_interval_mean_h",
+        "rating_mean",
+        "is_open",
+        "price_range",
+        "city_bucket",
+        "category_bucket",
+        "age_days",
+    ]
     assert all(math.isnan(f[n]) for n in nan)
     assert all(isinstance(v, float) for v in f.values())
 
@@ -45,9 +52,9 @@ def test_window_boundaries_on_the_hourly_and_daily_grids():
     c_h = as_of // HOUR_MS
     c_d = as_of // DAY_MS
     events = [
-        act((c_h - 23) * HOUR_MS, eid="h_in"),          # first hour of the 1d window
-        act((c_h - 23) * HOUR_MS - 1, eid="h_out"),     # just before it
-        act((c_d - 6) * DAY_MS, eid="d7_in"),            # first day of the 7d window
+        act((c_h - 23) * HOUR_MS, eid="h_in"),  # first hour of the 1d window
+        act((c_h - 23) * HOUR_MS - 1, eid="h_out"),  # just before it
+        act((c_d - 6) * DAY_MS, eid="d7_in"),  # first day of the 7d window
         act((c_d - 6) * DAY_MS - 1, eid="d7_out"),
         act((c_d - 27) * DAY_MS, eid="d28_in"),
         act((c_d - 27) * DAY_MS - 1, eid="d28_out"),
@@ -55,14 +62,19 @@ def test_window_boundaries_on_the_hourly_and_daily_grids():
     s = fold(sorted(events, key=lambda e: e.event_time))
     f = feats(s, as_of)
     assert f["count_page_view_1d"] == 1
-    assert f["count_page_view_7d"] == 3   # h_in, h_out (both on the day before as_of's), d7_in
+    assert f["count_page_view_7d"] == 3  # h_in, h_out (both on the day before as_of's), d7_in
     assert f["count_page_view_28d"] == 5  # all but d28_out
     assert_vectors_equal(extract(s, as_of), oracle_features(events, as_of))
 
 
-@pytest.mark.parametrize("later", [0, 1, HOUR_MS, 5 * HOUR_MS, 23 * HOUR_MS, DAY_MS, 3 * DAY_MS + 7, 7 * DAY_MS, 27 * DAY_MS, 40 * DAY_MS])
+@pytest.mark.parametrize(
+    "later", [0, 1, HOUR_MS, 5 * HOUR_MS, 23 * HOUR_MS, DAY_MS, 3 * DAY_MS + 7, 7 * DAY_MS, 27 * DAY_MS, 40 * DAY_MS]
+)
 def test_windows_slide_when_as_of_is_past_the_clock(later):
-    events = [act(T0 + i * 37 * 60_000, ["PAGE_VIEW", "CALL", "BIZSITE_VISIT"][i % 3], eid=f"e{i}", user=f"u{i % 11}") for i in range(1200)]
+    events = [
+        act(T0 + i * 37 * 60_000, ["PAGE_VIEW", "CALL", "BIZSITE_VISIT"][i % 3], eid=f"e{i}", user=f"u{i % 11}")
+        for i in range(1200)
+    ]
     s = fold(events)
     as_of = s.max_event_ms + later
     assert_vectors_equal(extract(s, as_of), oracle_features(events, as_of))
@@ -75,7 +87,13 @@ def test_as_of_before_the_clock_is_clamped_to_it():
 
 
 def test_counts_per_kind_and_time_since():
-    s = fold([act(T0, "PAGE_VIEW", eid="v"), act(T0 + HOUR_MS, "CALL", eid="c"), act(T0 + 2 * HOUR_MS, "DIRECTIONS", eid="d")])
+    s = fold(
+        [
+            act(T0, "PAGE_VIEW", eid="v"),
+            act(T0 + HOUR_MS, "CALL", eid="c"),
+            act(T0 + 2 * HOUR_MS, "DIRECTIONS", eid="d"),
+        ]
+    )
     f = feats(s, T0 + 4 * HOUR_MS)
     assert (f["count_page_view_1d"], f["count_call_1d"], f["count_directions_28d"], f["count_tip_7d"]) == (1, 1, 1, 0)
     assert f["hours_since_page_view"] == 4.0 and f["hours_since_call"] == 3.0 and f["hours_since_directions"] == 2.0
@@ -83,14 +101,23 @@ def test_counts_per_kind_and_time_since():
 
 
 def test_distinct_visitors_ignore_anonymous_and_repeat_users():
-    events = [act(T0 + i * 60_000, eid=f"e{i}", user=u) for i, u in enumerate(["alice", "alice", "bob", None, "", "carol", "bob"])]
+    events = [
+        act(T0 + i * 60_000, eid=f"e{i}", user=u)
+        for i, u in enumerate(["alice", "alice", "bob", None, "", "carol", "bob"])
+    ]
     f = feats(fold(events), T0 + HOUR_MS)
     assert f["count_page_view_1d"] == 7
     assert f["uniq_users_1d"] == pytest.approx(3, abs=0.05) == f["uniq_users_28d"]
 
 
 def test_distinct_visitors_leave_the_short_window_first():
-    s = fold([act(T0, eid="old", user="alice"), act(T0 + 3 * DAY_MS, eid="new", user="bob"), act(T0 + 3 * DAY_MS + 1, eid="again", user="bob")])
+    s = fold(
+        [
+            act(T0, eid="old", user="alice"),
+            act(T0 + 3 * DAY_MS, eid="new", user="bob"),
+            act(T0 + 3 * DAY_MS + 1, eid="again", user="bob"),
+        ]
+    )
     f = feats(s, T0 + 3 * DAY_MS)
     assert f["uniq_users_1d"] == pytest.approx(1, abs=0.01)
     assert f["uniq_users_7d"] == pytest.approx(2, abs=0.02)
@@ -126,13 +153,26 @@ def test_conversion_rates_are_smoothed():
 
 
 def test_page_view_interval():
-    s = fold([act(T0, eid="v0"), act(T0 + 2 * HOUR_MS, eid="v1"), act(T0 + 6 * HOUR_MS, eid="v2"), act(T0 + 7 * HOUR_MS, "CALL", eid="c")])
+    s = fold(
+        [
+            act(T0, eid="v0"),
+            act(T0 + 2 * HOUR_MS, eid="v1"),
+            act(T0 + 6 * HOUR_MS, eid="v2"),
+            act(T0 + 7 * HOUR_MS, "CALL", eid="c"),
+        ]
+    )
     assert feats(s, T0 + 8 * HOUR_MS)["page_view_interval_mean_h"] == pytest.approx(3.0)
     assert math.isnan(feats(fold([act(T0, eid="v0")]), T0)["page_view_interval_mean_h"])
 
 
 def test_reviews_and_ratings():
-    s = fold([act(T0, "REVIEW", eid="r1", rating=5), act(T0 + 1, "REVIEW", eid="r2", rating=2), act(T0 + 2, "REVIEW", eid="r3")])
+    s = fold(
+        [
+            act(T0, "REVIEW", eid="r1", rating=5),
+            act(T0 + 1, "REVIEW", eid="r2", rating=2),
+            act(T0 + 2, "REVIEW", eid="r3"),
+        ]
+    )
     f = feats(s, T0 + 3)
     assert f["review_count"] == 3 and f["count_review_1d"] == 3
     assert f["rating_mean"] == pytest.approx(3.5)
@@ -140,12 +180,19 @@ def test_reviews_and_ratings():
 
 
 def test_static_attributes_and_age():
-    s = fold([act(T0 - 2 * DAY_MS, eid="e0"), biz(T0, eid="c", city="Phoenix", state="AZ", categories=("Bars", "Pubs"), price=3, is_open=True)])
+    s = fold(
+        [
+            act(T0 - 2 * DAY_MS, eid="e0"),
+            biz(T0, eid="c", city="Phoenix", state="AZ", categories=("Bars", "Pubs"), price=3, is_open=True),
+        ]
+    )
     f = feats(s, T0 + 10 * DAY_MS)
     assert f["is_open"] == 1.0 and f["price_range"] == 3.0
     assert f["city_bucket"] == stable_bucket("Phoenix|AZ", DEFAULT_SPEC.city_buckets)
     assert f["category_bucket"] == stable_bucket("Bars", DEFAULT_SPEC.category_buckets)
-    assert f["city_bucket"] != stable_bucket("Phoenix|IL", DEFAULT_SPEC.city_buckets)  # distinct here; a hash could collide
+    assert f["city_bucket"] != stable_bucket(
+        "Phoenix|IL", DEFAULT_SPEC.city_buckets
+    )  # distinct here; a hash could collide
     assert f["age_days"] == pytest.approx(10.0)  # from CREATED, not from the earlier activity
     update(s, biz(T0 + DAY_MS, "UPDATED", eid="u", categories=(), price=None, is_open=False))
     f = feats(s, T0 + 10 * DAY_MS)
@@ -186,7 +233,13 @@ def test_a_market_is_a_city_in_its_state():
 
 
 def test_extract_into_matches_extract_in_float32():
-    s = fold([biz(T0, eid="c")] + [act(T0 + i * 71_000, ["PAGE_VIEW", "REVIEW"][i % 2], eid=f"e{i}", user=f"u{i % 9}", rating=None) for i in range(400)])
+    s = fold(
+        [biz(T0, eid="c")]
+        + [
+            act(T0 + i * 71_000, ["PAGE_VIEW", "REVIEW"][i % 2], eid=f"e{i}", user=f"u{i % 9}", rating=None)
+            for i in range(400)
+        ]
+    )
     batch = np.full((3, len(NAMES)), -1.0, dtype=np.float32)
     extract_into(s, s.max_event_ms, batch[1])
     np.testing.assert_array_equal(batch[1], np.asarray(extract(s, s.max_event_ms), dtype=np.float32))
@@ -210,11 +263,15 @@ def test_extract_with_another_spec_is_refused():
 
 
 def test_custom_windows_including_fine_only_and_coarse_only_specs():
-    events = [act(T0 + i * 23 * 60_000, ["PAGE_VIEW", "CALL"][i % 2], eid=f"e{i}", user=f"u{i % 13}") for i in range(500)]
+    events = [
+        act(T0 + i * 23 * 60_000, ["PAGE_VIEW", "CALL"][i % 2], eid=f"e{i}", user=f"u{i % 13}") for i in range(500)
+    ]
     for spec in (
         dataclasses.replace(DEFAULT_SPEC, windows_ms=(6 * HOUR_MS, DAY_MS)),
         dataclasses.replace(DEFAULT_SPEC, windows_ms=(2 * DAY_MS, 14 * DAY_MS), fine_horizon_ms=DAY_MS),
-        dataclasses.replace(DEFAULT_SPEC, windows_ms=(3 * HOUR_MS, 12 * HOUR_MS, 3 * DAY_MS), allowed_lateness_ms=HOUR_MS),
+        dataclasses.replace(
+            DEFAULT_SPEC, windows_ms=(3 * HOUR_MS, 12 * HOUR_MS, 3 * DAY_MS), allowed_lateness_ms=HOUR_MS
+        ),
     ):
         s = fold(events, spec)
         assert from_bytes(to_bytes(s), spec) == s

@@ -6,6 +6,12 @@ Every test compares against either a fold in time order or the brute-force oracl
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.extract import extract
+from features.spec import DAY_MS, HOUR_MS
+from features.state import from_bytes, is_scorable, to_bytes
 from tests.kit.events import L, fold, time_order
 from tests.kit.oracle import (
     assert_states_equal,
@@ -16,12 +22,6 @@ from tests.kit.oracle import (
     without_late_count,
 )
 from tests.kit.strategies import activity_events, business_events, deliver_within_lateness
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from features.extract import extract
-from features.spec import DAY_MS, HOUR_MS
-from features.state import from_bytes, is_scorable, to_bytes
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 AS_OF_LATER = st.sampled_from([0, 1, HOUR_MS, DAY_MS, 7 * DAY_MS]) | st.integers(0, 30 * DAY_MS)

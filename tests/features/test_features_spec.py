@@ -36,14 +36,31 @@ def test_default_names_are_unique_and_cover_every_family():
     names = DEFAULT_SPEC.names
     assert len(names) == len(set(names)) == 45
     assert names[:3] == ("count_page_view_1d", "count_page_view_7d", "count_page_view_28d")
-    for expected in ("uniq_users_28d", "rate_bizsite_1d", "rate_call_7d", "hours_since_checkin",
-                     "page_view_interval_mean_h", "review_count", "rating_mean", "is_open", "price_range",
-                     "city_bucket", "category_bucket", "age_days"):
+    for expected in (
+        "uniq_users_28d",
+        "rate_bizsite_1d",
+        "rate_call_7d",
+        "hours_since_checkin",
+        "page_view_interval_mean_h",
+        "review_count",
+        "rating_mean",
+        "is_open",
+        "price_range",
+        "city_bucket",
+        "category_bucket",
+        "age_days",
+    ):
         assert expected in names
 
 
 def test_window_labels():
-    assert [window_label(x) for x in (DAY_MS, 7 * DAY_MS, 6 * HOUR_MS, 90_000, 1500)] == ["1d", "7d", "6h", "90s", "1500ms"]
+    assert [window_label(x) for x in (DAY_MS, 7 * DAY_MS, 6 * HOUR_MS, 90_000, 1500)] == [
+        "1d",
+        "7d",
+        "6h",
+        "90s",
+        "1500ms",
+    ]
 
 
 def test_version_is_short_hex_and_deterministic():
@@ -84,7 +101,9 @@ def test_version_and_hashes_are_stable_across_processes():
     outs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
-        res = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True
+        )
         outs.append(json.loads(res.stdout))
     assert outs[0] == outs[1]
     assert outs[0][0] == DEFAULT_SPEC.version
@@ -104,23 +123,26 @@ def test_dict_round_trip_and_recorded_version_check():
         FeatureSpec.from_dict({**d, "colour": "blue"})
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"windows_ms": ()},
-    {"windows_ms": (7 * DAY_MS, DAY_MS)},
-    {"windows_ms": (DAY_MS, DAY_MS)},
-    {"windows_ms": (DAY_MS + 1,)},
-    {"windows_ms": (DAY_MS, 36 * HOUR_MS)},  # coarse window not a whole number of days
-    {"windows_ms": (DAY_MS, 5000 * DAY_MS)},  # too many fine buckets for the u16 encodings
-    {"allowed_lateness_ms": -1},
-    {"coarse_bucket_ms": 90 * 60_000},
-    {"city_buckets": 0},
-    {"category_buckets": 1 << 25},
-    {"distinct_slots": 100},
-    {"rate_prior_a": 0},
-    {"rate_prior_b": float("nan")},
-    {"city_buckets": 1.5},
-    {"allowed_lateness_ms": True},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"windows_ms": ()},
+        {"windows_ms": (7 * DAY_MS, DAY_MS)},
+        {"windows_ms": (DAY_MS, DAY_MS)},
+        {"windows_ms": (DAY_MS + 1,)},
+        {"windows_ms": (DAY_MS, 36 * HOUR_MS)},  # coarse window not a whole number of days
+        {"windows_ms": (DAY_MS, 5000 * DAY_MS)},  # too many fine buckets for the u16 encodings
+        {"allowed_lateness_ms": -1},
+        {"coarse_bucket_ms": 90 * 60_000},
+        {"city_buckets": 0},
+        {"category_buckets": 1 << 25},
+        {"distinct_slots": 100},
+        {"rate_prior_a": 0},
+        {"rate_prior_b": float("nan")},
+        {"city_buckets": 1.5},
+        {"allowed_lateness_ms": True},
+    ],
+)
 def test_invalid_specs_are_refused(kwargs):
     with pytest.raises(SpecError):
         FeatureSpec(**kwargs)

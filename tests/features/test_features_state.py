@@ -6,8 +6,6 @@ import dataclasses
 import struct
 
 import pytest
-from tests.kit.events import BID, T0, L, act, biz, fold
-from tests.kit.oracle import assert_states_equal
 
 from features.errors import CorruptState, FeatureError, InvalidEvent, SpecError, StateVersionError
 from features.events import ActivityEvent
@@ -21,6 +19,8 @@ from features.state import (
     to_bytes,
     update,
 )
+from tests.kit.events import BID, T0, L, act, biz, fold
+from tests.kit.oracle import assert_states_equal
 
 
 def test_empty_state():
@@ -80,7 +80,13 @@ def test_late_activity_is_dropped_and_counted_at_the_exact_boundary():
 
 
 def test_business_events_are_never_late():
-    s = fold([act(T0 + 30 * DAY_MS, eid="e1"), biz(T0, "CREATED", eid="c"), biz(T0 + DAY_MS, "CLOSED", eid="x", is_open=True)])
+    s = fold(
+        [
+            act(T0 + 30 * DAY_MS, eid="e1"),
+            biz(T0, "CREATED", eid="c"),
+            biz(T0 + DAY_MS, "CLOSED", eid="x", is_open=True),
+        ]
+    )
     assert s.late_dropped == 0 and s.known and s.lifecycle == "CLOSED" and s.created_ms == T0
 
 
@@ -119,7 +125,10 @@ def test_dedup_memory_is_bounded_by_the_lateness_not_the_history():
 def test_state_size_does_not_grow_with_history():
     sizes = []
     for n in (500, 5000):
-        s = fold(act(T0 + i * 60 * 60_000 // 7, ["PAGE_VIEW", "CALL", "REVIEW"][i % 3], eid=f"e{i}", user=f"u{i % 97}") for i in range(n))
+        s = fold(
+            act(T0 + i * 60 * 60_000 // 7, ["PAGE_VIEW", "CALL", "REVIEW"][i % 3], eid=f"e{i}", user=f"u{i % 97}")
+            for i in range(n)
+        )
         sizes.append(len(to_bytes(s)))
     assert abs(sizes[1] - sizes[0]) < 200, sizes
 
@@ -131,14 +140,17 @@ def test_activity_before_the_first_business_event():
     assert s.known and is_scorable(s) and s.totals[0] == 2
 
 
-@pytest.mark.parametrize("kinds, scorable", [
-    (["CREATED"], True),
-    (["UPDATED"], True),
-    (["CREATED", "CLOSED"], False),
-    (["CREATED", "CLOSED", "REOPENED"], True),
-    (["CREATED", "CLOSED", "UPDATED"], False),  # an update does not reopen
-    (["CREATED", "CLOSED", "REOPENED", "CLOSED"], False),
-])
+@pytest.mark.parametrize(
+    "kinds, scorable",
+    [
+        (["CREATED"], True),
+        (["UPDATED"], True),
+        (["CREATED", "CLOSED"], False),
+        (["CREATED", "CLOSED", "REOPENED"], True),
+        (["CREATED", "CLOSED", "UPDATED"], False),  # an update does not reopen
+        (["CREATED", "CLOSED", "REOPENED", "CLOSED"], False),
+    ],
+)
 def test_lifecycle(kinds, scorable):
     events = [biz(T0 + i * HOUR_MS, kind, eid=f"b{i}", is_open=True) for i, kind in enumerate(kinds)]
     assert is_scorable(fold(events)) is scorable
@@ -146,7 +158,12 @@ def test_lifecycle(kinds, scorable):
 
 
 def test_latest_profile_wins_by_event_time_and_updated_changes_attributes():
-    s = fold([biz(T0, eid="c", city="Phoenix", price=1), biz(T0 + DAY_MS, "UPDATED", eid="u", city="Tempe", categories=("Bars",), price=3)])
+    s = fold(
+        [
+            biz(T0, eid="c", city="Phoenix", price=1),
+            biz(T0 + DAY_MS, "UPDATED", eid="u", city="Tempe", categories=("Bars",), price=3),
+        ]
+    )
     assert (s.city, s.category, s.price_range) == ("Tempe", "Bars", 3)
     update(s, biz(T0 + HOUR_MS, "UPDATED", eid="stale", city="Mesa", price=4))  # older than the profile: ignored
     assert (s.city, s.price_range) == ("Tempe", 3)
@@ -160,7 +177,10 @@ def test_equal_time_business_events_tie_break_deterministically():
 
 
 def test_encoding_round_trip_and_canonical_bytes():
-    s = fold([biz(T0, eid="c", city="Zürich", state="ZH", categories=("Café",))] + [act(T0 + i * 999_983, "REVIEW", eid=f"e{i}", user=f"u{i}", rating=1 + i % 5) for i in range(300)])
+    s = fold(
+        [biz(T0, eid="c", city="Zürich", state="ZH", categories=("Café",))]
+        + [act(T0 + i * 999_983, "REVIEW", eid=f"e{i}", user=f"u{i}", rating=1 + i % 5) for i in range(300)]
+    )
     b = to_bytes(s)
     r = from_bytes(b)
     assert_states_equal(r, s)

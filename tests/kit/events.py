@@ -25,19 +25,50 @@ BID = "biz-1"
 L = DEFAULT_SPEC.allowed_lateness_ms  # the default allowed lateness
 
 
-def act(t: int, kind: str = "PAGE_VIEW", *, bid: str = BID, eid: str | None = None, user: str | None = None,
-        rating: int | None = None, search_id: str | None = None) -> ActivityEvent:
+def act(
+    t: int,
+    kind: str = "PAGE_VIEW",
+    *,
+    bid: str = BID,
+    eid: str | None = None,
+    user: str | None = None,
+    rating: int | None = None,
+    search_id: str | None = None,
+) -> ActivityEvent:
     return ActivityEvent(eid if eid is not None else f"{bid}-{kind}-{t}", bid, user, t, kind, search_id, rating)
 
 
-def biz(t: int, kind: str = "CREATED", *, bid: str = BID, eid: str | None = None, name: str | None = None,
-        city: str = "Phoenix", state: str = "AZ", categories: tuple[str, ...] = ("Restaurants", "Pizza"),
-        price: int | None = 2, is_open: bool | None = None, latitude: float = 33.4,
-        longitude: float = -112.0) -> BusinessEvent:
+def biz(
+    t: int,
+    kind: str = "CREATED",
+    *,
+    bid: str = BID,
+    eid: str | None = None,
+    name: str | None = None,
+    city: str = "Phoenix",
+    state: str = "AZ",
+    categories: tuple[str, ...] = ("Restaurants", "Pizza"),
+    price: int | None = 2,
+    is_open: bool | None = None,
+    latitude: float = 33.4,
+    longitude: float = -112.0,
+) -> BusinessEvent:
     """A business event; ``is_open`` defaults to ``kind != "CLOSED"``."""
     eid = eid if eid is not None else f"{bid}-{kind}-{t}"
-    return BusinessEvent(eid, bid, t, kind, name if name is not None else f"name-{eid}", city, state, categories,
-                         latitude, longitude, price, kind != "CLOSED" if is_open is None else is_open)
+    return BusinessEvent(
+        eid,
+        bid,
+        t,
+        kind,
+        name if name is not None else f"name-{eid}",
+        city,
+        state,
+        categories,
+        latitude,
+        longitude,
+        price,
+        kind != "CLOSED" if is_open is None else is_open,
+    )
 
 
 def fold(events: Iterable, spec: FeatureSpec = DEFAULT_SPEC, state: BusinessState | None = None) -> BusinessState:

@@ -40,8 +40,14 @@ def to_records(events: Iterable, partitions: int = 2, partition: Callable[[str],
     return out
 
 
-def world_records(businesses: int, days: int, seed: int, cities: int = 3, categories: int = 3,
-                  partition: Callable[[str], int] | None = None) -> list[Rec]:
+def world_records(
+    businesses: int,
+    days: int,
+    seed: int,
+    cities: int = 3,
+    categories: int = 3,
+    partition: Callable[[str], int] | None = None,
+) -> list[Rec]:
     """A generated world (``sim.world``) as log records."""
     from sim.world import WorldConfig, generate
 
@@ -65,8 +71,10 @@ def event_codecs(cfg, registry) -> dict[str, tuple[str, Any]]:
     are encoded onto ``cfg``'s input topics."""
     from consumer.pipeline.codec import AvroCodec
 
-    return {"business": (cfg.business_topic, AvroCodec(registry, "BusinessEvent")),
-            "activity": (cfg.activity_topic, AvroCodec(registry, "ActivityEvent"))}
+    return {
+        "business": (cfg.business_topic, AvroCodec(registry, "BusinessEvent")),
+        "activity": (cfg.activity_topic, AvroCodec(registry, "ActivityEvent")),
+    }
 
 
 def item(event, offset: int, partition: int = 0, topic: str | None = None):

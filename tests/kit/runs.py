@@ -56,7 +56,9 @@ def expected_run(cfg: Config, registry_dir) -> tuple[dict[str, dict], dict[int, 
     return e.predictions, e.store, dict(e.outcomes)
 
 
-def check_invariant(cfg: Config, expected: Expected, injected_bad: dict[tuple[str, int, int], str] | set | None = None) -> dict[str, Any]:
+def check_invariant(
+    cfg: Config, expected: Expected, injected_bad: dict[tuple[str, int, int], str] | set | None = None
+) -> dict[str, Any]:
     """Every input offset ended as a prediction, a dead letter or a documented non-scoring event;
     none is missing; the final changelog state is the fault-free one. ``injected_bad``: the
     coordinates (topic, partition, offset) of the bad records the test wrote, optionally mapped to
@@ -84,7 +86,8 @@ def check_invariant(cfg: Config, expected: Expected, injected_bad: dict[tuple[st
         assert reason and h.get("dlq.error"), f"dead letter {coord} without a reason"
         assert dead.setdefault(coord, reason) == reason, f"{coord} dead-lettered with two reasons"
     assert dead.keys() == injected.keys(), (
-        f"dead letters: {len(dead.keys() - injected.keys())} not injected, {len(injected.keys() - dead.keys())} injected but missing")
+        f"dead letters: {len(dead.keys() - injected.keys())} not injected, {len(injected.keys() - dead.keys())} injected but missing"
+    )
     wrong = {c: (dead[c], want) for c, want in injected.items() if want is not None and dead[c] != want}
     assert not wrong, f"{len(wrong)} dead letters with the wrong reason, e.g. {list(wrong.items())[:3]}"
 
@@ -94,11 +97,18 @@ def check_invariant(cfg: Config, expected: Expected, injected_bad: dict[tuple[st
     assert set(non_scoring) <= NON_SCORING, f"undocumented outcomes {set(non_scoring) - NON_SCORING}"
     assert expected.outcomes.get(SCORED, 0) == len(scored)
     assert len(rest) == sum(non_scoring.values()), (
-        f"{len(rest)} offsets neither scored nor dead-lettered, {sum(non_scoring.values())} non-scoring events expected")
+        f"{len(rest)} offsets neither scored nor dead-lettered, {sum(non_scoring.values())} non-scoring events expected"
+    )
 
     assert read_changelog_states(cfg) == expected.states, "final state differs from the fault-free run's"
-    return {"offsets": len(offsets), "predictions": len(scored), "prediction_records": len(got),
-            "re_emitted": len(got) - len(ids), "dead_letters": len(dead), "non_scoring": dict(non_scoring)}
+    return {
+        "offsets": len(offsets),
+        "predictions": len(scored),
+        "prediction_records": len(got),
+        "re_emitted": len(got) - len(ids),
+        "dead_letters": len(dead),
+        "non_scoring": dict(non_scoring),
+    }
 
 
 class ThreadedWorker:
@@ -152,6 +162,17 @@ def start_worker(cfg: Config, idle_s: float = 3.0, log_path=None) -> subprocess.
     """A worker process that exits after ``idle_s`` without input."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "run", "--exit-when-idle", str(idle_s), "--log-level", os.environ.get("STREAMRANK_TEST_WORKER_LOG_LEVEL", "INFO")],
-        env=worker_env(cfg), stdout=out, stderr=out,
+        [
+            sys.executable,
+            "-m",
+            "consumer.cli",
+            "run",
+            "--exit-when-idle",
+            str(idle_s),
+            "--log-level",
+            os.environ.get("STREAMRANK_TEST_WORKER_LOG_LEVEL", "INFO"),
+        ],
+        env=worker_env(cfg),
+        stdout=out,
+        stderr=out,
     )

@@ -38,10 +38,16 @@ def activity_events(draw, max_events: int = 40, prefix: str = "a") -> list[Activ
 def business_events(draw, max_events: int = 4) -> list[BusinessEvent]:
     n = draw(st.integers(0, max_events))
     return [
-        biz(T0 + draw(st.integers(-5 * DAY_MS, 40 * DAY_MS)), draw(st.sampled_from(BUSINESS_KINDS)), eid=f"b{i}",
-            city=draw(st.sampled_from(["Phoenix", "Tempe", ""])), state="AZ",
+        biz(
+            T0 + draw(st.integers(-5 * DAY_MS, 40 * DAY_MS)),
+            draw(st.sampled_from(BUSINESS_KINDS)),
+            eid=f"b{i}",
+            city=draw(st.sampled_from(["Phoenix", "Tempe", ""])),
+            state="AZ",
             categories=draw(st.sampled_from([(), ("Bars",), ("Restaurants", "Pizza")])),
-            price=draw(st.none() | st.integers(1, 4)), is_open=draw(st.booleans()))
+            price=draw(st.none() | st.integers(1, 4)),
+            is_open=draw(st.booleans()),
+        )
         for i in range(n)
     ]
 

@@ -38,16 +38,25 @@ def unique_config(bootstrap: str, tmp_path, partitions: int = 2) -> Config:
 def fresh_outputs(cfg: Config, partitions: int = 2, tag: str = "") -> Config:
     """The same inputs with a new group and new output topics: one published world serves many trials."""
     s = f"{tag}{uuid.uuid4().hex[:8]}"
-    out = cfg.with_overrides(group_id=f"rel-{s}", predictions_topic=f"pred-{s}", changelog_topic=f"cl-{s}",
-                             dead_letter_topic=f"dlq-{s}")
-    create_topics(out, [(out.predictions_topic, partitions, {}), (out.dead_letter_topic, partitions, {}),
-                        (out.changelog_topic, partitions, {"cleanup.policy": "compact"})])
+    out = cfg.with_overrides(
+        group_id=f"rel-{s}", predictions_topic=f"pred-{s}", changelog_topic=f"cl-{s}", dead_letter_topic=f"dlq-{s}"
+    )
+    create_topics(
+        out,
+        [
+            (out.predictions_topic, partitions, {}),
+            (out.dead_letter_topic, partitions, {}),
+            (out.changelog_topic, partitions, {"cleanup.policy": "compact"}),
+        ],
+    )
     return out
 
 
 def publish_world(cfg: Config, businesses=80, days=4, seed=5) -> int:
     """A small generated world (2 cities x 2 categories) onto ``cfg``'s input topics; the record count."""
-    return publish_records(cfg, generate_records(WorldConfig(businesses=businesses, days=days, seed=seed, cities=2, categories=2))).total
+    return publish_records(
+        cfg, generate_records(WorldConfig(businesses=businesses, days=days, seed=seed, cities=2, categories=2))
+    ).total
 
 
 def read_topic(cfg: Config, topic: str, timeout_s: float = 30) -> list[Any]:
@@ -67,7 +76,10 @@ def read_topic(cfg: Config, topic: str, timeout_s: float = 30) -> list[Any]:
 
 def read_predictions(cfg: Config) -> list[dict]:
     codec = AvroCodec(FileSchemaRegistry(), "Prediction")
-    return [codec.decode(r.value, cfg.predictions_topic, r.partition, r.offset) for r in read_topic(cfg, cfg.predictions_topic)]
+    return [
+        codec.decode(r.value, cfg.predictions_topic, r.partition, r.offset)
+        for r in read_topic(cfg, cfg.predictions_topic)
+    ]
 
 
 def read_changelog_states(cfg: Config) -> dict[str, Any]:
@@ -88,7 +100,10 @@ def prediction_count(cfg: Config) -> int:
 
     consumer = KafkaConsumer(**consumer_kwargs(cfg, None))
     try:
-        tps = [TopicPartition(cfg.predictions_topic, p) for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic) or ())]
+        tps = [
+            TopicPartition(cfg.predictions_topic, p)
+            for p in sorted(consumer.partitions_for_topic(cfg.predictions_topic) or ())
+        ]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + 5

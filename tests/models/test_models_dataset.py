@@ -63,7 +63,7 @@ def _label_log():
 def test_labels_window_dedup_and_popularity():
     a, records = _label_log()
     ts = build_training_set(records, label_cfg=LabelConfig(horizon_ms=H))
-    got = {(int(t), float(y), float(p)) for t, y, p in zip(ts.as_of, ts.y, ts.popularity)}
+    got = {(int(t), float(y), float(p)) for t, y, p in zip(ts.as_of, ts.y, ts.popularity, strict=True)}
     assert got == {
         (a, 2.0, 0.0),  # call@a+1 and directions@a+H; nothing converted before
         (a + 1, 2.0, 1.0),  # directions@a+H and bizsite@a+H+1; the call at as_of is past
@@ -94,7 +94,7 @@ def test_conversion_counts_vectorised_matches_loop():
     eb = rng.integers(0, 25, 300)
     ea = rng.integers(0, 10_000, 300)
     got = conversion_counts(eb, ea, cb, ct, 700)
-    want = [int(((cb == b) & (ct > t) & (ct <= t + 700)).sum()) for b, t in zip(eb, ea)]
+    want = [int(((cb == b) & (ct > t) & (ct <= t + 700)).sum()) for b, t in zip(eb, ea, strict=True)]
     assert got.tolist() == want
     # the fallback used when the combined (business, time) key would overflow int64
     assert _conversion_counts_loop(eb, ea, cb, ct, 700).tolist() == want
@@ -114,7 +114,9 @@ def test_features_and_labels_never_use_data_after_as_of():
 
     def rows(ts):
         sel = np.flatnonzero(ts.as_of <= limit)
-        return sorted((ts.business_table[ts.business[i]], int(ts.as_of[i]), ts.X[i].tobytes(), float(ts.y[i])) for i in sel)
+        return sorted(
+            (ts.business_table[ts.business[i]], int(ts.as_of[i]), ts.X[i].tobytes(), float(ts.y[i])) for i in sel
+        )
 
     a, b = rows(full), rows(part)
     assert len(a) > 500
@@ -149,7 +151,10 @@ def test_sampled_training_set_is_a_subset():
     again = build_training_set(records, sample_rate=0.5, seed=1)
     assert 0.4 * len(full) < len(half) < 0.6 * len(full)
     assert np.array_equal(half.X, again.X, equal_nan=True)
-    key = lambda ts: {(ts.business_table[b], int(t)) for b, t in zip(ts.business, ts.as_of)}
+
+    def key(ts):
+        return {(ts.business_table[b], int(t)) for b, t in zip(ts.business, ts.as_of, strict=True)}
+
     assert key(half) <= key(full)
 
 
@@ -165,8 +170,16 @@ def test_start_gives_the_workers_features_not_a_truncated_history():
     part = build_training_set(records, start_ms=start)
 
     def rows(ts, sel):
-        return sorted((ts.business_table[ts.business[i]], int(ts.as_of[i]), ts.X[i].tobytes(), float(ts.y[i]),
-                       float(ts.popularity[i])) for i in sel)
+        return sorted(
+            (
+                ts.business_table[ts.business[i]],
+                int(ts.as_of[i]),
+                ts.X[i].tobytes(),
+                float(ts.y[i]),
+                float(ts.popularity[i]),
+            )
+            for i in sel
+        )
 
     want = rows(full, np.flatnonzero(full.as_of >= start))
     assert len(want) > 200
@@ -198,8 +211,10 @@ def test_features_match_extract_on_a_replayed_state():
     """Each row equals ``extract`` of the state folded up to that moment (no reordering by the build)."""
     from features.extract import extract
 
-    events = [biz(T0, bid="z")] + [act(T0 + i * 37 * 60_000, k, bid="z") for i, k in
-                                 enumerate(["PAGE_VIEW", "CALL", "PAGE_VIEW", "DIRECTIONS"] * 10)]
+    events = [biz(T0, bid="z")] + [
+        act(T0 + i * 37 * 60_000, k, bid="z")
+        for i, k in enumerate(["PAGE_VIEW", "CALL", "PAGE_VIEW", "DIRECTIONS"] * 10)
+    ]
     events.append(act(T0 + 5 * DAY, bid="z"))
     ts = build_training_set(to_records(events))
     st = None
@@ -218,11 +233,20 @@ def test_a_label_is_emitted_only_once_no_late_conversion_can_change_it():
     lateness = DEFAULT_SPEC.allowed_lateness_ms
     a = T0 + 10 * HOUR
     early = [biz(T0, bid="b1"), act(a, "PAGE_VIEW", bid="b1"), act(a + 2 * HOUR, "PAGE_VIEW", bid="b2")]
-    head = [biz(T0, bid="b2"), *early, act(a + H + lateness // 2, "PAGE_VIEW", bid="b2")]  # the log's end, as read first
+    head = [
+        biz(T0, bid="b2"),
+        *early,
+        act(a + H + lateness // 2, "PAGE_VIEW", bid="b2"),
+    ]  # the log's end, as read first
     late_call = act(a + H - 1, "CALL", bid="b1", eid="late-call")  # delivered after, within the lateness
     first = build_training_set(to_records(head), label_cfg=LabelConfig(horizon_ms=H))
-    later = build_training_set(to_records(head + [late_call, act(a + 3 * H, "PAGE_VIEW", bid="b2")]), label_cfg=LabelConfig(horizon_ms=H))
-    label = lambda ts: {(b, int(t)): float(y) for b, t, y in zip(ts.business_ids[ts.business], ts.as_of, ts.y)}  # noqa: E731
+    later = build_training_set(
+        to_records(head + [late_call, act(a + 3 * H, "PAGE_VIEW", bid="b2")]), label_cfg=LabelConfig(horizon_ms=H)
+    )
+
+    def label(ts):
+        return {(b, int(t)): float(y) for b, t, y in zip(ts.business_ids[ts.business], ts.as_of, ts.y, strict=True)}
+
     got_first, got_later = label(first), label(later)
     assert got_later[("b1", a)] == 1.0  # the late call is in b1's horizon
     assert all(got_later[k] == y for k, y in got_first.items()), (got_first, got_later)

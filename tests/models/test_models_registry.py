@@ -137,7 +137,10 @@ def test_promote_pointer_and_history(tmp_path):
     assert reg.promoted_version() == v2
     assert reg.promoted()["previous"] == v1
     hist = reg.promotions()
-    assert [(h["version"], h["reason"], h["decided_by"]) for h in hist] == [(v1, "first", "manual"), (v2, "better", "trainer")]
+    assert [(h["version"], h["reason"], h["decided_by"]) for h in hist] == [
+        (v1, "first", "manual"),
+        (v2, "better", "trainer"),
+    ]
     assert reg.load().version == v2
     with pytest.raises(RegistryError):
         reg.promote("v20990101000000-deadbeef", "nope")
@@ -191,13 +194,18 @@ def test_register_is_all_or_nothing(tmp_path):
 def test_no_pickle_anywhere(tmp_path):
     # Every package of the project, not only models/: a pickle loaded anywhere is code execution.
     root = Path(models.registry.__file__).resolve().parents[1]
-    pattern = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|joblib|cloudpickle|dill|shelve)\b|\.pkl\b|\.pickle\b"
-                         r"|\b(torch\.load|np\.load\(.*allow_pickle\s*=\s*True|pd\.read_pickle)", re.MULTILINE)
+    pattern = re.compile(
+        r"^\s*(import|from)\s+(pickle|cPickle|joblib|cloudpickle|dill|shelve)\b|\.pkl\b|\.pickle\b"
+        r"|\b(torch\.load|np\.load\(.*allow_pickle\s*=\s*True|pd\.read_pickle)",
+        re.MULTILINE,
+    )
     scanned = [p for pkg in ("features", "models", "consumer", "sim") for p in (root / pkg).rglob("*.py")]
     assert len(scanned) > 40  # the scan reads the real tree
     offenders = [str(p.relative_to(root)) for p in scanned if pattern.search(p.read_text())]
     assert offenders == []
-    assert pattern.search("import pickle\n") and pattern.search("x = np.load(f, allow_pickle=True)")  # the pattern can fail
+    assert pattern.search("import pickle\n") and pattern.search(
+        "x = np.load(f, allow_pickle=True)"
+    )  # the pattern can fail
     reg = ModelRegistry(tmp_path)
     v = _register(reg)
     files = {p.name for p in (tmp_path / v).iterdir()}

@@ -60,7 +60,7 @@ def test_a_sane_scorer_passes():
     [
         lambda X: np.zeros(len(X)),  # learned nothing: ties everywhere
         lambda X: -heuristic(X),  # learned backwards
-        lambda X, _rng=np.random.default_rng(1): _rng.random(len(X)),  # noise, fresh numbers per case
+        lambda X, _rng=np.random.default_rng(1): _rng.random(len(X)),  # noqa: B008 - one generator: fresh noise per case
         lambda X: np.full(len(X), np.nan),
     ],
     ids=["constant", "reversed", "random", "nan"],

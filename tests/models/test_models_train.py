@@ -73,7 +73,7 @@ def test_fit_is_deterministic(split_sets, objective):
 def test_frame_one_row_per_group_and_business(split_sets):
     train, _ = split_sets
     f = frame(train)
-    pairs = list(zip(f.groups.tolist(), f.business.tolist()))
+    pairs = list(zip(f.groups.tolist(), f.business.tolist(), strict=True))
     assert len(pairs) == len(set(pairs)) < len(train)
     assert frame(train, "all") is train
 

@@ -31,7 +31,9 @@ def runs(world, tmp_path_factory):
     """Three runs on one registry: a good model, a second one (binary), one on shuffled labels."""
     reg = ModelRegistry(tmp_path_factory.mktemp("registry"))
     first = train_and_register(world, reg, options=OPTIONS, data_range=DATA_RANGE)
-    second = train_and_register(world, reg, options=OPTIONS.with_(objective="binary:logistic", importance_threshold=0.01))
+    second = train_and_register(
+        world, reg, options=OPTIONS.with_(objective="binary:logistic", importance_threshold=0.01)
+    )
 
     real_fit = trainer_mod.fit
 

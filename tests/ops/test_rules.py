@@ -11,21 +11,21 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from kafka import TopicPartition
-from tests.kit.ops import OPS, ROOT
 from prometheus_client import generate_latest
 
 from consumer.runtime.metrics import WorkerMetrics
 from consumer.trainer.metrics import TrainerMetrics
+from tests.kit.ops import OPS, ROOT
 
 RULES = OPS / "alerts.yml"
 RULE_TESTS = OPS / "alerts_test.yml"
 REQUIRED = {
-    "StreamrankNoPredictions",        # predictions rate 0 while events arrive
+    "StreamrankNoPredictions",  # predictions rate 0 while events arrive
     "StreamrankDeadLetterRate",
     "StreamrankConsumerLagGrowing",
-    "StreamrankModelTooOld",          # beyond the retraining period
+    "StreamrankModelTooOld",  # beyond the retraining period
     "StreamrankPromotionFailed",
-    "StreamrankModelRefused",         # a bad promoted model, as the workers see it
+    "StreamrankModelRefused",  # a bad promoted model, as the workers see it
     "StreamrankScoreDistributionShift",
     "StreamrankWorkerNotLive",
 }
@@ -61,13 +61,17 @@ def test_zero_predictions_alert_has_firing_and_silent_cases():
 def test_promtool_tests_catch_a_naive_zero_predictions_rule(promtool, tmp_path):
     """`predictions == 0` misses a worker that never published (absent series): the tests must say so."""
     rules = RULES.read_text()
-    good = ("sum by (job, instance) (rate(streamrank_events_consumed_total[5m])) > 0\n"
-            "          unless on (job, instance)\n"
-            "          sum by (job, instance) (rate(streamrank_predictions_total[5m])) > 0")
+    good = (
+        "sum by (job, instance) (rate(streamrank_events_consumed_total[5m])) > 0\n"
+        "          unless on (job, instance)\n"
+        "          sum by (job, instance) (rate(streamrank_predictions_total[5m])) > 0"
+    )
     assert good in rules
-    naive = ("sum by (job, instance) (rate(streamrank_events_consumed_total[5m])) > 0\n"
-             "          and on (job, instance)\n"
-             "          sum by (job, instance) (rate(streamrank_predictions_total[5m])) == 0")
+    naive = (
+        "sum by (job, instance) (rate(streamrank_events_consumed_total[5m])) > 0\n"
+        "          and on (job, instance)\n"
+        "          sum by (job, instance) (rate(streamrank_predictions_total[5m])) == 0"
+    )
     (tmp_path / "alerts.yml").write_text(rules.replace(good, naive))
     (tmp_path / "alerts_test.yml").write_text(RULE_TESTS.read_text())
     r = _run(promtool, "test", "rules", str(tmp_path / "alerts_test.yml"))
@@ -117,8 +121,17 @@ def _exported_names() -> set[str]:
     consumer = SimpleNamespace(assignment=lambda: {tp}, highwater=lambda _tp: 10)
     m.observe_lag(consumer, {tp: 4}, {}, force=True)
     t = TrainerMetrics()
-    t.record({"result": "promoted", "ended_at": 1.0, "duration_s": 1.0, "promoted": True, "version": "v",
-              "metrics": {"model": {"capture": 0.5}}, "gates": [{"name": "sanity", "passed": True}]})
+    t.record(
+        {
+            "result": "promoted",
+            "ended_at": 1.0,
+            "duration_s": 1.0,
+            "promoted": True,
+            "version": "v",
+            "metrics": {"model": {"capture": 0.5}},
+            "gates": [{"name": "sanity", "passed": True}],
+        }
+    )
     text = (generate_latest(m.registry) + generate_latest(t.registry)).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 

@@ -21,15 +21,15 @@ import urllib.request
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from consumer.io.brokers import free_port
-from tests.kit.ops import OPS
 
+from consumer.io.brokers import free_port
 from consumer.io.clients import consumer_kwargs, producer_kwargs
-from consumer.logsetup import JsonFormatter
 from consumer.io.publish import publish_records
+from consumer.logsetup import JsonFormatter
 from consumer.runtime.worker import Worker
 from models.registry import ModelRegistry
 from sim.world import WorldConfig, generate_records
+from tests.kit.ops import OPS
 
 pytestmark = pytest.mark.broker
 
@@ -72,9 +72,15 @@ class Prometheus:
         )
         self.log = open(tmp / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 20
@@ -124,10 +130,20 @@ def scraped(broker, trained_registry, prometheus_bin, tmp_path_factory):
     suffix = uuid.uuid4().hex[:10]
     port = free_port()
     cfg = Config(
-        bootstrap=broker.bootstrap, business_topic=f"business-events-{suffix}", activity_topic=f"activity-events-{suffix}",
-        predictions_topic=f"predictions-{suffix}", dead_letter_topic=f"dead-letters-{suffix}", changelog_topic=f"changelog-{suffix}",
-        group_id=f"streamrank-{suffix}", partitions=2, registry_dir=str(registry), schema_registry=str(tmp / "schemas.json"),
-        batch_size=200, metrics_port=port, sasl_password=SECRET, ssl_password=SECRET,
+        bootstrap=broker.bootstrap,
+        business_topic=f"business-events-{suffix}",
+        activity_topic=f"activity-events-{suffix}",
+        predictions_topic=f"predictions-{suffix}",
+        dead_letter_topic=f"dead-letters-{suffix}",
+        changelog_topic=f"changelog-{suffix}",
+        group_id=f"streamrank-{suffix}",
+        partitions=2,
+        registry_dir=str(registry),
+        schema_registry=str(tmp / "schemas.json"),
+        batch_size=200,
+        metrics_port=port,
+        sasl_password=SECRET,
+        ssl_password=SECRET,
     )
     create_topics(cfg)
     stats = publish_records(cfg, generate_records(WorldConfig(businesses=20, days=2, seed=1, cities=2, categories=2)))
@@ -157,17 +173,31 @@ def scraped(broker, trained_registry, prometheus_bin, tmp_path_factory):
             assert time.monotonic() < deadline, f"worker processed {sum(worker.stats.outcomes.values())} of {total}"
             time.sleep(0.2)
         # The worker is idle now; wait for a scrape that saw all of it (lag is refreshed once a second).
-        while prom.value("sum(streamrank_event_outcomes_total)") != total or prom.value("sum(streamrank_consumer_lag)") != 0:
+        while (
+            prom.value("sum(streamrank_event_outcomes_total)") != total
+            or prom.value("sum(streamrank_consumer_lag)") != 0
+        ):
             assert time.monotonic() < deadline, (
                 f"prometheus never scraped the final counts: {prom.query('streamrank_event_outcomes_total')} "
-                f"lag {prom.query('streamrank_consumer_lag')}")
+                f"lag {prom.query('streamrank_consumer_lag')}"
+            )
             time.sleep(0.3)
         health = _http(f"http://127.0.0.1:{port}/healthz")
         ready = _http(f"http://127.0.0.1:{port}/readyz")
         metrics_text = _http(f"http://127.0.0.1:{port}/metrics")[1].decode()
         rules = json.loads(_http(prom.base + "/api/v1/rules")[1])
-        yield dict(cfg=cfg, prom=prom, worker=worker, stats=stats, total=total, health=health, ready=ready,
-                   metrics_text=metrics_text, rules=rules, logs=logs)
+        yield dict(
+            cfg=cfg,
+            prom=prom,
+            worker=worker,
+            stats=stats,
+            total=total,
+            health=health,
+            ready=ready,
+            metrics_text=metrics_text,
+            rules=rules,
+            logs=logs,
+        )
     finally:
         worker.request_stop()
         thread.join(timeout=30)
@@ -184,8 +214,14 @@ def test_prometheus_counts_match_what_was_published_and_produced(scraped):
     assert produced > 100
     preds = prom.query("streamrank_predictions_total")
     version = ModelRegistry(cfg.registry_dir).promoted_version()
-    assert [(r["metric"]["arm"], r["metric"]["model_version"], float(r["value"][1])) for r in preds] == [("default", version, produced)]
-    assert prom.value('streamrank_dead_letters_total{reason="undecodable"}') == GARBAGE == _topic_total(cfg, cfg.dead_letter_topic)
+    assert [(r["metric"]["arm"], r["metric"]["model_version"], float(r["value"][1])) for r in preds] == [
+        ("default", version, produced)
+    ]
+    assert (
+        prom.value('streamrank_dead_letters_total{reason="undecodable"}')
+        == GARBAGE
+        == _topic_total(cfg, cfg.dead_letter_topic)
+    )
     assert prom.value("sum(streamrank_dead_letters_total)") == GARBAGE
     # Every prediction's score and latency were observed once.
     assert prom.value('sum(streamrank_score_bucket{le="+Inf"})') == produced
@@ -210,7 +246,9 @@ def test_prometheus_sees_stages_lag_state_model_and_health(scraped):
     assert prom.value("streamrank_live") == 1 and prom.value("streamrank_ready") == 1
     assert prom.value("streamrank_restores_total") >= 1  # the initial (empty) restore of its partitions
     assert scraped["health"][0] == 200 and json.loads(scraped["health"][1])["ok"] is True
-    assert scraped["ready"][0] == 200 and json.loads(scraped["ready"][1])["model_version"] == worker.models.current.version
+    assert (
+        scraped["ready"][0] == 200 and json.loads(scraped["ready"][1])["model_version"] == worker.models.current.version
+    )
 
 
 def test_real_prometheus_loads_the_alert_rules_and_nothing_fires(scraped):

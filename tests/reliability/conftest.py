@@ -32,8 +32,12 @@ def tally(request, tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    lines = [f"{name} {value}" for rep in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
-             for name, value in getattr(rep, "user_properties", []) if str(value).startswith("{")]
+    lines = [
+        f"{name} {value}"
+        for rep in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+        for name, value in getattr(rep, "user_properties", [])
+        if str(value).startswith("{")
+    ]
     if lines:
         terminalreporter.section("reliability tallies")
         for line in lines:

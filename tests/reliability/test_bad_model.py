@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from consumer.io.publish import publish_records
 from consumer.runtime.worker import Worker
 from models.registry import ModelRegistry
-from tests.kit.runs import Expected, ThreadedWorker, check_invariant
 from sim.world import WorldConfig, generate_records
-from consumer.io.publish import publish_records
+from tests.kit.runs import Expected, ThreadedWorker, check_invariant
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 
@@ -25,8 +25,10 @@ def _refusals(worker):
 def test_corrupt_and_mismatched_models_are_refused(cfg, tally):
     registry = ModelRegistry(cfg.registry_dir)
     first = registry.promoted_version()
-    records = sorted(generate_records(WorldConfig(businesses=30, days=2, seed=95, cities=2, categories=2)),
-                     key=lambda kr: (kr[1]["event_time"], kr[0] != "business"))
+    records = sorted(
+        generate_records(WorldConfig(businesses=30, days=2, seed=95, cities=2, categories=2)),
+        key=lambda kr: (kr[1]["event_time"], kr[0] != "business"),
+    )
     half = len(records) // 2
     publish_records(cfg, records[:half])
 
@@ -62,8 +64,13 @@ def test_corrupt_and_mismatched_models_are_refused(cfg, tally):
     expected = Expected(cfg, cfg.registry_dir, version=first)
     figures = check_invariant(cfg, expected)
     refusals = _refusals(worker)
-    tally("bad_model", refused=sorted(worker.models.describe()["refused"]), refusal_metric=refusals,
-          served=[m["version"] for m in stats.models], **figures)
+    tally(
+        "bad_model",
+        refused=sorted(worker.models.describe()["refused"]),
+        refusal_metric=refusals,
+        served=[m["version"] for m in stats.models],
+        **figures,
+    )
     assert refusals == 2
     assert [m["version"] for m in stats.models] == [first]
     assert sorted(worker.models.describe()["refused"]) == sorted(seen)

@@ -62,15 +62,26 @@ def test_kill_minus_9_at_random_points(cfg, tmp_path, tally):
         expected = Expected(world, world.registry_dir)
         seeds = [rnd.randrange(1 << 30) for _ in range(TRIALS_PER_WORLD)]
         with ThreadPoolExecutor(CONCURRENT) as pool:
-            results += list(pool.map(lambda s: _trial(world, expected, s, tmp_path), seeds))
+            results += list(
+                pool.map(lambda s, world=world, expected=expected: _trial(world, expected, s, tmp_path), seeds)
+            )
     for r in results:
-        print(f"crash trial seed={r['seed']} kill_after={r['kill_after']} at_kill={r['at_kill']} "
-              f"re_emitted={r['re_emitted']} predictions={r['predictions']} ok")
+        print(
+            f"crash trial seed={r['seed']} kill_after={r['kill_after']} at_kill={r['at_kill']} "
+            f"re_emitted={r['re_emitted']} predictions={r['predictions']} ok"
+        )
     mid = sum(r["mid_stream"] for r in results)
-    tally("crash", trials=len(results), killed_mid_stream=mid, base_seed=base_seed,
-          offsets_checked=sum(r["offsets"] for r in results), predictions=sum(r["predictions"] for r in results),
-          re_emitted_after_kill=sum(r["re_emitted"] for r in results), seeds=[r["seed"] for r in results],
-          attempts=sum(r["attempts"] for r in results))
+    tally(
+        "crash",
+        trials=len(results),
+        killed_mid_stream=mid,
+        base_seed=base_seed,
+        offsets_checked=sum(r["offsets"] for r in results),
+        predictions=sum(r["predictions"] for r in results),
+        re_emitted_after_kill=sum(r["re_emitted"] for r in results),
+        seeds=[r["seed"] for r in results],
+        attempts=sum(r["attempts"] for r in results),
+    )
     assert len(results) >= 20
     # A kill after the worker finished proves little: most must land mid-stream. (The trigger polls the
     # predictions topic with a fresh consumer per look; on a loaded 2-core box a fast worker can outrun

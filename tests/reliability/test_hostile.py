@@ -17,11 +17,11 @@ from collections import Counter
 import pytest
 from kafka import KafkaProducer
 
-from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry, load_schema_file
 from consumer.io.clients import producer_kwargs
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry, load_schema_file
 from consumer.runtime.worker import Worker
-from tests.kit.runs import Expected, ThreadedWorker, check_invariant
 from sim.world import WorldConfig, generate_records
+from tests.kit.runs import Expected, ThreadedWorker, check_invariant
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
 
@@ -30,7 +30,9 @@ UNDECODABLE, INVALID = "undecodable", "invalid"
 
 
 def _schema_with(record_type, change):
-    schema = copy.deepcopy(load_schema_file({"ActivityEvent": "activity_event.avsc", "BusinessEvent": "business_event.avsc"}[record_type]))
+    schema = copy.deepcopy(
+        load_schema_file({"ActivityEvent": "activity_event.avsc", "BusinessEvent": "business_event.avsc"}[record_type])
+    )
     change(schema["fields"])
     return schema
 
@@ -63,8 +65,14 @@ class BadFactory:
         self.wrong_rating_type = AvroCodec(reg, "ActivityEvent", schema=_schema_with("ActivityEvent", rating_as_string))
         self.unknown_enum = AvroCodec(reg, "ActivityEvent", schema=_schema_with("ActivityEvent", extra_kind))
         self.no_business = AvroCodec(reg, "ActivityEvent", schema=_schema_with("ActivityEvent", no_business))
-        self.known_ids = {self.act.schema_id, self.biz.schema_id, self.wrong_types.schema_id, self.wrong_rating_type.schema_id,
-                          self.unknown_enum.schema_id, self.no_business.schema_id}
+        self.known_ids = {
+            self.act.schema_id,
+            self.biz.schema_id,
+            self.wrong_types.schema_id,
+            self.wrong_rating_type.schema_id,
+            self.unknown_enum.schema_id,
+            self.no_business.schema_id,
+        }
 
     def categories(self):
         a, b = self.act, self.biz
@@ -111,7 +119,9 @@ class BadFactory:
             return b"", a.encode(with_(ga, business_id=""))
 
         def extreme_time(rnd, ga, gb):
-            t = rnd.choice([-1, -(1 << 62), 0, 946_684_799_999, 32_503_680_000_000, (1 << 63) - 1, ga["event_time"] // 1000])
+            t = rnd.choice(
+                [-1, -(1 << 62), 0, 946_684_799_999, 32_503_680_000_000, (1 << 63) - 1, ga["event_time"] // 1000]
+            )
             return k(ga), a.encode(with_(ga, event_time=t))
 
         def huge_string(rnd, ga, gb):
@@ -126,8 +136,16 @@ class BadFactory:
             return k(ga), a.encode(with_(ga, kind="REVIEW", rating=rnd.choice([0, 6, 9, -1, 1 << 30])))
 
         def bad_business(rnd, ga, gb):
-            bad = rnd.choice([dict(price_range=7), dict(latitude=500.0), dict(longitude=float("nan")), dict(name="n" * 5000),
-                              dict(event_time=-5), dict(categories=["c"] * 100)])
+            bad = rnd.choice(
+                [
+                    dict(price_range=7),
+                    dict(latitude=500.0),
+                    dict(longitude=float("nan")),
+                    dict(name="n" * 5000),
+                    dict(event_time=-5),
+                    dict(categories=["c"] * 100),
+                ]
+            )
             return k(gb), b.encode(with_(gb, **bad))
 
         def business_bytes(rnd, ga, gb):
@@ -172,7 +190,9 @@ def test_ten_thousand_bad_messages_all_dead_lettered(cfg, tally):
     t0 = time.perf_counter()
     for kind, rec in good:
         codec = factory.act if kind == "activity" else factory.biz
-        producer.send(topics[kind], key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
+        producer.send(
+            topics[kind], key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"]
+        )
         owed += bad_per_good
         while owed >= 1:
             owed -= 1
@@ -195,8 +215,17 @@ def test_ten_thousand_bad_messages_all_dead_lettered(cfg, tally):
     run = ThreadedWorker(Worker(cfg, exit_when_idle_s=3)).start()
     stats = run.join(180)  # raises if the worker died
     figures = check_invariant(cfg, expected, injected)
-    tally("hostile_input", seed=seed, good=len(good), bad=len(injected), by_category=dict(sorted(by_cat.items())),
-          dead_letters_by_reason=dict(stats.dead_letters), worker_crashes=0, publish_s=round(publish_s, 1), **figures)
+    tally(
+        "hostile_input",
+        seed=seed,
+        good=len(good),
+        bad=len(injected),
+        by_category=dict(sorted(by_cat.items())),
+        dead_letters_by_reason=dict(stats.dead_letters),
+        worker_crashes=0,
+        publish_s=round(publish_s, 1),
+        **figures,
+    )
     assert sum(stats.dead_letters.values()) == len(injected)
     assert stats.predictions == len(expected.predictions)
     assert set(by_cat) == set(names), "every category was generated"

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from consumer.io.brokers import free_port, start_broker
 from consumer.config import Config
+from consumer.io.brokers import free_port, start_broker
 from consumer.io.clients import create_topics
 from consumer.runtime.worker import Worker
 from tests.kit.proxy import TcpProxy
@@ -30,7 +30,10 @@ def proxied(tmp_path, broker):
 
     engine = "kafka" if broker.is_real_kafka and java_available() else "tansu"
     port = free_port()
-    with TcpProxy(port) as proxy, start_broker(engine, port=port, advertised_port=proxy.port, log_path=str(tmp_path / f"{engine}.log")) as b:
+    with (
+        TcpProxy(port) as proxy,
+        start_broker(engine, port=port, advertised_port=proxy.port, log_path=str(tmp_path / f"{engine}.log")) as b,
+    ):
         yield proxy, b
 
 
@@ -38,9 +41,19 @@ def proxied(tmp_path, broker):
 def test_broker_unreachable_for_30s_mid_stream(proxied, registry_copy, tmp_path, tally, mode):
     proxy, broker = proxied
     s = uuid.uuid4().hex[:8]
-    cfg = Config(bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", predictions_topic=f"p-{s}",
-                 dead_letter_topic=f"d-{s}", changelog_topic=f"c-{s}", group_id=f"g-{s}", partitions=2,
-                 registry_dir=str(registry_copy), schema_registry=str(tmp_path / "schemas.json"), batch_size=20)
+    cfg = Config(
+        bootstrap=broker.bootstrap,
+        business_topic=f"b-{s}",
+        activity_topic=f"a-{s}",
+        predictions_topic=f"p-{s}",
+        dead_letter_topic=f"d-{s}",
+        changelog_topic=f"c-{s}",
+        group_id=f"g-{s}",
+        partitions=2,
+        registry_dir=str(registry_copy),
+        schema_registry=str(tmp_path / "schemas.json"),
+        batch_size=20,
+    )
     assert broker.bootstrap.endswith(f":{proxy.port}")  # clients talk to the proxy only
     create_topics(cfg)
     publish_world(cfg, businesses=60, days=3, seed=61)
@@ -72,13 +85,27 @@ def test_broker_unreachable_for_30s_mid_stream(proxied, registry_copy, tmp_path,
             live_again = time.monotonic() - t_back
         time.sleep(0.1)
     stats = run.join(5)
-    failures = {s.labels["error"]: s.value for s in worker.metrics.batch_failures.collect()[0].samples
-                if s.name.endswith("_total") and s.value}
+    failures = {
+        s.labels["error"]: s.value
+        for s in worker.metrics.batch_failures.collect()[0].samples
+        if s.name.endswith("_total") and s.value
+    }
     figures = check_invariant(cfg, expected)
     not_live = live_samples.count(False)
-    tally("broker_outage", mode=mode, outage_s=OUTAGE_S, predictions_at_cut=at_cut, predictions_during_outage=during - at_cut,
-          not_live_samples=not_live, samples=len(live_samples), live_again_after_s=live_again, batch_failures=failures,
-          rejected_connections=proxy.rejected, worker_predictions=stats.predictions, **figures)
+    tally(
+        "broker_outage",
+        mode=mode,
+        outage_s=OUTAGE_S,
+        predictions_at_cut=at_cut,
+        predictions_during_outage=during - at_cut,
+        not_live_samples=not_live,
+        samples=len(live_samples),
+        live_again_after_s=live_again,
+        batch_failures=failures,
+        rejected_connections=proxy.rejected,
+        worker_predictions=stats.predictions,
+        **figures,
+    )
     assert not_live > 0, "the worker never reported not-live during a 30 s outage"
     assert live_samples[-1] is False, "still not live at the end of the outage"
     assert live_again is not None, "the worker did not resume after the broker came back"
@@ -90,9 +117,18 @@ def test_an_outage_while_idle_is_not_idleness(proxied, registry_copy, tmp_path, 
     errors), and input published after the outage must still be scored."""
     proxy, broker = proxied
     s = uuid.uuid4().hex[:8]
-    cfg = Config(bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", predictions_topic=f"p-{s}",
-                 dead_letter_topic=f"d-{s}", changelog_topic=f"c-{s}", group_id=f"g-{s}", partitions=2,
-                 registry_dir=str(registry_copy), schema_registry=str(tmp_path / "schemas.json"))
+    cfg = Config(
+        bootstrap=broker.bootstrap,
+        business_topic=f"b-{s}",
+        activity_topic=f"a-{s}",
+        predictions_topic=f"p-{s}",
+        dead_letter_topic=f"d-{s}",
+        changelog_topic=f"c-{s}",
+        group_id=f"g-{s}",
+        partitions=2,
+        registry_dir=str(registry_copy),
+        schema_registry=str(tmp_path / "schemas.json"),
+    )
     create_topics(cfg)
     n = publish_world(cfg, businesses=20, days=1, seed=62)
     idle_s = 4.0
@@ -112,8 +148,14 @@ def test_an_outage_while_idle_is_not_idleness(proxied, registry_copy, tmp_path, 
     # that every record published after the outage is read and accounted for.)
     n += publish_world(cfg, businesses=20, days=1, seed=63)
     stats = run.join(90)
-    tally("idle_outage", outage_s=3 * idle_s, idle_s=idle_s, alive_through_outage=alive_through_outage,
-          predictions_before=first, predictions_after=stats.predictions - first)
+    tally(
+        "idle_outage",
+        outage_s=3 * idle_s,
+        idle_s=idle_s,
+        alive_through_outage=alive_through_outage,
+        predictions_before=first,
+        predictions_after=stats.predictions - first,
+    )
     assert alive_through_outage, f"the worker exited during a {3 * idle_s:.0f}s outage with exit-when-idle {idle_s}s"
     # Every offset has exactly one outcome. Records may be read twice: on Apache Kafka an outage
     # longer than the session timeout expels the worker from its group, its last commit is refused,

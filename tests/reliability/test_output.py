@@ -79,7 +79,11 @@ def _checkpoints(scored, producer, ahead):
         def _commit(self):
             with producer._lock:
                 for (t, part), upto in self.uncommitted.items():
-                    ahead.extend(c for c in ((t, part, o) for o in by_tp.get((t, part), ()) if o < upto) if c not in producer.acked)
+                    ahead.extend(
+                        c
+                        for c in ((t, part, o) for o in by_tp.get((t, part), ()) if o < upto)
+                        if c not in producer.acked
+                    )
             super()._commit()
 
     class CommitBeforeAck(Checked):
@@ -116,8 +120,15 @@ def test_output_failing_for_a_while_never_lets_commits_run_ahead(cfg, monkeypatc
         invariant_error = None
     except AssertionError as exc:
         figures, invariant_error = {}, str(exc).splitlines()[0]
-    tally(f"failing_output[{variant}]", failed_sends=producer.failed_sends, batch_failures=failures,
-          commits_ahead_of_ack=len(ahead), invariant_error=invariant_error, worker_predictions=stats.predictions, **figures)
+    tally(
+        f"failing_output[{variant}]",
+        failed_sends=producer.failed_sends,
+        batch_failures=failures,
+        commits_ahead_of_ack=len(ahead),
+        invariant_error=invariant_error,
+        worker_predictions=stats.predictions,
+        **figures,
+    )
     assert producer.failed_sends > 0 and failures > 0, "the output never failed: the test proved nothing"
     if variant == "correct":
         assert not ahead, f"{len(ahead)} records committed before their prediction was acknowledged, e.g. {ahead[:3]}"

@@ -13,10 +13,10 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.io.clients import producer_kwargs
-from tests.kit.runs import Expected, check_invariant, start_worker
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from sim.world import WorldConfig, generate_records
+from tests.kit.runs import Expected, check_invariant, start_worker
 from tests.kit.topics import prediction_count
 
 pytestmark = [pytest.mark.reliability, pytest.mark.broker]
@@ -27,13 +27,18 @@ CHUNK = 100
 
 def _publish_stream(cfg, records, done, hurry):
     reg = FileSchemaRegistry(cfg.schema_registry)
-    codecs = {"business": (cfg.business_topic, AvroCodec(reg, "BusinessEvent")), "activity": (cfg.activity_topic, AvroCodec(reg, "ActivityEvent"))}
+    codecs = {
+        "business": (cfg.business_topic, AvroCodec(reg, "BusinessEvent")),
+        "activity": (cfg.activity_topic, AvroCodec(reg, "ActivityEvent")),
+    }
     producer = KafkaProducer(**producer_kwargs(cfg))
     try:
         for i in range(0, len(records), CHUNK):
-            for kind, rec in records[i:i + CHUNK]:
+            for kind, rec in records[i : i + CHUNK]:
                 topic, codec = codecs[kind]
-                producer.send(topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"])
+                producer.send(
+                    topic, key=rec["business_id"].encode(), value=codec.encode(rec), timestamp_ms=rec["event_time"]
+                )
             producer.flush()  # this chunk is visible before any of the next is sent
             if not hurry.is_set():
                 hurry.wait(PAUSE_S)
@@ -87,8 +92,15 @@ def test_workers_join_and_leave_while_events_flow(cfg, tmp_path, tally):
     text = {n: p.read_text() for n, p in logs.items()}
     assignments = {n: t.count('"partitions assigned"') for n, t in text.items()}
     restores = sum(t.count('"state restored"') for t in text.values())
-    tally("rebalance", published=len(records), workers=3, assignments=assignments, restores=restores,
-          predictions_at_kill=mid, **figures)
+    tally(
+        "rebalance",
+        published=len(records),
+        workers=3,
+        assignments=assignments,
+        restores=restores,
+        predictions_at_kill=mid,
+        **figures,
+    )
     assert all(assignments.values()) and sum(assignments.values()) >= 7 and restores >= 3, (assignments, restores)
 
 

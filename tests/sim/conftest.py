@@ -9,8 +9,15 @@ from sim.world import World, WorldConfig
 # Default knobs, small: the world the learnability and proportion tests look at.
 DEFAULT_CFG = WorldConfig(businesses=200, days=30, seed=0)
 # Small and churny: many closings/reopenings and openings, to exercise the lifecycle paths.
-CHURN_CFG = WorldConfig(businesses=150, days=28, seed=3, close_rate_per_day=0.004, reopen_share=0.7,
-                        new_business_share=0.2, update_rate_per_day=0.02)
+CHURN_CFG = WorldConfig(
+    businesses=150,
+    days=28,
+    seed=3,
+    close_rate_per_day=0.004,
+    reopen_share=0.7,
+    new_business_share=0.2,
+    update_rate_per_day=0.02,
+)
 
 
 @pytest.fixture(scope="session")

@@ -102,8 +102,10 @@ def test_exposure_boost_seam_shifts_views():
 def test_records_round_trip_through_avro(tmp_path: Path):
     records = list(generate_records(SMALL))
     counts = write_avro(iter(records), tmp_path)
-    assert counts == {"activity": sum(t == "activity" for t, _ in records),
-                      "business": sum(t == "business" for t, _ in records)}
+    assert counts == {
+        "activity": sum(t == "activity" for t, _ in records),
+        "business": sum(t == "business" for t, _ in records),
+    }
     with open(tmp_path / "activity_events.avro", "rb") as fo:
         back = list(fastavro.reader(fo))
     assert back == [r for t, r in records if t == "activity"]
@@ -112,8 +114,16 @@ def test_records_round_trip_through_avro(tmp_path: Path):
     assert back == [r for t, r in records if t == "business"]
 
 
-@pytest.mark.parametrize("bad", [dict(businesses=0), dict(cities=99), dict(late_share=1.5),
-                                 dict(conversion_rates=(0.1, 0.1)), dict(late_max_ms=10)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(businesses=0),
+        dict(cities=99),
+        dict(late_share=1.5),
+        dict(conversion_rates=(0.1, 0.1)),
+        dict(late_max_ms=10),
+    ],
+)
 def test_config_rejects_nonsense(bad):
     with pytest.raises(ValueError):
         WorldConfig(**bad)

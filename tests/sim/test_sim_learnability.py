@@ -45,7 +45,7 @@ def daily_conversions(world: World, records) -> np.ndarray:
     cfg = world.cfg
     m = np.zeros((cfg.days, cfg.businesses))
     seen: set[str] = set()
-    for topic, r in records:
+    for _topic, r in records:
         if r["kind"] in CONVERSIONS and r["event_id"] not in seen:
             seen.add(r["event_id"])
             d = world.day_index(r["event_time"])
@@ -61,11 +61,19 @@ def scores(world: World, records) -> np.ndarray:
     for d in range(7, world.cfg.days):
         known = world.created < world.day_start(d)
         y = m[d, known]
-        recent = m[d - 3: d, known].sum(axis=0)
+        recent = m[d - 3 : d, known].sum(axis=0)
         all_time = m[:d, known].sum(axis=0)
         oracle = world.expected_day(d).expected_conversions[known]
-        out.append([spearman(recent, y), spearman(all_time, y), spearman(oracle, y),
-                    top_capture(recent, y), top_capture(all_time, y), top_capture(oracle, y)])
+        out.append(
+            [
+                spearman(recent, y),
+                spearman(all_time, y),
+                spearman(oracle, y),
+                top_capture(recent, y),
+                top_capture(all_time, y),
+                top_capture(oracle, y),
+            ]
+        )
     return np.array(out)
 
 

@@ -40,8 +40,10 @@ def test_every_event_validates(which, default_records, churn_records):
 
 def test_records_have_exactly_the_schema_fields(default_records):
     """Nothing hidden (quality, trend...) leaks into an event: the fields are the Avro contract's."""
-    fields = {name: [f["name"] for f in json.loads((SCHEMAS / f"{name}_event.avsc").read_text())["fields"]]
-              for name in ("business", "activity")}
+    fields = {
+        name: [f["name"] for f in json.loads((SCHEMAS / f"{name}_event.avsc").read_text())["fields"]]
+        for name in ("business", "activity")
+    }
     kinds = collections.Counter()
     for topic, rec in default_records:
         if kinds[topic] < 2_000:
@@ -53,8 +55,10 @@ def test_volumes_and_kinds(default_records, default_world):
     kinds = collections.Counter(r["kind"] for _, r in default_records)
     views = kinds["PAGE_VIEW"]
     conv = sum(kinds[k] for k in CONVERSIONS)
-    assert all(kinds[k] > 0 for k in ("PAGE_VIEW", "BIZSITE_VISIT", "CALL", "DIRECTIONS", "REVIEW", "TIP",
-                                      "CHECKIN", "CREATED", "UPDATED"))
+    assert all(
+        kinds[k] > 0
+        for k in ("PAGE_VIEW", "BIZSITE_VISIT", "CALL", "DIRECTIONS", "REVIEW", "TIP", "CHECKIN", "CREATED", "UPDATED")
+    )
     assert 0.02 < conv / views < 0.12  # conversions are a few % of views
     assert kinds["REVIEW"] < conv / 5
     cfg = default_world.cfg
@@ -159,7 +163,7 @@ def test_daily_and_weekly_seasonality(default_records, default_world):
     offset = {(c.name, c.state): c.utc_offset_h for c in CITIES}
     leisure = {k.name: k.leisure for k in CATEGORIES}
     city_of, leisure_of = {}, {}
-    for topic, r in default_records:
+    for _topic, r in default_records:
         if r["kind"] == "CREATED":
             city_of[r["business_id"]] = offset[(r["city"], r["state"])]
             leisure_of[r["business_id"]] = leisure[r["categories"][0]]
@@ -211,7 +215,7 @@ def test_closed_business_goes_quiet_after_closing(churn_records, churn_world):
                 if reopened is None or r["event_time"] < reopened:
                     assert r["event_time"] < closed_at[b]
     # closed-for-good businesses had activity before closing
-    for b, t in closed_at.items():
+    for b, _t in closed_at.items():
         assert activity_by[b] > 0
 
 
@@ -221,7 +225,7 @@ def test_businesses_open_mid_period_and_created_precedes_activity(churn_records,
     created_delivered: set[str] = set()
     activity_before_created: set[str] = set()
     created_time: dict[str, int] = {}
-    for topic, r in churn_records:
+    for _topic, r in churn_records:
         b = r["business_id"]
         if r["kind"] == "CREATED":
             created_delivered.add(b)

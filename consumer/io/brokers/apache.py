@@ -125,22 +125,33 @@ def ensure_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         pom = resources.files("consumer.io.brokers.jvm").joinpath("pom.xml")
         with resources.as_file(pom) as pom_path:
-            cmd = [mvn, "-B", "-f", str(pom_path), "dependency:copy-dependencies", f"-Dkafka.version={version}",
-                   f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
+            cmd = [
+                mvn,
+                "-B",
+                "-f",
+                str(pom_path),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={version}",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ]
             if quiet:
                 cmd.insert(2, "-q")
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
-            raise EmbeddedBrokerError(f"could not fetch Apache Kafka {version} with Maven (exit {proc.returncode}):\n" + "\n".join(tail))
+            raise EmbeddedBrokerError(
+                f"could not fetch Apache Kafka {version} with Maven (exit {proc.returncode}):\n" + "\n".join(tail)
+            )
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
         done.write_text(version + "\n")
     return libs
 
 
-def server_properties(*, port: int, controller_port: int, advertised_port: int, data_dir: Path,
-                      overrides: dict[str, str] | None = None) -> dict[str, str]:
+def server_properties(
+    *, port: int, controller_port: int, advertised_port: int, data_dir: Path, overrides: dict[str, str] | None = None
+) -> dict[str, str]:
     """A single-node KRaft broker + controller on 127.0.0.1."""
     props = {
         "process.roles": "broker,controller",
@@ -160,11 +171,21 @@ def server_properties(*, port: int, controller_port: int, advertised_port: int, 
 
 # What the apache/kafka image (kafka.docker.KafkaDockerWrapper, in the broker's own jar) leaves out
 # when it turns KAFKA_* variables into server.properties: JVM and logging options, not settings.
-DOCKER_NON_PROPERTY_ENV = frozenset({
-    "KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
-    "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL", "KAFKA_LOG4J_LOGGERS",
-    "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME",
-})
+DOCKER_NON_PROPERTY_ENV = frozenset(
+    {
+        "KAFKA_VERSION",
+        "KAFKA_HEAP_OPTS",
+        "KAFKA_LOG4J_OPTS",
+        "KAFKA_OPTS",
+        "KAFKA_JMX_OPTS",
+        "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_GC_LOG_OPTS",
+        "KAFKA_LOG4J_ROOT_LOGLEVEL",
+        "KAFKA_LOG4J_LOGGERS",
+        "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+        "KAFKA_JMX_HOSTNAME",
+    }
+)
 
 
 def _env_value(value: object) -> str:
@@ -187,7 +208,7 @@ def compose_env_to_properties(env: dict[str, object]) -> tuple[dict[str, str], s
     for key, value in env.items():
         if not key.startswith("KAFKA_") or key in DOCKER_NON_PROPERTY_ENV:
             continue
-        name = key[len("KAFKA_"):].lower().replace("_", ".").replace("...", "-").replace("..", "_")
+        name = key[len("KAFKA_") :].lower().replace("_", ".").replace("...", "-").replace("..", "_")
         props[name] = _env_value(value)
     cluster_id = env.get("CLUSTER_ID")
     return props, (None if cluster_id is None else _env_value(cluster_id))
@@ -207,10 +228,18 @@ class KafkaBroker:
     ``advertised_port`` lets a fault-injection proxy sit in front of the broker, as with Tansu.
     """
 
-    def __init__(self, port: int | None = None, advertised_port: int | None = None, log_path: str | None = None,
-                 data_dir: str | None = None, overrides: dict[str, str] | None = None,
-                 properties: dict[str, str] | None = None, cluster_id: str | None = None,
-                 version: str = KAFKA_VERSION, heap: str | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        advertised_port: int | None = None,
+        log_path: str | None = None,
+        data_dir: str | None = None,
+        overrides: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+        cluster_id: str | None = None,
+        version: str = KAFKA_VERSION,
+        heap: str | None = None,
+    ):
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.log_path = log_path
@@ -234,9 +263,17 @@ class KafkaBroker:
         java = java_binary()
         if java is None:
             raise JavaUnavailable("Apache Kafka needs Java 17+: no java on PATH or in $JAVA_HOME (use --engine tansu)")
-        return [java, *heap.split(), "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={self._log4j}", f"-Dstreamrank.kafka.log={self.log_file}",
-                "-cp", f"{libs}/*", main, *args]
+        return [
+            java,
+            *heap.split(),
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._log4j}",
+            f"-Dstreamrank.kafka.log={self.log_file}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
 
     def _prepare(self) -> Path:
         base = Path(tempfile.mkdtemp(prefix="streamrank-kafka-"))
@@ -247,26 +284,49 @@ class KafkaBroker:
         self._stdout_file = self.log_file.with_name(self.log_file.stem + ".stdout")
         self._log4j = base / "log4j2.properties"
         self._log4j.write_text(resources.files("consumer.io.brokers.jvm").joinpath("log4j2.properties").read_text())
-        props = self._properties or server_properties(port=self.port, controller_port=free_port(),
-                                                      advertised_port=self.advertised_port,
-                                                      data_dir=self.data_dir, overrides=self._overrides)
+        props = self._properties or server_properties(
+            port=self.port,
+            controller_port=free_port(),
+            advertised_port=self.advertised_port,
+            data_dir=self.data_dir,
+            overrides=self._overrides,
+        )
         config = base / "server.properties"
         write_properties(config, props)
         return config
 
-    def start(self, timeout_s: float = 90.0) -> "KafkaBroker":
+    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
         t0 = time.monotonic()
         libs = ensure_jars(self.version)
         config = self._prepare()
-        fmt = subprocess.run(self._java(libs, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(config),
-                                        "--ignore-formatted", heap="-Xmx256m"), capture_output=True, text=True)
+        fmt = subprocess.run(
+            self._java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(config),
+                "--ignore-formatted",
+                heap="-Xmx256m",
+            ),
+            capture_output=True,
+            text=True,
+        )
         if fmt.returncode != 0:
             raise EmbeddedBrokerError(f"formatting Kafka storage failed: {(fmt.stdout + fmt.stderr).strip()[-800:]}")
         self._out = open(self._stdout_file, "ab")
         cmd = self._java(libs, "kafka.Kafka", str(config), heap=self.heap)
         try:
-            self._proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._out, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
+            self._proc = subprocess.Popen(
+                cmd,
+                stdout=self._out,
+                stderr=self._out,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         except OSError as exc:
             raise EmbeddedBrokerError(f"could not start Apache Kafka ({cmd[0]}): {exc}") from exc
         try:
@@ -282,13 +342,17 @@ class KafkaBroker:
         while True:
             code = self._proc.poll()
             if code is not None:
-                raise EmbeddedBrokerError(f"Apache Kafka exited with code {code} at start; see {self.log_file}: {self._last_error()}")
+                raise EmbeddedBrokerError(
+                    f"Apache Kafka exited with code {code} at start; see {self.log_file}: {self._last_error()}"
+                )
             try:
                 wait_for_metadata(f"127.0.0.1:{self.port}", timeout_s=min(5.0, max(0.5, deadline - time.monotonic())))
                 return
             except EmbeddedBrokerError:
                 if time.monotonic() >= deadline:
-                    raise EmbeddedBrokerError(f"Apache Kafka did not answer on port {self.port} in time; see {self.log_file}") from None
+                    raise EmbeddedBrokerError(
+                        f"Apache Kafka did not answer on port {self.port} in time; see {self.log_file}"
+                    ) from None
 
     def _last_error(self) -> str:
         """The last error line of the broker's log, else the last line the JVM printed (a JVM
@@ -332,7 +396,7 @@ class KafkaBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "KafkaBroker":
+    def __enter__(self) -> KafkaBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -348,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m consumer.io.brokers.apache")
     p.add_argument("action", choices=["fetch", "check", "has-java"])
-    p.add_argument("--if-java", action="store_true", help="without Java: say so and succeed (the suite then runs on Tansu)")
+    p.add_argument(
+        "--if-java", action="store_true", help="without Java: say so and succeed (the suite then runs on Tansu)"
+    )
     args = p.parse_args(argv)
     if args.action == "has-java":
         return 0 if kafka_runnable() else 1
@@ -357,13 +423,17 @@ def main(argv: list[str] | None = None) -> int:
         if forced == "tansu" or (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and forced != "kafka"):
             return 0  # the suite will not start Apache Kafka
         if not kafka_runnable() and forced != "kafka":
-            print("no Java (or no Maven to fetch Apache Kafka) on this machine: the suite runs on the embedded Tansu broker "
-                  "(real_kafka tests skip)")
+            print(
+                "no Java (or no Maven to fetch Apache Kafka) on this machine: the suite runs on the embedded Tansu broker "
+                "(real_kafka tests skip)"
+            )
             return 0
     try:
         t0 = time.monotonic()
         libs = ensure_jars()
-        print(f"Apache Kafka {KAFKA_VERSION}: {len(list(libs.glob('*.jar')))} jars in {libs} ({time.monotonic() - t0:.1f} s)")
+        print(
+            f"Apache Kafka {KAFKA_VERSION}: {len(list(libs.glob('*.jar')))} jars in {libs} ({time.monotonic() - t0:.1f} s)"
+        )
         if args.action == "check":
             with KafkaBroker() as b:
                 print(f"Apache Kafka {KAFKA_VERSION} answered at {b.bootstrap} after {b.started_in_s:.1f} s")

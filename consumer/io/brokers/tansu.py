@@ -59,7 +59,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.advertised_port}"
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         cmd = [
             tansu_binary(),
             "broker",
@@ -72,7 +72,9 @@ class EmbeddedBroker:
         ]
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd, stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         except OSError as exc:
             raise EmbeddedBrokerError(f"could not start Tansu ({cmd[0]}): {exc}") from exc
         try:
@@ -81,7 +83,9 @@ class EmbeddedBroker:
             code = self._proc.poll()
             self.stop()
             if code is not None:
-                raise EmbeddedBrokerError(f"Tansu exited with code {code} at start (port {self.port} in use?)") from None
+                raise EmbeddedBrokerError(
+                    f"Tansu exited with code {code} at start (port {self.port} in use?)"
+                ) from None
             raise
         return self
 
@@ -102,7 +106,7 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

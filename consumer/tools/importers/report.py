@@ -40,8 +40,14 @@ class FileReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "kind": self.kind, "lines": self.lines, "bytes": self.bytes, "limited": self.limited,
-            "events": self.events, "bad": dict(self.bad), "ignored": dict(self.ignored),
+            "name": self.name,
+            "kind": self.kind,
+            "lines": self.lines,
+            "bytes": self.bytes,
+            "limited": self.limited,
+            "events": self.events,
+            "bad": dict(self.bad),
+            "ignored": dict(self.ignored),
             "examples": {r: [list(x) for x in xs] for r, xs in self.examples.items()},
         }
 
@@ -75,33 +81,49 @@ class ImportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "files": [f.to_dict() for f in self.files], "spilled": self.spilled, "runs": self.runs,
-            "spill_bytes": self.spill_bytes, "events": dict(self.events), "duplicates": self.duplicates,
+            "files": [f.to_dict() for f in self.files],
+            "spilled": self.spilled,
+            "runs": self.runs,
+            "spill_bytes": self.spill_bytes,
+            "events": dict(self.events),
+            "duplicates": self.duplicates,
             "before_since": self.before_since,
             "checkin_records_without_time": self.checkin_records_without_time,
-            "checkins_without_time": self.checkins_without_time, "businesses": self.businesses,
+            "checkins_without_time": self.checkins_without_time,
+            "businesses": self.businesses,
             "businesses_without_activity": self.businesses_without_activity,
-            "businesses_without_record": self.businesses_without_record, "bad_lines": self.bad_lines,
-            "first_event_ms": self.first_event_ms, "last_event_ms": self.last_event_ms,
-            "read_seconds": self.read_seconds, "merge_seconds": self.merge_seconds,
+            "businesses_without_record": self.businesses_without_record,
+            "bad_lines": self.bad_lines,
+            "first_event_ms": self.first_event_ms,
+            "last_event_ms": self.last_event_ms,
+            "read_seconds": self.read_seconds,
+            "merge_seconds": self.merge_seconds,
         }
 
     def lines(self) -> list[str]:
         """The human report: events by kind, then bad lines by file and reason with line numbers."""
-        out = [f"events: {self.emitted:,} ({', '.join(f'{k} {n:,}' for k, n in sorted(self.events.items())) or 'none'})"]
+        out = [
+            f"events: {self.emitted:,} ({', '.join(f'{k} {n:,}' for k, n in sorted(self.events.items())) or 'none'})"
+        ]
         if self.first_event_ms is not None:
             out.append(f"  event time: {_iso(self.first_event_ms)} .. {_iso(self.last_event_ms)}")
-        out.append(f"  businesses: {self.businesses:,} ({self.businesses_without_activity:,} without activity); "
-                   f"activity for {self.businesses_without_record:,} business ids without a business record")
+        out.append(
+            f"  businesses: {self.businesses:,} ({self.businesses_without_activity:,} without activity); "
+            f"activity for {self.businesses_without_record:,} business ids without a business record"
+        )
         if self.before_since:
             out.append(f"  activity before --since, not imported: {self.before_since:,}")
         if self.duplicates:
             out.append(f"  duplicates dropped: {self.duplicates:,} (same event id and time seen again)")
         if self.checkin_records_without_time:
-            out.append(f"  check-ins without time (old checkin_info counts, not imported): {self.checkins_without_time:,} "
-                       f"in {self.checkin_records_without_time:,} records")
-        out.append(f"  sort: {self.spilled:,} events in {self.runs} runs ({self.spill_bytes / 1e6:,.1f} MB spilled); "
-                   f"read {self.read_seconds:.1f}s, merge {self.merge_seconds:.1f}s")
+            out.append(
+                f"  check-ins without time (old checkin_info counts, not imported): {self.checkins_without_time:,} "
+                f"in {self.checkin_records_without_time:,} records"
+            )
+        out.append(
+            f"  sort: {self.spilled:,} events in {self.runs} runs ({self.spill_bytes / 1e6:,.1f} MB spilled); "
+            f"read {self.read_seconds:.1f}s, merge {self.merge_seconds:.1f}s"
+        )
         out.append(f"bad lines: {self.bad_lines:,}")
         for f in self.files:
             head = f"  {f.name}: {f.lines:,} lines{' (stopped at --limit)' if f.limited else ''}, {f.bad_lines:,} bad"

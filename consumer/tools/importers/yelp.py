@@ -48,13 +48,14 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from consumer.errors import BadLine, YelpImportError
-from consumer.tools.importers.report import FileReport, ImportReport
 from consumer.tools.importers import sortruns
+from consumer.tools.importers.report import FileReport, ImportReport
 from consumer.tools.importers.sortruns import SortedRuns, read_chunks, spill_items
 from consumer.tools.importers.yelp_fields import (
     DAY_MS,
@@ -162,11 +163,13 @@ class YelpImport:
         self._first_last: dict[str, list[int]] = {}
         self._business_ids: set[str] = set()
 
-    def __enter__(self) -> "YelpImport":
+    def __enter__(self) -> YelpImport:
         try:
             self._folder = Path(tempfile.mkdtemp(prefix="streamrank-yelp-", dir=self.tmp_dir))
         except OSError as exc:
-            raise YelpImportError(f"cannot create the sort folder under {self.tmp_dir or tempfile.gettempdir()}: {exc}") from exc
+            raise YelpImportError(
+                f"cannot create the sort folder under {self.tmp_dir or tempfile.gettempdir()}: {exc}"
+            ) from exc
         self._runs = SortedRuns(self._folder, self.run_size)
         return self
 
@@ -273,7 +276,9 @@ class YelpImport:
         self._runs.add((t, ACTIVITY_RANK, ev.event_id, self._seq, (ev.business_id, ev.user_id, ev.kind, ev.rating)))
 
     @staticmethod
-    def _activity(event_id: str, business_id: str, user_id: str | None, t: int, kind: str, r: int | None) -> ActivityEvent:
+    def _activity(
+        event_id: str, business_id: str, user_id: str | None, t: int, kind: str, r: int | None
+    ) -> ActivityEvent:
         ev = ActivityEvent(event_id, business_id, user_id, t, kind, None, r)
         try:
             ev.validate()
@@ -336,8 +341,20 @@ class YelpImport:
         lat, lon = coordinate(rec, "latitude"), coordinate(rec, "longitude")
         price = price_range(rec.get("attributes"))
         open_ = is_open(rec)
-        probe = BusinessEvent(f"yelp:business:{bid}:CREATED", bid, MIN_EVENT_TIME_MS, "CREATED", name, city, state,
-                              cats, lat, lon, price, True)
+        probe = BusinessEvent(
+            f"yelp:business:{bid}:CREATED",
+            bid,
+            MIN_EVENT_TIME_MS,
+            "CREATED",
+            name,
+            city,
+            state,
+            cats,
+            lat,
+            lon,
+            price,
+            True,
+        )
         try:
             probe.validate()
         except InvalidEvent as exc:
@@ -364,12 +381,26 @@ class YelpImport:
                 created, last = fl[0] - 1, fl[1]
             created = max(created, MIN_EVENT_TIME_MS)
             self._seq += 1
-            self._runs.add((created, BUSINESS_RANK, f"yelp:business:{bid}:CREATED", self._seq,
-                            (bid, "CREATED", name, city, state, cats, lat, lon, price, True)))
+            self._runs.add(
+                (
+                    created,
+                    BUSINESS_RANK,
+                    f"yelp:business:{bid}:CREATED",
+                    self._seq,
+                    (bid, "CREATED", name, city, state, cats, lat, lon, price, True),
+                )
+            )
             if not open_:
                 self._seq += 1
-                self._runs.add((max(last, created) + DAY_MS, BUSINESS_RANK, f"yelp:business:{bid}:CLOSED", self._seq,
-                                (bid, "CLOSED", name, city, state, cats, lat, lon, price, False)))
+                self._runs.add(
+                    (
+                        max(last, created) + DAY_MS,
+                        BUSINESS_RANK,
+                        f"yelp:business:{bid}:CLOSED",
+                        self._seq,
+                        (bid, "CLOSED", name, city, state, cats, lat, lon, price, False),
+                    )
+                )
         r.businesses_without_record = len(first_last) - matched
 
     # -- the merge ------------------------------------------------------------------------
@@ -402,14 +433,38 @@ class YelpImport:
             if rank == ACTIVITY_RANK:
                 bid, uid, kind, stars = p
                 r.events[kind] += 1
-                yield "activity", {"event_id": eid, "business_id": bid, "user_id": uid, "event_time": t, "kind": kind,
-                                   "search_id": None, "rating": stars}
+                yield (
+                    "activity",
+                    {
+                        "event_id": eid,
+                        "business_id": bid,
+                        "user_id": uid,
+                        "event_time": t,
+                        "kind": kind,
+                        "search_id": None,
+                        "rating": stars,
+                    },
+                )
             else:
                 bid, kind, name, city, state, cats, lat, lon, price, open_ = p
                 r.events[kind] += 1
-                yield "business", {"event_id": eid, "business_id": bid, "event_time": t, "kind": kind, "name": name,
-                                   "city": city, "state": state, "categories": list(cats), "latitude": lat,
-                                   "longitude": lon, "price_range": price, "is_open": open_}
+                yield (
+                    "business",
+                    {
+                        "event_id": eid,
+                        "business_id": bid,
+                        "event_time": t,
+                        "kind": kind,
+                        "name": name,
+                        "city": city,
+                        "state": state,
+                        "categories": list(cats),
+                        "latitude": lat,
+                        "longitude": lon,
+                        "price_range": price,
+                        "is_open": open_,
+                    },
+                )
         r.merge_seconds = time.perf_counter() - t0
         if progress is not None:
             progress("merge", "events", n, n, total, True)

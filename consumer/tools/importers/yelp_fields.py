@@ -17,7 +17,7 @@ from features.events import MAX_CATEGORIES, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
 DAY_MS = 86_400_000
 NOON_MS = 12 * 3_600_000
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _EPOCH_NAIVE = _dt.datetime(1970, 1, 1)  # naive Yelp times are UTC
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()

@@ -20,8 +20,12 @@ SCHEMAS = Path(__file__).resolve().parents[3] / "consumer" / "pipeline" / "schem
 
 
 def _env(cfg):
-    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap, "STREAMRANK_BUSINESS_TOPIC": cfg.business_topic,
-            "STREAMRANK_ACTIVITY_TOPIC": cfg.activity_topic}
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap,
+        "STREAMRANK_BUSINESS_TOPIC": cfg.business_topic,
+        "STREAMRANK_ACTIVITY_TOPIC": cfg.activity_topic,
+    }
 
 
 def _read_all(bootstrap, topic):
@@ -42,8 +46,13 @@ def _read_all(bootstrap, topic):
 @pytest.mark.tansu_smoke
 def test_generate_writes_both_topics_readable_with_only_the_avsc_files(kafka_config):
     cfg = kafka_config
-    out = subprocess.run([sys.executable, "-m", "consumer.cli", "generate", "--businesses", "30", "--days", "2", "--seed", "4"],
-                         env=_env(cfg), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "generate", "--businesses", "30", "--days", "2", "--seed", "4"],
+        env=_env(cfg),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     total = int(out.stdout.split("generated ")[1].split()[0])
     seen = 0
@@ -64,8 +73,12 @@ def test_generate_writes_both_topics_readable_with_only_the_avsc_files(kafka_con
 def test_generate_to_a_file_is_deterministic(tmp_path):
     a, b = tmp_path / "a.avro", tmp_path / "b.avro"
     for path in (a, b):
-        subprocess.run([sys.executable, "-m", "consumer.cli", "generate", "--businesses", "10", "--days", "1", "--out", str(path)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "consumer.cli", "generate", "--businesses", "10", "--days", "1", "--out", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     ra, rb = list(read_log(a)), list(read_log(b))
     assert ra == rb and len(ra) > 100
     assert {k for k, _ in ra} == {"business", "activity"}

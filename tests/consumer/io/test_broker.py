@@ -10,9 +10,9 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumer.io.brokers.tansu import EmbeddedBroker
 from consumer.config import Config
 from consumer.errors import BrokerUnavailable, TopicLayoutError
+from consumer.io.brokers.tansu import EmbeddedBroker
 from consumer.io.clients import GROUP_TIMING, check_copartitioned, check_reachable, create_topics, partition_counts
 
 pytestmark = pytest.mark.broker
@@ -27,7 +27,11 @@ def test_produce_and_consume_through_the_broker(kafka_config):
     producer.flush()
     producer.close()
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka_config.bootstrap, group_id=f"g-{uuid.uuid4().hex}", auto_offset_reset="earliest", **GROUP_TIMING
+        topic,
+        bootstrap_servers=kafka_config.bootstrap,
+        group_id=f"g-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        **GROUP_TIMING,
     )
     seen = []
     deadline = time.monotonic() + 30
@@ -99,7 +103,10 @@ def test_cli_unreachable_broker_is_one_line_and_nonzero():
     t0 = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "consumer.cli", "topics", "create", "--bootstrap", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": ""},
     )
     assert out.returncode != 0
     assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: no Kafka broker reachable")
@@ -108,7 +115,9 @@ def test_cli_unreachable_broker_is_one_line_and_nonzero():
 
 
 def test_cli_bad_arguments_exit_2():
-    out = subprocess.run([sys.executable, "-m", "consumer.cli", "generate", "--businesses", "-3"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "generate", "--businesses", "-3"], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert "must be >= 1" in out.stderr
 
@@ -122,8 +131,12 @@ def test_cli_kafka_engine_prints_bootstrap_first_and_stops_on_sigterm(tmp_path):
     if not java_available():
         pytest.skip("no Java on this machine")
     log = tmp_path / "kafka.log"
-    proc = subprocess.Popen([sys.executable, "-m", "consumer.cli", "broker", "--engine", "kafka", "--log", str(log)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "broker", "--engine", "kafka", "--log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline().strip()
         assert first.startswith("bootstrap=127.0.0.1:"), first + proc.stderr.read()
@@ -149,8 +162,15 @@ def test_cli_kafka_engine_without_java_is_one_clear_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
     env["PATH"] = str(tmp_path)  # an empty PATH: no java, no mvn
     env["STREAMRANK_KAFKA_HOME"] = str(tmp_path / "no-jars")
-    out = subprocess.run([sys.executable, "-m", "consumer.cli", "broker", "--engine", "kafka"], capture_output=True, text=True,
-                         timeout=60, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "broker", "--engine", "kafka"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 1
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: Apache Kafka needs Java 17+: no java on PATH or in $JAVA_HOME (use --engine tansu)"], out.stderr
+    assert lines == ["error: Apache Kafka needs Java 17+: no java on PATH or in $JAVA_HOME (use --engine tansu)"], (
+        out.stderr
+    )

@@ -14,14 +14,13 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.errors import TopicLayoutError
-from consumer.io.clients import check_compacted, consumer_kwargs, create_topics, producer_kwargs, topic_config
-from consumer.tools.parity import check_parity
 from consumer.io.changelog import restore_partitions
+from consumer.io.clients import check_compacted, consumer_kwargs, create_topics, producer_kwargs, topic_config
 from consumer.io.transport import reader
-from consumer.runtime.worker import Worker
 from consumer.pipeline.store import decode_entry
+from consumer.runtime.worker import Worker
+from consumer.tools.parity import check_parity
 from tests.kit.runs import expected_run
 from tests.kit.topics import publish_world, read_predictions
 
@@ -45,10 +44,21 @@ def cfg(kafka_config, registry_copy):
 def _fresh(cfg, business_configs=None, changelog_configs=None):
     """New topic names; the business topic and the changelog with the configs given."""
     s = uuid.uuid4().hex[:8]
-    out = cfg.with_overrides(business_topic=f"be-{s}", activity_topic=f"ae-{s}", predictions_topic=f"p-{s}",
-                             dead_letter_topic=f"d-{s}", changelog_topic=f"c-{s}", group_id=f"g-{s}")
-    create_topics(out, [(out.business_topic, 2, business_configs or {"cleanup.policy": "compact"}),
-                        (out.changelog_topic, 2, changelog_configs or {"cleanup.policy": "compact"})])
+    out = cfg.with_overrides(
+        business_topic=f"be-{s}",
+        activity_topic=f"ae-{s}",
+        predictions_topic=f"p-{s}",
+        dead_letter_topic=f"d-{s}",
+        changelog_topic=f"c-{s}",
+        group_id=f"g-{s}",
+    )
+    create_topics(
+        out,
+        [
+            (out.business_topic, 2, business_configs or {"cleanup.policy": "compact"}),
+            (out.changelog_topic, 2, changelog_configs or {"cleanup.policy": "compact"}),
+        ],
+    )
     create_topics(out)  # the rest, as `topics create` makes them
     return out
 
@@ -88,7 +98,9 @@ def _wait_compacted(cfg, topic: str, timeout_s: float = 60.0) -> tuple[int, int]
         seen, ends = _offsets_present(cfg, topic)
         if seen < ends:
             return seen, ends
-        assert time.monotonic() < deadline, f"{topic}: the broker compacted nothing in {timeout_s:.0f}s ({seen} of {ends} offsets still there)"
+        assert time.monotonic() < deadline, (
+            f"{topic}: the broker compacted nothing in {timeout_s:.0f}s ({seen} of {ends} offsets still there)"
+        )
 
 
 def test_topics_create_makes_the_business_topic_and_the_changelog_compacted(kafka_config):
@@ -116,7 +128,12 @@ def test_a_restore_from_a_compacted_changelog_is_the_state_of_an_uncompacted_run
     Worker(out.with_overrides(checkpoint_interval_ms=0), exit_when_idle_s=2).run()  # a changelog write per batch
     seen, ends = _wait_compacted(out, out.changelog_topic)
     restored, stats = restore_partitions(lambda: reader(out, "restore"), out.changelog_topic, [0, 1])
-    got = {bid: decode_entry(raw).state for part in restored.values() for bid, raw in part.encoded.items() if bid != "__roll__"}
+    got = {
+        bid: decode_entry(raw).state
+        for part in restored.values()
+        for bid, raw in part.encoded.items()
+        if bid != "__roll__"
+    }
     want = {bid: e.state for part in store.values() for bid, e in part.entries.items()}
     # The restore read a log with holes (the cleaner may have removed more since it was counted).
     assert seen < ends and stats.records <= seen
@@ -183,10 +200,22 @@ def test_event_time_timestamps_are_accepted_from_2005_to_an_hour_ahead(cfg):
 
     out = _fresh(cfg)
     now = int(time.time() * 1000)
-    profile = {"business_id": "b1", "kind": "CREATED", "name": "x", "city": "c", "state": "s", "categories": ["k"],
-               "latitude": 0.0, "longitude": 0.0, "price_range": 1, "is_open": True}
-    recs = [("business", {**profile, "event_id": "e-2005", "event_time": 1104537600000}),  # 2005-01-01
-            ("business", {**profile, "event_id": "e-soon", "event_time": now + 30 * 60_000, "kind": "UPDATED"})]
+    profile = {
+        "business_id": "b1",
+        "kind": "CREATED",
+        "name": "x",
+        "city": "c",
+        "state": "s",
+        "categories": ["k"],
+        "latitude": 0.0,
+        "longitude": 0.0,
+        "price_range": 1,
+        "is_open": True,
+    }
+    recs = [
+        ("business", {**profile, "event_id": "e-2005", "event_time": 1104537600000}),  # 2005-01-01
+        ("business", {**profile, "event_id": "e-soon", "event_time": now + 30 * 60_000, "kind": "UPDATED"}),
+    ]
     stats = publish_records(out, recs)
     assert stats.total == 2
     future = [("business", {**profile, "event_id": "e-later", "event_time": now + 3 * 3_600_000, "kind": "UPDATED"})]

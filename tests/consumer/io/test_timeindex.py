@@ -31,7 +31,7 @@ class LogConsumer:
     """
 
     def __init__(self, timestamps, offsets=None, broker="right", wrong_offset=0, fetch=50):
-        self.recs = [_Rec(o, t) for o, t in zip(offsets or range(len(timestamps)), timestamps)]
+        self.recs = [_Rec(o, t) for o, t in zip(offsets or range(len(timestamps)), timestamps, strict=True)]
         self.high = (self.recs[-1].offset + 1) if self.recs else 0
         self.broker, self.wrong_offset, self.fetch = broker, wrong_offset, fetch
         self.pos = 0

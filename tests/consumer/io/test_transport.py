@@ -29,17 +29,28 @@ def test_security_settings_pass_through_under_librdkafka_names():
     assert conf["security.protocol"] == "sasl_ssl"
     assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
     assert (conf["sasl.username"], conf["sasl.password"]) == ("alice", "pw")
-    assert (conf["ssl.ca.location"], conf["ssl.certificate.location"], conf["ssl.key.location"], conf["ssl.key.password"]) == (
-        "/etc/ca.pem", "/etc/client.pem", "/etc/client.key", "keypw")
+    assert (
+        conf["ssl.ca.location"],
+        conf["ssl.certificate.location"],
+        conf["ssl.key.location"],
+        conf["ssl.key.password"],
+    ) == ("/etc/ca.pem", "/etc/client.pem", "/etc/client.key", "keypw")
     plain = confluent_settings(Config.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"}))
     assert not any(k.startswith(("sasl.", "ssl.")) for k in plain)
 
 
 def test_librdkafka_accepts_every_setting_we_pass():
     # Unknown or misspelt properties fail at construction; nothing connects (port 9 is discard).
-    cfg = Config.from_env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-                           "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p",
-                           "STREAMRANK_TRANSPORT": "confluent"})
+    cfg = Config.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "u",
+            "KAFKA_SASL_PASSWORD": "p",
+            "STREAMRANK_TRANSPORT": "confluent",
+        }
+    )
     consumer = input_consumer(cfg, "g")
     assert isinstance(consumer, ConfluentInput)
     consumer.close()

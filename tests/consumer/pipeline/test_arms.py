@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.pipeline.arms import HOLDOUT, N_BUCKETS, ArmConfig, ArmSpec, Assigner, RandomScorer, arm_table, bucket
 from consumer.config import Config
 from consumer.errors import ConfigError
+from consumer.pipeline.arms import HOLDOUT, N_BUCKETS, ArmConfig, ArmSpec, Assigner, RandomScorer, arm_table, bucket
 
 NAMES = ["a", "b", "c", "d"]
 
@@ -131,6 +131,8 @@ def test_a_worker_with_an_arm_on_a_missing_version_refuses_to_start(registry_cop
     from consumer.errors import ConfigError
     from consumer.runtime.worker import Worker
 
-    cfg = Config(bootstrap="127.0.0.1:1", registry_dir=str(registry_copy), arms="a:promoted:1,b:v20990101000000-deadbeef:1")
+    cfg = Config(
+        bootstrap="127.0.0.1:1", registry_dir=str(registry_copy), arms="a:promoted:1,b:v20990101000000-deadbeef:1"
+    )
     with pytest.raises(ConfigError, match=r"arm model 'v20990101000000-deadbeef' cannot be served"):
         Worker(cfg, exit_when_idle_s=1).run()

@@ -6,8 +6,8 @@ import struct
 import fastavro
 import pytest
 
-from consumer.pipeline.codec import HEADER, AvroCodec, FileSchemaRegistry, load_schema_file
 from consumer.errors import DecodeError, SchemaRegistryError
+from consumer.pipeline.codec import HEADER, AvroCodec, FileSchemaRegistry, load_schema_file
 
 ACTIVITY = {
     "event_id": "e1",
@@ -26,7 +26,9 @@ def test_round_trip_and_confluent_header():
     magic, sid = HEADER.unpack_from(data)
     assert (magic, sid) == (0, codec.schema_id)
     # Any Avro reader given only the .avsc file decodes the body after the 5-byte header.
-    body = fastavro.schemaless_reader(io.BytesIO(data[5:]), fastavro.parse_schema(load_schema_file("activity_event.avsc")), None)
+    body = fastavro.schemaless_reader(
+        io.BytesIO(data[5:]), fastavro.parse_schema(load_schema_file("activity_event.avsc")), None
+    )
     assert body == ACTIVITY
     assert codec.decode(data) == ACTIVITY
 
@@ -44,9 +46,21 @@ def test_predictions_written_before_as_of_still_decode():
     reg = FileSchemaRegistry()
     old = AvroCodec(reg, "Prediction", schema=load_schema_file("prediction_v1.avsc"))
     assert old.schema_id == 3
-    rec = {"prediction_id": "p", "business_id": "b1", "score": 0.5, "model_version": "v", "feature_set_version": "f",
-           "source_topic": "a", "source_partition": 0, "source_offset": 7, "event_time": 1000, "scored_at": 2000,
-           "group_key": "g", "arm": "default", "feature_hash": "h"}
+    rec = {
+        "prediction_id": "p",
+        "business_id": "b1",
+        "score": 0.5,
+        "model_version": "v",
+        "feature_set_version": "f",
+        "source_topic": "a",
+        "source_partition": 0,
+        "source_offset": 7,
+        "event_time": 1000,
+        "scored_at": 2000,
+        "group_key": "g",
+        "arm": "default",
+        "feature_hash": "h",
+    }
     got = AvroCodec(reg, "Prediction").decode(old.encode(rec), "predictions", 0, 0)
     assert got == {**rec, "as_of": None}
 

@@ -1,7 +1,7 @@
 """The order step (``consumer.pipeline.order``): Kafka records → merge items, without a broker."""
 
-from consumer.pipeline.codec import FileSchemaRegistry
 from consumer.config import Config
+from consumer.pipeline.codec import FileSchemaRegistry
 from consumer.pipeline.decode import DeadLetter, Decoded, Decoder
 from consumer.pipeline.order import RecordOrder, by_partition
 from consumer.pipeline.process import Tombstone
@@ -53,7 +53,7 @@ def test_tombstones_and_dead_letters_keep_the_time_of_the_record_before_them_acr
         order.push(r.topic, r.partition, [r], lambda *e, p=r.partition: pushed.append((p,) + e))
     last: dict = {}
     kinds = {Decoded: 0, Tombstone: 0, DeadLetter: 0}
-    for p, rank, t, off, item in pushed:
+    for p, rank, t, _off, item in pushed:
         kinds[type(item)] += 1
         if type(item) is Decoded:
             assert t == item.event.event_time
@@ -61,13 +61,19 @@ def test_tombstones_and_dead_letters_keep_the_time_of_the_record_before_them_acr
         else:
             assert t == last.get((p, rank), 0), item
     assert kinds[Tombstone] == 1 and kinds[DeadLetter] == 3
-    assert sorted(i.reason for *_, i in pushed if type(i) is DeadLetter) == ["key_mismatch", "key_mismatch", "undecodable"]
+    assert sorted(i.reason for *_, i in pushed if type(i) is DeadLetter) == [
+        "key_mismatch",
+        "key_mismatch",
+        "undecodable",
+    ]
     # A stream forgotten (revoked, rewound) starts again from 0.
     order.forget([0, 1])
     tomb = next(r for r in log if r.value is None)
     got = []
     order.push(tomb.topic, tomb.partition, [tomb], lambda *e: got.append(e))
-    assert got == [(BUSINESS_RANK, 0, tomb.offset, Tombstone(tomb.topic, tomb.partition, tomb.offset, tomb.key.decode()))]
+    assert got == [
+        (BUSINESS_RANK, 0, tomb.offset, Tombstone(tomb.topic, tomb.partition, tomb.offset, tomb.key.decode()))
+    ]
 
 
 def test_a_finished_log_and_the_live_merge_fed_poll_by_poll_give_one_order():
@@ -80,7 +86,7 @@ def test_a_finished_log_and_the_live_merge_fed_poll_by_poll_give_one_order():
     live = {p: [] for p in parts}
     for start in range(0, max(map(len, streams.values())), 37):  # polls of 37 records per stream
         for (t, p), recs in streams.items():
-            order.push(t, p, recs[start:start + 37], mergers[p].push)
+            order.push(t, p, recs[start : start + 37], mergers[p].push)
         for p, m in mergers.items():
             done = [start + 37 >= len(streams[(t, p)]) for t in CFG.input_topics]
             live[p] += [(type(i).__name__, i.topic, i.offset) for i in m.pop_ready(*done)]

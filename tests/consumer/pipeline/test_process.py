@@ -39,7 +39,12 @@ def act_item(bid, t, offset, kind="PAGE_VIEW", eid=None):
 
 def test_one_prediction_per_scored_activity_and_one_model_call_per_batch():
     scorer = SumScorer()
-    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), act_item("b1", T0 + 2, 1, "CALL"), act_item("b2", T0 + 3, 2)]
+    items = [
+        biz_item("b1", T0),
+        act_item("b1", T0 + 1, 0),
+        act_item("b1", T0 + 2, 1, "CALL"),
+        act_item("b2", T0 + 3, 2),
+    ]
     out = process(items, {}, scorer)
     assert scorer.calls == [2]
     assert [p["source_offset"] for p in out.predictions] == [0, 1]
@@ -54,11 +59,19 @@ def test_one_prediction_per_scored_activity_and_one_model_call_per_batch():
 def test_prediction_ids_are_deterministic_and_model_specific():
     a = prediction_id("t", 1, 42, "v1")
     assert a == prediction_id("t", 1, 42, "v1")
-    assert len({a, prediction_id("t", 1, 43, "v1"), prediction_id("t", 2, 42, "v1"), prediction_id("t", 1, 42, "v2")}) == 4
+    assert (
+        len({a, prediction_id("t", 1, 43, "v1"), prediction_id("t", 2, 42, "v1"), prediction_id("t", 1, 42, "v2")}) == 4
+    )
 
 
 def test_closed_business_is_not_scored_and_reopened_is():
-    items = [biz_item("b1", T0), biz_item("b1", T0 + 10, "CLOSED", 1), act_item("b1", T0 + 20, 0), biz_item("b1", T0 + 30, "REOPENED", 2), act_item("b1", T0 + 40, 1)]
+    items = [
+        biz_item("b1", T0),
+        biz_item("b1", T0 + 10, "CLOSED", 1),
+        act_item("b1", T0 + 20, 0),
+        biz_item("b1", T0 + 30, "REOPENED", 2),
+        act_item("b1", T0 + 40, 1),
+    ]
     out = process(items, {}, SumScorer())
     assert [p["source_offset"] for p in out.predictions] == [1]
     assert out.outcomes[NOT_SCORABLE] == 1
@@ -72,7 +85,13 @@ def test_duplicates_are_not_scored_twice():
 
 def test_dead_letters_pass_through_and_every_item_has_an_outcome():
     dl = DeadLetter("activity-events", 0, 5, b"k", b"junk", 0, "undecodable", "activity-events[0]@5: bad")
-    items = [biz_item("b1", T0), dl, act_item("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"), act_item("b1", T0 + 2, 1)]
+    items = [
+        biz_item("b1", T0),
+        dl,
+        act_item("b1", T0 + 1, 0),
+        Tombstone("business-events", 0, 1, "b1"),
+        act_item("b1", T0 + 2, 1),
+    ]
     out = process(items, {}, SumScorer())
     assert out.dead_letters == [dl]
     assert sum(out.outcomes.values()) == len(items)
@@ -137,8 +156,14 @@ def _checkpoint_and_restore(store):
 
 
 def test_a_deleted_business_is_written_as_a_marker_and_records_before_its_tombstone_stay_applied():
-    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), act_item("b1", T0 + 2, 1), Tombstone("business-events", 0, 1, "b1"),
-             biz_item("b2", T0, offset=2), act_item("b2", T0 + 3, 2)]
+    items = [
+        biz_item("b1", T0),
+        act_item("b1", T0 + 1, 0),
+        act_item("b1", T0 + 2, 1),
+        Tombstone("business-events", 0, 1, "b1"),
+        biz_item("b2", T0, offset=2),
+        act_item("b2", T0 + 3, 2),
+    ]
     store = {}
     first = process(items, store, SumScorer())
     assert "b1" not in store[0].entries and store[0].deleted == {"b1": [1, 1]}
@@ -155,8 +180,13 @@ def test_a_deleted_business_is_written_as_a_marker_and_records_before_its_tombst
 
 
 def test_a_business_recreated_after_its_tombstone_keeps_its_new_state_when_the_tombstone_is_re_read():
-    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 0), Tombstone("business-events", 0, 1, "b1"),
-             biz_item("b1", T0 + 5, offset=2), act_item("b1", T0 + 6, 1)]
+    items = [
+        biz_item("b1", T0),
+        act_item("b1", T0 + 1, 0),
+        Tombstone("business-events", 0, 1, "b1"),
+        biz_item("b1", T0 + 5, offset=2),
+        act_item("b1", T0 + 6, 1),
+    ]
     store = {}
     process(items, store, SumScorer())
     restored = _checkpoint_and_restore(store)
@@ -183,10 +213,19 @@ def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_k
 
     monkeypatch.setattr(proc, "apply", apply)
     bad = act_item("b1", T0 + 2, 2, eid="b1-bad")
-    items = [biz_item("b1", T0), act_item("b1", T0 + 1, 1), bad, act_item("b1", T0 + 3, 3), biz_item("b2", T0 + 4, offset=1), act_item("b2", T0 + 5, 4)]
+    items = [
+        biz_item("b1", T0),
+        act_item("b1", T0 + 1, 1),
+        bad,
+        act_item("b1", T0 + 3, 3),
+        biz_item("b2", T0 + 4, offset=1),
+        act_item("b2", T0 + 5, 4),
+    ]
     store = {}
     out = process_isolated(items, store, SumScorer())
-    assert [(d.topic, d.partition, d.offset, d.reason) for d in out.dead_letters] == [("activity-events", 0, 2, UNPROCESSABLE)]
+    assert [(d.topic, d.partition, d.offset, d.reason) for d in out.dead_letters] == [
+        ("activity-events", 0, 2, UNPROCESSABLE)
+    ]
     assert "activity-events[0]@2" in out.dead_letters[0].detail and "ZeroDivisionError" in out.dead_letters[0].detail
     assert [p["source_offset"] for p in out.predictions] == [1, 3, 4]
     assert store[0].entries["b1"].state.late_dropped < 10**6
@@ -213,4 +252,4 @@ def test_a_bug_that_hits_every_record_stops_instead_of_dead_lettering_everything
     failed = 0
     with pytest.raises(ProcessingHalted):
         for start in range(0, 100, 20):
-            failed = process_isolated(items[start:start + 20], {}, SumScorer(), failed_before=failed).failed_in_a_row
+            failed = process_isolated(items[start : start + 20], {}, SumScorer(), failed_before=failed).failed_in_a_row

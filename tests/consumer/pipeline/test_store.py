@@ -91,4 +91,3 @@ def test_process_hands_a_corrupt_entry_to_the_worker_not_to_the_dead_letters():
     store = {0: from_changelog(0, {"b1": b"SR1" + CORRUPT["shorter than the header"]}, topic=TOPIC)}
     with pytest.raises(CorruptChangelog):
         process([Tombstone("business-events", 0, 5, "b1")], store, None)
-

@@ -64,8 +64,12 @@ def test_a_checkpoint_acks_outputs_then_writes_state_then_commits():
     cp = Checkpoint(CFG, FakeConsumer(calls), FakeSink(calls), {0: DirtyPartition()}, WorkerMetrics("t"))
     cp.processed([SimpleNamespace(topic=CFG.activity_topic, partition=0, offset=41)])
     cp.run()
-    assert calls == [("flush",), ("send", CFG.changelog_topic, b"b1"), ("flush",),
-                     ("commit", {(CFG.activity_topic, 0): 42})]
+    assert calls == [
+        ("flush",),
+        ("send", CFG.changelog_topic, b"b1"),
+        ("flush",),
+        ("commit", {(CFG.activity_topic, 0): 42}),
+    ]
     assert not cp.uncommitted and cp.committed == {TopicPartition(CFG.activity_topic, 0): 42}
 
 
@@ -101,7 +105,10 @@ def test_the_inbox_releases_round_robin_within_the_budget_and_rewinds_to_the_old
     first = inbox.release(4)
     assert first == [(0, 0), (0, 1), (0, 2), (1, 0)] and inbox.backlog
     # The oldest queued activity record; the business stream's fetch position (nothing queued).
-    assert inbox.first_unprocessed(1) == [(TopicPartition(CFG.business_topic, 1), 0), (TopicPartition(CFG.activity_topic, 1), 1)]
+    assert inbox.first_unprocessed(1) == [
+        (TopicPartition(CFG.business_topic, 1), 0),
+        (TopicPartition(CFG.activity_topic, 1), 1),
+    ]
     assert inbox.release(4) == [(1, 1), (1, 2)] and not inbox.backlog and inbox.fully_merged()
 
 
@@ -110,8 +117,11 @@ def test_after_a_failed_batch_records_are_processed_one_by_one_up_to_its_last_of
 
     seen = []
     monkeypatch.setattr(isolation_mod, "process", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
-    monkeypatch.setattr(isolation_mod, "process_isolated",
-                        lambda items, *a, **k: seen.append([i.offset for i in items]) or SimpleNamespace(failed_in_a_row=0))
+    monkeypatch.setattr(
+        isolation_mod,
+        "process_isolated",
+        lambda items, *a, **k: seen.append([i.offset for i in items]) or SimpleNamespace(failed_in_a_row=0),
+    )
     iso = Isolation(DEFAULT_SPEC)
     batch = [SimpleNamespace(topic="a", partition=0, offset=o) for o in (5, 6)]
     with pytest.raises(UnprocessableBatch, match="RuntimeError: bug"):

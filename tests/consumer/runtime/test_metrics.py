@@ -135,7 +135,9 @@ def test_restoring_is_live_while_records_are_read_and_not_ready():
     assert m.readiness()[0]
     tp = TopicPartition("changelog", 0)
     records = [SimpleNamespace(offset=o) for o in (0, 1, 2)]
-    inner = SimpleNamespace(poll=lambda **kw: {tp: records}, assignment=lambda: {tp}, highwater=lambda _tp: 10, close=lambda: None)
+    inner = SimpleNamespace(
+        poll=lambda **kw: {tp: records}, assignment=lambda: {tp}, highwater=lambda _tp: 10, close=lambda: None
+    )
     with m.restoring([0]) as r:
         assert not m.readiness()[0] and m.phase == "restoring"
         consumer = r.wrap(inner)
@@ -168,8 +170,13 @@ def test_model_age_and_info_follow_the_served_model():
     m = WorkerMetrics("w", wall=lambda: now)
     m.model_swapped(SimpleNamespace(version="v20260101000000-abcdef12", feature_set_version="fs1", metadata={}))
     assert _samples(m.registry, "streamrank_model_age_seconds") == {(): 7200.0}
-    m.model_swapped(SimpleNamespace(version="v20260101010000-12345678", feature_set_version="fs1",
-                                    metadata={"created_at": "2026-01-01T01:30:00+00:00"}))
+    m.model_swapped(
+        SimpleNamespace(
+            version="v20260101010000-12345678",
+            feature_set_version="fs1",
+            metadata={"created_at": "2026-01-01T01:30:00+00:00"},
+        )
+    )
     assert _samples(m.registry, "streamrank_model_age_seconds") == {(): 1800.0}
     info = _samples(m.registry, "streamrank_model_info")
     assert info == {(("feature_set_version", "fs1"), ("model_version", "v20260101010000-12345678")): 1.0}
@@ -181,13 +188,25 @@ def test_batch_counts_predictions_per_arm_and_model_and_dead_letters_per_reason(
     preds = [{"arm": "default", "model_version": "v1", "score": 0.1, "event_time": 1_000} for _ in range(5)]
     shadow = [{"arm": "shadow", "model_version": "v2", "score": 0.9, "event_time": 1_000} for _ in range(2)]
     dls = [SimpleNamespace(reason="undecodable")] * 3 + [SimpleNamespace(reason="key_mismatch")]
-    out = SimpleNamespace(predictions=preds, shadow=shadow, holdout=[], dead_letters=dls,
-                          outcomes=Counter(scored=5, dead_letter=4), score_seconds=0.01)
+    out = SimpleNamespace(
+        predictions=preds,
+        shadow=shadow,
+        holdout=[],
+        dead_letters=dls,
+        outcomes=Counter(scored=5, dead_letter=4),
+        score_seconds=0.01,
+    )
     m.observe_batch(out, "v1", state_s=0.03, produce_s=0.02, commit_s=0.01, published_at=11.0)
     assert _samples(m.registry, "streamrank_predictions_total") == {
-        (("arm", "default"), ("model_version", "v1")): 5.0, (("arm", "shadow"), ("model_version", "v2")): 2.0}
+        (("arm", "default"), ("model_version", "v1")): 5.0,
+        (("arm", "shadow"), ("model_version", "v2")): 2.0,
+    }
     dl = _samples(m.registry, "streamrank_dead_letters_total")
-    assert dl[(("reason", "undecodable"),)] == 3 and dl[(("reason", "key_mismatch"),)] == 1 and dl[(("reason", "invalid"),)] == 0
+    assert (
+        dl[(("reason", "undecodable"),)] == 3
+        and dl[(("reason", "key_mismatch"),)] == 1
+        and dl[(("reason", "invalid"),)] == 0
+    )
     assert _samples(m.registry, "streamrank_event_to_publish_seconds_sum") == {(): 50.0}  # 5 x (11 s - 1 s)
     stage = _samples(m.registry, "streamrank_batch_stage_seconds_sum")
     assert stage[(("stage", "state"),)] == pytest.approx(0.02)  # process time minus the model call
@@ -218,8 +237,9 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_http_endpoints():
     state = {"live": True}
     m = WorkerMetrics("w")
-    server = MetricsServer(m.registry, 0, host="127.0.0.1", health=lambda: (state["live"], {"phase": "running"}),
-                           readiness=m.readiness)
+    server = MetricsServer(
+        m.registry, 0, host="127.0.0.1", health=lambda: (state["live"], {"phase": "running"}), readiness=m.readiness
+    )
     try:
         base = f"http://127.0.0.1:{server.port}"
         code, body = _get(base + "/metrics")

@@ -5,17 +5,16 @@ and parity, reading the same log, agree with the worker."""
 import signal
 import time
 
-import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer.io.clients import consumer_kwargs
 from consumer.io.inputlog import read_input_log
-from consumer.tools.parity import check_parity
 from consumer.pipeline.predictions import feature_hash
-from consumer.tools.replay import Position, replay
 from consumer.pipeline.store import applied_offsets, is_deletion
 from consumer.runtime.worker import Worker
+from consumer.tools.parity import check_parity
+from consumer.tools.replay import Position, replay
 from models.dataset import build_training_set
 from models.registry import ModelRegistry
 from tests.kit.runs import expected_run, start_worker
@@ -45,7 +44,9 @@ def _publish_with_tombstones(cfg, businesses=30, days=2) -> None:
     _tombstone(cfg, RECREATED, late)
     publish_world(cfg, businesses=5, days=1, seed=62)
     last = [r for kind, r in records if kind == "business" and r["business_id"] == GONE][-1]
-    publish_records(cfg, [("business", dict(last, event_id=f"{last['event_id']}-late", kind="UPDATED", event_time=late))])
+    publish_records(
+        cfg, [("business", dict(last, event_id=f"{last['event_id']}-late", kind="UPDATED", event_time=late))]
+    )
     _tombstone(cfg, GONE, late)
 
 
@@ -98,14 +99,15 @@ def test_tombstone_for_a_live_business_drops_its_state_and_the_worker_keeps_scor
     out_topic = f"{cfg.predictions_topic}-replay"
     replay(cfg, version, out_topic, Position.earliest())
     replayed = {p["prediction_id"]: p for p in read_predictions(cfg.with_overrides(predictions_topic=out_topic))}
-    assert {k: (p["score"], p["feature_hash"]) for k, p in replayed.items()} == \
-           {k: (p["score"], p["feature_hash"]) for k, p in got.items()}
+    assert {k: (p["score"], p["feature_hash"]) for k, p in replayed.items()} == {
+        k: (p["score"], p["feature_hash"]) for k, p in got.items()
+    }
     parity = check_parity(cfg, list(got.values()), n=None)
     assert parity.sampled == len(got) and parity.mismatch_rate == 0.0, parity.examples
     ts = build_training_set(read_input_log(cfg))
     assert ts.stats.tombstones == 2 and ts.stats.scoring_moments == len(got)
     live_rows = {(p["business_id"], p["feature_hash"]) for p in got.values()}
-    trainer_rows = {(ts.business_table[b], feature_hash(row)) for b, row in zip(ts.business, ts.X)}
+    trainer_rows = {(ts.business_table[b], feature_hash(row)) for b, row in zip(ts.business, ts.X, strict=True)}
     assert len(ts.X) > 0 and trainer_rows <= live_rows
 
 
@@ -147,10 +149,16 @@ def test_kill_minus_9_right_after_a_tombstone_then_restart_loses_nothing(cfg, tm
     restart = start_worker(cfg, log_path=tmp_path / "w2.log")
     assert restart.wait(90) == 0, (tmp_path / "w2.log").read_text()[-3000:]
     got = read_predictions(cfg)
-    missing = sorted((p["source_partition"], p["source_offset"], p["business_id"]) for k, p in expected.items()
-                     if k not in {g["prediction_id"] for g in got})
+    missing = sorted(
+        (p["source_partition"], p["source_offset"], p["business_id"])
+        for k, p in expected.items()
+        if k not in {g["prediction_id"] for g in got}
+    )
     assert {p["prediction_id"] for p in got} == expected.keys(), (missing[:20], len(got), prediction_count(cfg))
     for p in got:  # duplicates re-emitted after the crash carry the same id and the same score
-        assert (p["score"], p["feature_hash"]) == (expected[p["prediction_id"]]["score"], expected[p["prediction_id"]]["feature_hash"])
+        assert (p["score"], p["feature_hash"]) == (
+            expected[p["prediction_id"]]["score"],
+            expected[p["prediction_id"]]["feature_hash"],
+        )
     assert _latest_changelog(cfg).get(GONE) is None
     assert _live_states(cfg) == _states(store)

@@ -31,8 +31,12 @@ def cfg(kafka_config, registry_copy):
 
 
 def _world(cfg, start_ms: int, days: int, seed: int) -> None:
-    publish_records(cfg, generate_records(WorldConfig(businesses=30, days=days, seed=seed, cities=2, categories=2,
-                                                      start_time_ms=start_ms)))
+    publish_records(
+        cfg,
+        generate_records(
+            WorldConfig(businesses=30, days=days, seed=seed, cities=2, categories=2, start_time_ms=start_ms)
+        ),
+    )
 
 
 def _rebuilds(worker, reason: str) -> float:
@@ -48,7 +52,11 @@ def _assert_serves_like_a_fresh_run(cfg, before: set[str]):
     changelog holds a fresh run's state."""
     expected, store, _ = expected_run(cfg, cfg.registry_dir)
     want = {k: (p["score"], p["feature_hash"]) for k, p in expected.items() if k not in before}
-    got = {p["prediction_id"]: (p["score"], p["feature_hash"]) for p in read_predictions(cfg) if p["prediction_id"] not in before}
+    got = {
+        p["prediction_id"]: (p["score"], p["feature_hash"])
+        for p in read_predictions(cfg)
+        if p["prediction_id"] not in before
+    }
     assert len(want) > 300
     assert got == want
     assert read_changelog_states(cfg) == _states(store)
@@ -86,8 +94,12 @@ def test_an_entry_that_fails_to_decode_has_its_partition_rebuilt(cfg):
     _, b_off, a_off = HEADER.unpack_from(victim.value)
     state_header = struct.pack("<2sBBI", b"SR", STATE_VERSION, 0, DEFAULT_SPEC.layout.state_tag)
     producer = KafkaProducer(bootstrap_servers=cfg.bootstrap)
-    producer.send(cfg.changelog_topic, key=victim.key, value=HEADER.pack(MAGIC, b_off, a_off) + state_header + b"\x00" * 7,
-                  partition=victim.partition)
+    producer.send(
+        cfg.changelog_topic,
+        key=victim.key,
+        value=HEADER.pack(MAGIC, b_off, a_off) + state_header + b"\x00" * 7,
+        partition=victim.partition,
+    )
     producer.flush()
     producer.close()
     _world(cfg, SECOND_START, 1, seed=84)

@@ -64,7 +64,11 @@ def test_features_at_scoring_equal_the_trainers_replay(cfg):
 
     publish_world(cfg, businesses=40, days=3, seed=11)
     Worker(cfg, exit_when_idle_s=2).run()
-    live = {(p["source_partition"], p["source_offset"]): p["feature_hash"] for p in read_predictions(cfg) if p["source_topic"] == cfg.activity_topic}
+    live = {
+        (p["source_partition"], p["source_offset"]): p["feature_hash"]
+        for p in read_predictions(cfg)
+        if p["source_topic"] == cfg.activity_topic
+    }
     by_part = {}
     for r in read_input_log(cfg):
         by_part.setdefault(r.partition, []).append((r.rank, r.time, r.offset, r))  # the worker's merge time
@@ -115,17 +119,30 @@ def test_kill_minus_9_and_restart_loses_nothing(cfg, tmp_path):
 
 def _fresh_outputs(cfg, n):
     """Same inputs, a new group and new output topics."""
-    out = cfg.with_overrides(group_id=f"{cfg.group_id}-{n}", predictions_topic=f"{cfg.predictions_topic}-{n}",
-                             changelog_topic=f"{cfg.changelog_topic}-{n}", dead_letter_topic=f"{cfg.dead_letter_topic}-{n}")
-    create_topics(out, [(out.predictions_topic, 2, {}), (out.dead_letter_topic, 2, {}),
-                        (out.changelog_topic, 2, {"cleanup.policy": "compact"})])
+    out = cfg.with_overrides(
+        group_id=f"{cfg.group_id}-{n}",
+        predictions_topic=f"{cfg.predictions_topic}-{n}",
+        changelog_topic=f"{cfg.changelog_topic}-{n}",
+        dead_letter_topic=f"{cfg.dead_letter_topic}-{n}",
+    )
+    create_topics(
+        out,
+        [
+            (out.predictions_topic, 2, {}),
+            (out.dead_letter_topic, 2, {}),
+            (out.changelog_topic, 2, {"cleanup.policy": "compact"}),
+        ],
+    )
     return out
 
 
-@pytest.mark.parametrize("clients", [("kafka-python", "kafka-python"), ("confluent", "confluent"), ("kafka-python", "confluent")],
-                         ids=["kafka-python", "confluent", "mixed"])
+@pytest.mark.parametrize(
+    "clients",
+    [("kafka-python", "kafka-python"), ("confluent", "confluent"), ("kafka-python", "confluent")],
+    ids=["kafka-python", "confluent", "mixed"],
+)
 def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path, clients):
-    """"mixed": one group, one worker on each client (a rolling switch of STREAMRANK_TRANSPORT)."""
+    """ "mixed": one group, one worker on each client (a rolling switch of STREAMRANK_TRANSPORT)."""
     cfg = cfg.with_overrides(batch_size=50)
     publish_world(cfg, businesses=100, days=5, seed=31)
     expected, store, _ = expected_run(cfg, cfg.registry_dir)
@@ -177,7 +194,10 @@ def test_corrupted_messages_go_to_dead_letters_and_the_worker_keeps_going(cfg):
     for r in dls:
         h = dict(r.headers)
         assert h["dlq.reason"] in (b"undecodable", b"invalid", b"key_mismatch")
-        assert int(h["dlq.source.offset"]) >= 0 and h["dlq.source.topic"] in (cfg.activity_topic.encode(), cfg.business_topic.encode())
+        assert int(h["dlq.source.offset"]) >= 0 and h["dlq.source.topic"] in (
+            cfg.activity_topic.encode(),
+            cfg.business_topic.encode(),
+        )
         assert (h["dlq.source.topic"].decode(), r.value) in {(t, v) for t, _, v in bad}
     assert stats.predictions > 0 and sum(stats.outcomes.values()) == sum(stats.consumed.values())
 
@@ -192,7 +212,11 @@ def test_a_record_our_code_cannot_process_is_dead_lettered_and_the_worker_keeps_
 
     publish_world(cfg, businesses=30, days=2, seed=43)
     expected, _, _ = expected_run(cfg, cfg.registry_dir)
-    records = [r for kind, r in generate_records(WorldConfig(businesses=30, days=2, seed=43, cities=2, categories=2)) if kind == "activity"]
+    records = [
+        r
+        for kind, r in generate_records(WorldConfig(businesses=30, days=2, seed=43, cities=2, categories=2))
+        if kind == "activity"
+    ]
     victim = records[len(records) // 2]
     real_apply = proc.apply
 
@@ -219,7 +243,9 @@ def test_refuses_inputs_that_are_not_copartitioned(broker, registry_copy):
     from consumer.config import Config
 
     s = uuid.uuid4().hex[:8]
-    cfg = Config(bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", registry_dir=str(registry_copy))
+    cfg = Config(
+        bootstrap=broker.bootstrap, business_topic=f"b-{s}", activity_topic=f"a-{s}", registry_dir=str(registry_copy)
+    )
     create_topics(cfg, [(cfg.business_topic, 2, {}), (cfg.activity_topic, 3, {})])
     with pytest.raises(TopicLayoutError, match="not co-partitioned"):
         Worker(cfg, exit_when_idle_s=1).run()
@@ -255,7 +281,9 @@ def test_hot_swap_and_bad_model_refused(cfg):
     assert worker.models.refusals == 1 and worker.models.current.version == first
 
     meta = json.loads((registry.version_dir(first) / "metadata.json").read_text())
-    second = registry.register((registry.version_dir(first) / "model.ubj").read_bytes(), {"feature_set": meta["feature_set"]})
+    second = registry.register(
+        (registry.version_dir(first) / "model.ubj").read_bytes(), {"feature_set": meta["feature_set"]}
+    )
     registry.promote(second, "test: a good model")
     time.sleep(1.0)  # the watcher polls every 0.2 s; the swap happens at the next batch
     publish_world(cfg, businesses=20, days=1, seed=52)

@@ -9,8 +9,16 @@ from consumer.tools.bench import figures, format_table, run_bench
 
 
 def test_bench_json_has_every_figure(broker, tmp_path):
-    report = run_bench(4000, 1, tmp_path / "out", half_load_s=0.5, bootstrap=broker.bootstrap, partitions=2,
-                       transports=["kafka-python", "confluent"], restore_entities=500)
+    report = run_bench(
+        4000,
+        1,
+        tmp_path / "out",
+        half_load_s=0.5,
+        bootstrap=broker.bootstrap,
+        partitions=2,
+        transports=["kafka-python", "confluent"],
+        restore_entities=500,
+    )
     doc = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert doc["summary"] == json.loads(json.dumps(report["summary"]))
     (run,) = doc["runs"]
@@ -26,7 +34,11 @@ def test_bench_json_has_every_figure(broker, tmp_path):
         assert hw["latency_ms"]["n"] == hw["predictions"] > 0, tr
     assert {tr: r["entities"] for tr, r in run["state"]["restore"].items()} == {"kafka-python": 500, "confluent": 500}
     # Same input, same model: both transports scored the same events.
-    assert run["transports"]["confluent"]["worker"]["predictions"] == run["transports"]["kafka-python"]["worker"]["predictions"] > 0
+    assert (
+        run["transports"]["confluent"]["worker"]["predictions"]
+        == run["transports"]["kafka-python"]["worker"]["predictions"]
+        > 0
+    )
     for label, path, _unit, _target in figures(doc["machine"]["transports"]):
         s = doc["summary"][".".join(path)]
         assert s["n"] == 1 and s["median"] is not None, label

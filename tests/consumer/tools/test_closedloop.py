@@ -2,10 +2,10 @@
 
 import pytest
 
-from consumer.tools.topicreads import read_conversions
-from consumer.tools.report import build_report, offline_metrics, read_prediction_topics, to_markdown
-from models.registry import ModelRegistry
 from consumer.tools.closedloop import LoopConfig, rank_boosts, run_closed_loop
+from consumer.tools.report import build_report, offline_metrics, read_prediction_topics, to_markdown
+from consumer.tools.topicreads import read_conversions
+from models.registry import ModelRegistry
 from sim.world import WorldConfig
 
 pytestmark = pytest.mark.broker
@@ -13,19 +13,39 @@ pytestmark = pytest.mark.broker
 # Many businesses (the units of the uplift), few views each (fast: ~3k events per simulated day), high
 # conversion rates (signal), a milder popularity tail than the default world (businesses' sizes are
 # the main source of variance between arms).
-WORLD = WorldConfig(businesses=600, days=9, seed=3, cities=2, categories=2, views_per_business_day=4.0,
-                    conversion_rates=(0.033, 0.018, 0.027), popularity_sigma=0.6)
+WORLD = WorldConfig(
+    businesses=600,
+    days=9,
+    seed=3,
+    cities=2,
+    categories=2,
+    views_per_business_day=4.0,
+    conversion_rates=(0.033, 0.018, 0.027),
+    popularity_sigma=0.6,
+)
 
 
 def _experiment(kafka_config, registry_copy, arms, holdout):
-    cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=500, arms=arms, holdout=holdout,
-                                      holdout_topic=kafka_config.predictions_topic + "-holdout",
-                                      shadow_topic=kafka_config.predictions_topic + "-shadow")
+    cfg = kafka_config.with_overrides(
+        registry_dir=str(registry_copy),
+        batch_size=500,
+        arms=arms,
+        holdout=holdout,
+        holdout_topic=kafka_config.predictions_topic + "-holdout",
+        shadow_topic=kafka_config.predictions_topic + "-shadow",
+    )
     res = run_closed_loop(cfg, LoopConfig(WORLD, top_k=10, effect=3.0, warmup_days=3), progress=print)
     preds = read_prediction_topics(cfg, [cfg.predictions_topic, cfg.holdout_topic, cfg.shadow_topic])
     conv = read_conversions(cfg, ("BIZSITE_VISIT", "CALL", "DIRECTIONS"))
-    rep = build_report(preds, conv.times, conv.log_end_ms, horizon_ms=cfg.horizon_ms, k=3,
-                       offline=offline_metrics(ModelRegistry(cfg.registry_dir)), start_ms=res.experiment_start_ms)
+    rep = build_report(
+        preds,
+        conv.times,
+        conv.log_end_ms,
+        horizon_ms=cfg.horizon_ms,
+        k=3,
+        offline=offline_metrics(ModelRegistry(cfg.registry_dir)),
+        start_ms=res.experiment_start_ms,
+    )
     print(to_markdown(rep, None))
     return res, rep
 

@@ -11,11 +11,11 @@ import pytest
 from consumer.cli import main
 from consumer.config import Config
 from consumer.errors import DiffError
-from consumer.tools.diff import compare, run_diff
-from consumer.tools.topicreads import Conversions, Source
 from consumer.io.clients import create_topics
 from consumer.io.publish import publish_records
+from consumer.tools.diff import compare, run_diff
 from consumer.tools.replay import Position, replay
+from consumer.tools.topicreads import Conversions, Source
 from sim.world import WorldConfig, generate, generate_records
 
 H = 86_400_000
@@ -25,9 +25,21 @@ WORLD = WorldConfig(businesses=40, days=4, seed=3, cities=2, categories=2)
 
 # ------------------------------------------------------------------------ without a broker
 def _pred(offset, score, business="b1", group="Phoenix|Food", t=1_000, version="v1", fh="f"):
-    return {"prediction_id": f"{version}-{offset}", "business_id": business, "score": score, "model_version": version,
-            "feature_set_version": "fs", "source_topic": "activity", "source_partition": 0, "source_offset": offset,
-            "event_time": t, "scored_at": 0, "group_key": group, "arm": "default", "feature_hash": fh}
+    return {
+        "prediction_id": f"{version}-{offset}",
+        "business_id": business,
+        "score": score,
+        "model_version": version,
+        "feature_set_version": "fs",
+        "source_topic": "activity",
+        "source_partition": 0,
+        "source_offset": offset,
+        "event_time": t,
+        "scored_at": 0,
+        "group_key": group,
+        "arm": "default",
+        "feature_hash": fh,
+    }
 
 
 def test_compare_counts_coverage_deltas_and_top_k_overlap():
@@ -63,22 +75,32 @@ def test_source_syntax():
 def two_replays(broker, trained_registry, tmp_path_factory):
     """One world; the session's model and a second, different one (logistic, other data);
     both replayed over the whole log into one topic."""
-    from tests.kit.records import world_records
-
     from models.registry import ModelRegistry
     from models.train import TrainOptions
     from models.trainer import train_and_register
+    from tests.kit.records import world_records
 
     d = tmp_path_factory.mktemp("diff")
     shutil.copytree(trained_registry, d / "registry")
     registry = ModelRegistry(d / "registry")
     v1 = registry.promoted_version()
-    v2 = train_and_register(world_records(40, 8, seed=5, cities=2, categories=2), registry,
-                            options=TrainOptions(sample_rate=0.5, validation_days=2, objective="binary:logistic")).version
+    v2 = train_and_register(
+        world_records(40, 8, seed=5, cities=2, categories=2),
+        registry,
+        options=TrainOptions(sample_rate=0.5, validation_days=2, objective="binary:logistic"),
+    ).version
     s = uuid.uuid4().hex[:10]
-    cfg = Config(bootstrap=broker.bootstrap, business_topic=f"business-{s}", activity_topic=f"activity-{s}",
-                 predictions_topic=f"predictions-{s}", dead_letter_topic=f"dead-letters-{s}", changelog_topic=f"changelog-{s}",
-                 partitions=2, registry_dir=str(d / "registry"), schema_registry=str(d / "schemas.json"))
+    cfg = Config(
+        bootstrap=broker.bootstrap,
+        business_topic=f"business-{s}",
+        activity_topic=f"activity-{s}",
+        predictions_topic=f"predictions-{s}",
+        dead_letter_topic=f"dead-letters-{s}",
+        changelog_topic=f"changelog-{s}",
+        partitions=2,
+        registry_dir=str(d / "registry"),
+        schema_registry=str(d / "schemas.json"),
+    )
     create_topics(cfg)
     publish_records(cfg, generate_records(WORLD))
     topic = f"replays-{s}"
@@ -101,11 +123,15 @@ def _expected_auc(preds, horizon_ms):
             if e.kind in KINDS:
                 conv.setdefault(e.business_id, set()).add((e.event_id, e.event_time))
     latest: dict[tuple, dict] = {}
-    for p in sorted(preds, key=lambda p: (p["event_time"], p["source_topic"], p["source_partition"], p["source_offset"])):
+    for p in sorted(
+        preds, key=lambda p: (p["event_time"], p["source_topic"], p["source_partition"], p["source_offset"])
+    ):
         if p["event_time"] + horizon_ms <= end:
             latest[(p["group_key"], p["event_time"] // H, p["business_id"])] = p
-    y = [sum(1 for _, t in conv.get(p["business_id"], ()) if p["event_time"] < t <= p["event_time"] + horizon_ms) > 0
-         for p in latest.values()]
+    y = [
+        sum(1 for _, t in conv.get(p["business_id"], ()) if p["event_time"] < t <= p["event_time"] + horizon_ms) > 0
+        for p in latest.values()
+    ]
     return roc_auc_score(y, [p["score"] for p in latest.values()]), len(latest)
 
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-import consumer.tools.parity as parity
 import consumer.pipeline.process as process_mod
+import consumer.tools.parity as parity
 from consumer.cli import main
+from consumer.runtime.worker import Worker
 from consumer.tools.parity import check_parity, sample
 from consumer.tools.report import read_prediction_topics
-from consumer.runtime.worker import Worker
 from tests.kit.topics import publish_world
 
 pytestmark = pytest.mark.broker
@@ -17,15 +17,27 @@ pytestmark = pytest.mark.broker
 @pytest.fixture
 def cfg(kafka_config, registry_copy):
     t = kafka_config.predictions_topic
-    return kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200, arms="a:promoted:1,b:random:1",
-                                       holdout=0.2, shadow_model="promoted", holdout_topic=t + "-holdout", shadow_topic=t + "-shadow")
+    return kafka_config.with_overrides(
+        registry_dir=str(registry_copy),
+        batch_size=200,
+        arms="a:promoted:1,b:random:1",
+        holdout=0.2,
+        shadow_model="promoted",
+        holdout_topic=t + "-holdout",
+        shadow_topic=t + "-shadow",
+    )
 
 
 def _env(monkeypatch, cfg):
-    for var, value in [("KAFKA_BOOTSTRAP_SERVERS", cfg.bootstrap), ("STREAMRANK_BUSINESS_TOPIC", cfg.business_topic),
-                       ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic), ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic),
-                       ("STREAMRANK_HOLDOUT_TOPIC", cfg.holdout_topic), ("STREAMRANK_SHADOW_TOPIC", cfg.shadow_topic),
-                       ("STREAMRANK_REGISTRY", cfg.registry_dir)]:
+    for var, value in [
+        ("KAFKA_BOOTSTRAP_SERVERS", cfg.bootstrap),
+        ("STREAMRANK_BUSINESS_TOPIC", cfg.business_topic),
+        ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic),
+        ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic),
+        ("STREAMRANK_HOLDOUT_TOPIC", cfg.holdout_topic),
+        ("STREAMRANK_SHADOW_TOPIC", cfg.shadow_topic),
+        ("STREAMRANK_REGISTRY", cfg.registry_dir),
+    ]:
         monkeypatch.setenv(var, value)
 
 
@@ -81,8 +93,8 @@ def _publish_with_wrong_keys(cfg) -> int:
     with no key at all). The worker dead-letters each (``key_mismatch``). Returns how many."""
     from kafka import KafkaProducer
 
-    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
     from consumer.io.publish import publish_records
+    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
     from sim.world import WorldConfig, generate_records
 
     records = list(generate_records(WorldConfig(businesses=30, days=2, seed=63, cities=2, categories=2)))
@@ -91,10 +103,12 @@ def _publish_with_wrong_keys(cfg) -> int:
     ids = sorted({r["business_id"] for _, r in records})
     other = {b: ids[(i + 1) % len(ids)] for i, b in enumerate(ids)}
     reg = FileSchemaRegistry(cfg.schema_registry or None)
-    codecs = {"business": (cfg.business_topic, AvroCodec(reg, "BusinessEvent", subject=f"{cfg.business_topic}-value")),
-              "activity": (cfg.activity_topic, AvroCodec(reg, "ActivityEvent", subject=f"{cfg.activity_topic}-value"))}
+    codecs = {
+        "business": (cfg.business_topic, AvroCodec(reg, "BusinessEvent", subject=f"{cfg.business_topic}-value")),
+        "activity": (cfg.activity_topic, AvroCodec(reg, "ActivityEvent", subject=f"{cfg.activity_topic}-value")),
+    }
     # Recent records (just before the cut): timely for the state they would be folded into.
-    bad = [(kind, dict(r, event_id=f"{r['event_id']}-rekeyed")) for kind, r in records[half - 400:half]][::10]
+    bad = [(kind, dict(r, event_id=f"{r['event_id']}-rekeyed")) for kind, r in records[half - 400 : half]][::10]
     producer = KafkaProducer(bootstrap_servers=cfg.bootstrap)
     for i, (kind, rec) in enumerate(bad):
         topic, codec = codecs[kind]
@@ -138,8 +152,10 @@ def test_live_order_drift_is_measured_when_a_business_event_arrives_after_later_
     from sim.world import WorldConfig, generate_records
 
     cfg = kafka_config.with_overrides(registry_dir=str(registry_copy))
-    records = sorted(generate_records(WorldConfig(businesses=20, days=2, seed=81, cities=2, categories=2)),
-                     key=lambda kr: (kr[1]["event_time"], kr[0] != "business"))
+    records = sorted(
+        generate_records(WorldConfig(businesses=20, days=2, seed=81, cities=2, categories=2)),
+        key=lambda kr: (kr[1]["event_time"], kr[0] != "business"),
+    )
     half = len(records) // 2
     worker = Worker(cfg, exit_when_idle_s=4)
     run = threading.Thread(target=worker.run, daemon=True)
@@ -156,8 +172,21 @@ def test_live_order_drift_is_measured_when_a_business_event_arrives_after_later_
     t_change = next(r["event_time"] for k, r in records[half:] if k == "activity" and r["business_id"] == bid) - 1
     publish_records(cfg, records[half:])
     time.sleep(2.0)  # scored by now
-    publish_records(cfg, [("business", {**profile, "event_id": "late-profile-change", "kind": "UPDATED",
-                                        "price_range": 4 if profile.get("price_range") != 4 else 1, "event_time": t_change})])
+    publish_records(
+        cfg,
+        [
+            (
+                "business",
+                {
+                    **profile,
+                    "event_id": "late-profile-change",
+                    "kind": "UPDATED",
+                    "price_range": 4 if profile.get("price_range") != 4 else 1,
+                    "event_time": t_change,
+                },
+            )
+        ],
+    )
     run.join(120)
     assert not run.is_alive()
     drift = check_parity(cfg, read_prediction_topics(cfg, [cfg.predictions_topic]), n=None)

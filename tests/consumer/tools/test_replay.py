@@ -9,20 +9,19 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
-from tests.kit.topics import prediction_count, read_predictions, read_topic
 
 from consumer.cli import main
-from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.config import Config
 from consumer.io.clients import client_kwargs, create_topics
 from consumer.io.publish import publish_records
-from consumer.tools.replay import Position, ReplayError, parse_offsets, replay
+from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.runtime.worker import Worker
+from consumer.tools.replay import Position, ReplayError, parse_offsets, replay
 from sim.world import DEFAULT_START_MS, WorldConfig, generate_records
 from tests.kit.events import DAY, HOUR
+from tests.kit.topics import prediction_count, read_predictions, read_topic
 
 pytestmark = pytest.mark.broker
-
 
 
 @dataclass
@@ -42,10 +41,17 @@ def live(broker, trained_registry, tmp_path_factory) -> LiveRun:
     shutil.copytree(trained_registry, d / "registry")
     s = uuid.uuid4().hex[:10]
     cfg = Config(
-        bootstrap=broker.bootstrap, business_topic=f"business-{s}", activity_topic=f"activity-{s}",
-        predictions_topic=f"predictions-{s}", dead_letter_topic=f"dead-letters-{s}", changelog_topic=f"changelog-{s}",
-        group_id=f"streamrank-{s}", partitions=2, registry_dir=str(d / "registry"),
-        schema_registry=str(d / "schemas.json"), batch_size=200,
+        bootstrap=broker.bootstrap,
+        business_topic=f"business-{s}",
+        activity_topic=f"activity-{s}",
+        predictions_topic=f"predictions-{s}",
+        dead_letter_topic=f"dead-letters-{s}",
+        changelog_topic=f"changelog-{s}",
+        group_id=f"streamrank-{s}",
+        partitions=2,
+        registry_dir=str(d / "registry"),
+        schema_registry=str(d / "schemas.json"),
+        batch_size=200,
     )
     create_topics(cfg)
     n = publish_records(cfg, generate_records(WorldConfig(businesses=40, days=4, seed=3, cities=2, categories=2))).total
@@ -70,7 +76,10 @@ def _read(cfg: Config, topic: str) -> list[dict]:
 def _live_group_offsets(cfg: Config) -> dict:
     admin = KafkaAdminClient(**client_kwargs(cfg))
     try:
-        return {"offsets": admin.list_group_offsets(cfg.group_id), "groups": sorted(g["group_id"] for g in admin.list_groups())}
+        return {
+            "offsets": admin.list_group_offsets(cfg.group_id),
+            "groups": sorted(g["group_id"] for g in admin.list_groups()),
+        }
     finally:
         admin.close()
 
@@ -129,7 +138,9 @@ def test_a_range_by_time_starts_at_the_first_record_at_or_after_it(live, broker)
         assert (r.start, r.end) == (first[p], stop[p])
         if broker.kind == "tansu":  # its offsets_for_times answer is wrong: the search must find it
             assert r.start_lookup.searched and r.start_lookup.broker_offset != first[p]
-    expected = [p for p in live.predictions if first[p["source_partition"]] <= p["source_offset"] < stop[p["source_partition"]]]
+    expected = [
+        p for p in live.predictions if first[p["source_partition"]] <= p["source_offset"] < stop[p["source_partition"]]
+    ]
     got = _read(cfg, out)
     assert len(expected) > 300
     # Same predictions as live, state rebuilt from the records before the range (folded, unscored).
@@ -143,9 +154,14 @@ def test_a_range_by_time_starts_at_the_first_record_at_or_after_it(live, broker)
 
 def test_the_cli_replays_a_range_of_offsets_for_the_partitions_named(live, monkeypatch, capsys):
     cfg = live.cfg
-    for var, value in (("STREAMRANK_BUSINESS_TOPIC", cfg.business_topic), ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic),
-                       ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic), ("STREAMRANK_CHANGELOG_TOPIC", cfg.changelog_topic),
-                       ("STREAMRANK_DEAD_LETTER_TOPIC", cfg.dead_letter_topic), ("STREAMRANK_SCHEMA_REGISTRY", cfg.schema_registry)):
+    for var, value in (
+        ("STREAMRANK_BUSINESS_TOPIC", cfg.business_topic),
+        ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic),
+        ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic),
+        ("STREAMRANK_CHANGELOG_TOPIC", cfg.changelog_topic),
+        ("STREAMRANK_DEAD_LETTER_TOPIC", cfg.dead_letter_topic),
+        ("STREAMRANK_SCHEMA_REGISTRY", cfg.schema_registry),
+    ):
         monkeypatch.setenv(var, value)
     out = f"replay-{uuid.uuid4().hex[:8]}"
     args = ["--bootstrap", cfg.bootstrap, "--registry", cfg.registry_dir, "--output-topic", out]

@@ -5,19 +5,26 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from consumer.pipeline.arms import ArmConfig, Assigner
 from consumer.cli import main
-from consumer.tools.report import build_report, read_prediction_topics, to_markdown, welch, write_report
+from consumer.pipeline.arms import ArmConfig, Assigner
 from consumer.runtime.worker import Worker
+from consumer.tools.report import build_report, read_prediction_topics, to_markdown, welch, write_report
 from tests.kit.events import DAY
 from tests.kit.runs import expected_run
 from tests.kit.topics import publish_world
 
 
-
 def _pred(arm, bid, t, score, mv="m1", group="g"):
-    return {"prediction_id": f"{arm}{bid}{t}", "arm": arm, "model_version": mv, "business_id": bid, "event_time": t,
-            "score": score, "group_key": group, "source_offset": t}
+    return {
+        "prediction_id": f"{arm}{bid}{t}",
+        "arm": arm,
+        "model_version": mv,
+        "business_id": bid,
+        "event_time": t,
+        "score": score,
+        "group_key": group,
+        "source_offset": t,
+    }
 
 
 def test_report_on_synthetic_outcomes(tmp_path):
@@ -51,10 +58,19 @@ def test_welch_matches_a_hand_computation():
 
 
 @pytest.mark.broker
-def test_worker_routes_arms_holdout_and_shadow_and_report_runs(kafka_config, registry_copy, monkeypatch, tmp_path, capsys):
+def test_worker_routes_arms_holdout_and_shadow_and_report_runs(
+    kafka_config, registry_copy, monkeypatch, tmp_path, capsys
+):
     t = kafka_config.predictions_topic
-    cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200, arms="a:promoted:1,r:random:1",
-                                      holdout=0.25, shadow_model="promoted", holdout_topic=t + "-holdout", shadow_topic=t + "-shadow")
+    cfg = kafka_config.with_overrides(
+        registry_dir=str(registry_copy),
+        batch_size=200,
+        arms="a:promoted:1,r:random:1",
+        holdout=0.25,
+        shadow_model="promoted",
+        holdout_topic=t + "-holdout",
+        shadow_topic=t + "-shadow",
+    )
     publish_world(cfg, businesses=60, days=2, seed=71)
     expected, _, _ = expected_run(cfg, cfg.registry_dir)  # the classic single-arm worker's output
     stats = Worker(cfg, exit_when_idle_s=2).run()
@@ -79,9 +95,14 @@ def test_worker_routes_arms_holdout_and_shadow_and_report_runs(kafka_config, reg
     ids = [p["prediction_id"] for p in serving + hold + shadow]
     assert len(ids) == len(set(ids))
 
-    for var, value in [("KAFKA_BOOTSTRAP_SERVERS", cfg.bootstrap), ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic),
-                       ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic), ("STREAMRANK_HOLDOUT_TOPIC", cfg.holdout_topic),
-                       ("STREAMRANK_SHADOW_TOPIC", cfg.shadow_topic), ("STREAMRANK_REGISTRY", cfg.registry_dir)]:
+    for var, value in [
+        ("KAFKA_BOOTSTRAP_SERVERS", cfg.bootstrap),
+        ("STREAMRANK_ACTIVITY_TOPIC", cfg.activity_topic),
+        ("STREAMRANK_PREDICTIONS_TOPIC", cfg.predictions_topic),
+        ("STREAMRANK_HOLDOUT_TOPIC", cfg.holdout_topic),
+        ("STREAMRANK_SHADOW_TOPIC", cfg.shadow_topic),
+        ("STREAMRANK_REGISTRY", cfg.registry_dir),
+    ]:
         monkeypatch.setenv(var, value)
     assert main(["report", "--out", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
@@ -100,7 +121,9 @@ def test_online_labels_start_at_the_business_clock_the_features_had():
     none = {**_pred("a", "none", 1000, 0.5), "as_of": None}  # written before as_of existed: event_time
     conv = {"hi": np.array([1000 + HOUR // 2]), "lo": np.array([1000 + 2 * HOUR])}
     rep = build_report([hi, lo, none], conv, 5 * DAY, horizon_ms=DAY, k=1)
-    assert rep.cell("a").auc == 0.0  # only lo converted after its clock; labelled from event_time, hi would count too (0.5)
+    assert (
+        rep.cell("a").auc == 0.0
+    )  # only lo converted after its clock; labelled from event_time, hi would count too (0.5)
 
 
 def test_a_missing_prediction_topic_is_skipped_by_its_type_not_its_message(monkeypatch):

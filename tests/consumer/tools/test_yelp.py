@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumer.errors import BadLine
-from consumer.tools.importers import sortruns, yelp, yelp_fields
 from consumer.cli import main
+from consumer.errors import BadLine
 from consumer.io.eventfiles import read_log
+from consumer.tools.importers import sortruns, yelp_fields
 from consumer.tools.importers.yelp import YelpImport, YelpImportError, find_files
 from features.events import ActivityEvent, BusinessEvent
 from features.state import update
@@ -27,7 +27,7 @@ ACADEMIC = FIXTURES / "yelp_academic"
 def ms(text: str) -> int:
     """Test-side reading of a Yelp time (UTC; a bare date is 12:00), independent of the importer's."""
     fmt = "%Y-%m-%d %H:%M:%S" if " " in text else "%Y-%m-%d"
-    t = dt.datetime.strptime(text, fmt).replace(tzinfo=dt.timezone.utc)
+    t = dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
     if " " not in text:
         t += dt.timedelta(hours=12)
     return int(t.timestamp()) * 1000
@@ -69,15 +69,30 @@ def test_current_format_imports_to_the_expected_events_in_order():
         ("CLOSED", ms("2018-07-01 10:00:00") + DAY, "yelp:business:bizB:CLOSED", "bizB", False),
         ("REVIEW", ms("2018-07-02 12:00:00"), "yelp:review:r9", "bizZ", 1),
         ("REVIEW", ms("2018-07-03 08:30:00"), "yelp:review:r3", "bizA", 5),  # 4.5 stars round up
-        ("TIP", ms("2018-07-05 19:00:00"), yelp_fields.tip_event_id("u2", "bizA", ms("2018-07-05 19:00:00"), "Try the al pastor"), "bizA", None),
+        (
+            "TIP",
+            ms("2018-07-05 19:00:00"),
+            yelp_fields.tip_event_id("u2", "bizA", ms("2018-07-05 19:00:00"), "Try the al pastor"),
+            "bizA",
+            None,
+        ),
         ("CHECKIN", ms("2018-07-06 18:15:00"), f"yelp:checkin:bizA:{ms('2018-07-06 18:15:00')}", "bizA", None),
         ("REVIEW", ms("2018-07-07 22:09:11"), "yelp:review:r1", "bizA", 5),  # its duplicate line is dropped
     ]
     by_id = {r["event_id"]: r for _, r in events}
     a = by_id["yelp:business:bizA:CREATED"]
-    assert (a["name"], a["city"], a["state"], a["categories"], a["price_range"]) == ("Taco Loco", "Phoenix", "AZ", ["Mexican", "Restaurants"], 2)
+    assert (a["name"], a["city"], a["state"], a["categories"], a["price_range"]) == (
+        "Taco Loco",
+        "Phoenix",
+        "AZ",
+        ["Mexican", "Restaurants"],
+        2,
+    )
     assert (a["latitude"], a["longitude"]) == (33.45, -112.07)
-    assert by_id["yelp:business:bizC:CREATED"]["categories"] == [] and by_id["yelp:business:bizC:CREATED"]["price_range"] is None
+    assert (
+        by_id["yelp:business:bizC:CREATED"]["categories"] == []
+        and by_id["yelp:business:bizC:CREATED"]["price_range"] is None
+    )
     assert by_id["yelp:review:r1"]["user_id"] == "u1" and by_id["yelp:review:r1"]["search_id"] is None
     for topic, r in events:  # every record is a valid event of the contract
         (BusinessEvent if topic == "business" else ActivityEvent).from_record(r)
@@ -90,10 +105,22 @@ def test_academic_format_imports_to_the_expected_events_in_order():
     events, report = run_import(ACADEMIC)
     assert summary(events) == [
         ("CREATED", ms("2011-09-01") - 1, "yelp:business:oA:CREATED", "oA", True),
-        ("TIP", ms("2011-09-01"), yelp_fields.tip_event_id("ou2", "oA", ms("2011-09-01"), "Ask for Dr. Old"), "oA", None),
+        (
+            "TIP",
+            ms("2011-09-01"),
+            yelp_fields.tip_event_id("ou2", "oA", ms("2011-09-01"), "Ask for Dr. Old"),
+            "oA",
+            None,
+        ),
         ("REVIEW", ms("2011-10-10"), "yelp:review:or1", "oA", 4),
         # A tip line inside the review file: old files dispatch on their "type" field.
-        ("TIP", ms("2011-11-01"), yelp_fields.tip_event_id("ou3", "oA", ms("2011-11-01"), "A tip in the review file"), "oA", None),
+        (
+            "TIP",
+            ms("2011-11-01"),
+            yelp_fields.tip_event_id("ou3", "oA", ms("2011-11-01"), "A tip in the review file"),
+            "oA",
+            None,
+        ),
         ("CREATED", ms("2012-01-05") - 1, "yelp:business:oB:CREATED", "oB", True),
         ("REVIEW", ms("2012-01-05"), "yelp:review:or2", "oB", 2),
         ("CLOSED", ms("2012-01-05") + DAY, "yelp:business:oB:CLOSED", "oB", False),
@@ -178,7 +205,9 @@ def test_since_drops_older_activity_but_dates_businesses_from_all_of_it():
     since = ms("2018-07-03 00:00:00")
     part, report = run_import(CURRENT, since_ms=since)
     assert [r for t, r in part if t == "business"] == [r for t, r in full if t == "business"]
-    assert [r for t, r in part if t == "activity"] == [r for t, r in full if t == "activity" and r["event_time"] >= since]
+    assert [r for t, r in part if t == "activity"] == [
+        r for t, r in full if t == "activity" and r["event_time"] >= since
+    ]
     assert report.before_since == 5
 
 
@@ -205,16 +234,26 @@ def test_field_rules():
     for bad in (0.5, 5.5, True, "4", float("nan")):
         with pytest.raises(BadLine):
             yelp_fields.rating(bad)
-    assert yelp_fields.categories(" Bars,  Pubs ,,") == ("Bars", "Pubs") and yelp_fields.categories(["A", "B"]) == ("A", "B")
-    assert yelp_fields.price_range({"RestaurantsPriceRange2": "3"}) == 3 and yelp_fields.price_range({"RestaurantsPriceRange2": "None"}) is None
-    assert yelp_fields.is_open({"is_open": 0}) is False and yelp_fields.is_open({"open": True}) is True and yelp_fields.is_open({}) is True
+    assert yelp_fields.categories(" Bars,  Pubs ,,") == ("Bars", "Pubs") and yelp_fields.categories(["A", "B"]) == (
+        "A",
+        "B",
+    )
+    assert (
+        yelp_fields.price_range({"RestaurantsPriceRange2": "3"}) == 3
+        and yelp_fields.price_range({"RestaurantsPriceRange2": "None"}) is None
+    )
+    assert (
+        yelp_fields.is_open({"is_open": 0}) is False
+        and yelp_fields.is_open({"open": True}) is True
+        and yelp_fields.is_open({}) is True
+    )
 
 
 # ------------------------------------------------------------------ the external sort
 def write_synthetic_yelp(folder: Path, businesses: int = 60, days: int = 120, seed: int = 3) -> None:
     """A current-format dataset with signal: per-business rates that drift, a few closures."""
     rng = np.random.default_rng(seed)
-    start = dt.datetime(2019, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
     cities = [("Phoenix", "AZ"), ("Las Vegas", "NV"), ("Toronto", "ON")]
     cats = ["Restaurants", "Coffee & Tea", "Bars"]
     biz, reviews, tips, checkins = [], [], [], []
@@ -223,9 +262,19 @@ def write_synthetic_yelp(folder: Path, businesses: int = 60, days: int = 120, se
         bid = f"biz{i:04d}"
         closes = i % 13 == 5
         city, state = cities[i % 3]
-        biz.append({"business_id": bid, "name": f"Business {i}", "city": city, "state": state,
-                    "latitude": 33.0 + i / 100, "longitude": -112.0, "is_open": 0 if closes else 1,
-                    "attributes": {"RestaurantsPriceRange2": str(1 + i % 4)}, "categories": f"{cats[(i // 3) % 3]}, Food"})
+        biz.append(
+            {
+                "business_id": bid,
+                "name": f"Business {i}",
+                "city": city,
+                "state": state,
+                "latitude": 33.0 + i / 100,
+                "longitude": -112.0,
+                "is_open": 0 if closes else 1,
+                "attributes": {"RestaurantsPriceRange2": str(1 + i % 4)},
+                "categories": f"{cats[(i // 3) % 3]}, Food",
+            }
+        )
         base, trend = float(np.exp(rng.normal(-0.2, 0.8))), float(rng.normal(0, 1.5))
         stamps = []
         for d in range(int(days * 0.6) if closes else days):
@@ -237,8 +286,16 @@ def write_synthetic_yelp(folder: Path, businesses: int = 60, days: int = 120, se
                 kind = rng.random()
                 if kind < 0.4:
                     n_review += 1
-                    reviews.append({"review_id": f"rev{n_review}", "user_id": u, "business_id": bid,
-                                    "stars": float(rng.integers(1, 6)), "text": "...", "date": s})
+                    reviews.append(
+                        {
+                            "review_id": f"rev{n_review}",
+                            "user_id": u,
+                            "business_id": bid,
+                            "stars": float(rng.integers(1, 6)),
+                            "text": "...",
+                            "date": s,
+                        }
+                    )
                 elif kind < 0.6:
                     tips.append({"user_id": u, "business_id": bid, "text": f"tip {len(tips)}", "date": s})
                 else:
@@ -247,7 +304,12 @@ def write_synthetic_yelp(folder: Path, businesses: int = 60, days: int = 120, se
             checkins.append({"business_id": bid, "date": ", ".join(stamps)})
     # Yelp's files are not in date order: neither are these.
     order = rng.permutation(len(reviews))
-    for name, rows in (("business", biz), ("review", [reviews[j] for j in order]), ("tip", tips), ("checkin", checkins)):
+    for name, rows in (
+        ("business", biz),
+        ("review", [reviews[j] for j in order]),
+        ("tip", tips),
+        ("checkin", checkins),
+    ):
         (folder / f"{name}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -283,9 +345,21 @@ def test_memory_stays_flat_as_the_input_grows(tmp_path, monkeypatch):
         with open(folder / "review.json", "w") as f:
             for i in range(n_lines):
                 day = (i * 7919) % 3000  # scattered over ~8 years, not in order
-                f.write(json.dumps({"review_id": f"r{i}", "user_id": f"u{i % 97}", "business_id": f"b{i % 20}",
-                                    "stars": 1 + i % 5, "text": "x" * 200,
-                                    "date": (dt.datetime(2010, 1, 1) + dt.timedelta(days=day, seconds=i % 86_400)).strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "review_id": f"r{i}",
+                            "user_id": f"u{i % 97}",
+                            "business_id": f"b{i % 20}",
+                            "stars": 1 + i % 5,
+                            "text": "x" * 200,
+                            "date": (dt.datetime(2010, 1, 1) + dt.timedelta(days=day, seconds=i % 86_400)).strftime(
+                                "%Y-%m-%d %H:%M:%S"
+                            ),
+                        }
+                    )
+                    + "\n"
+                )
         tracemalloc.start()
         try:
             with YelpImport(folder, run_size=500) as imp:
@@ -313,8 +387,23 @@ def test_recipe_imports_and_trains_with_the_yelp_label(synthetic, tmp_path, monk
     assert "bad lines: 0" in printed
     n_events = sum(1 for _ in read_log(out))
     registry = tmp_path / "registry"
-    rc = main(["train", "--from-file", str(out), "--conversion-kinds", "REVIEW,TIP,CHECKIN", "--horizon", "30d",
-               "--registry", str(registry), "--sample-rate", "1", "--validation-days", "7"])
+    rc = main(
+        [
+            "train",
+            "--from-file",
+            str(out),
+            "--conversion-kinds",
+            "REVIEW,TIP,CHECKIN",
+            "--horizon",
+            "30d",
+            "--registry",
+            str(registry),
+            "--sample-rate",
+            "1",
+            "--validation-days",
+            "7",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0, printed
     versions = ModelRegistry(registry).list_versions()
@@ -340,7 +429,9 @@ def test_command_reports_progress_with_rate_and_bad_lines(tmp_path, capsys):
 def test_train_refuses_unknown_conversion_kinds(tmp_path, capsys):
     out = tmp_path / "events.avro"
     assert main(["import-yelp", str(CURRENT), "--out", str(out), "--quiet"]) == 0
-    rc = main(["train", "--from-file", str(out), "--conversion-kinds", "REVIEW,STARS", "--registry", str(tmp_path / "r")])
+    rc = main(
+        ["train", "--from-file", str(out), "--conversion-kinds", "REVIEW,STARS", "--registry", str(tmp_path / "r")]
+    )
     assert rc == 1
     assert "conversion kinds 'REVIEW,STARS'" in capsys.readouterr().err
 
@@ -358,7 +449,13 @@ def test_import_onto_topics_and_read_back(kafka_config):
     got = list(read_input_log(kafka_config, idle_timeout_s=10))
     assert len(got) == 2 * len(expected)
     assert {r.event.event_id for r in got} == {r["event_id"] for _, r in expected}
-    as_sent = {(("business" if type(r.event) is BusinessEvent else "activity"), json.dumps(r.event.to_record(), sort_keys=True)) for r in got}
+    as_sent = {
+        (
+            ("business" if type(r.event) is BusinessEvent else "activity"),
+            json.dumps(r.event.to_record(), sort_keys=True),
+        )
+        for r in got
+    }
     assert as_sent == {(t, json.dumps(r, sort_keys=True)) for t, r in expected}
     # Within each topic-partition, each import is in event-time order.
     by_tp: dict = {}
@@ -367,4 +464,8 @@ def test_import_onto_topics_and_read_back(kafka_config):
     for recs in by_tp.values():
         times = [t for _, t in sorted(recs)]
         half = len(times) // 2
-        assert times[:half] == sorted(times[:half]) and times[half:] == sorted(times[half:]) and times[:half] == times[half:]
+        assert (
+            times[:half] == sorted(times[:half])
+            and times[half:] == sorted(times[half:])
+            and times[:half] == times[half:]
+        )

@@ -16,11 +16,17 @@ from consumer.trainer.metrics import TrainingRun
 
 
 def _outcome(promoted: bool):
-    gate = SimpleNamespace(to_dict=lambda: {"name": "beats_popularity", "passed": promoted, "detail": "x", "value": 0.3, "threshold": 0.2})
+    gate = SimpleNamespace(
+        to_dict=lambda: {"name": "beats_popularity", "passed": promoted, "detail": "x", "value": 0.3, "threshold": 0.2}
+    )
     return SimpleNamespace(
-        version="v20260101000000-abcdef12", promoted=promoted, reason="gates failed: beats_popularity" if not promoted else "ok",
+        version="v20260101000000-abcdef12",
+        promoted=promoted,
+        reason="gates failed: beats_popularity" if not promoted else "ok",
         build=SimpleNamespace(data_min_ms=1_767_225_600_000, data_end_ms=1_767_312_000_000, records=1234, examples=99),
-        evaluation=SimpleNamespace(to_dict=lambda: {"k": 10, "model": {"capture": 0.31, "auc": 0.7}, "popularity": {"capture": 0.2}}),
+        evaluation=SimpleNamespace(
+            to_dict=lambda: {"k": 10, "model": {"capture": 0.31, "auc": 0.7}, "popularity": {"capture": 0.2}}
+        ),
         gates=[gate],
     )
 
@@ -59,7 +65,9 @@ def test_training_run_records_facts_in_textfile_and_log(tmp_path, run_log):
     assert f["streamrank_trainer_last_run_events"] == {(): 1234.0}
     line = json.loads(run_log.getvalue().splitlines()[-1])
     assert line["msg"] == "training run finished"
-    assert line["run"]["reason"].startswith("gates failed") and line["run"]["data_range"]["offsets"] == {"a": {"0": [0, 10]}}
+    assert line["run"]["reason"].startswith("gates failed") and line["run"]["data_range"]["offsets"] == {
+        "a": {"0": [0, 10]}
+    }
     assert line["run"]["duration_s"] >= 0
 
 
@@ -88,7 +96,24 @@ def test_streamrank_train_records_a_failed_run(tmp_path, run_log, root_logging):
     from consumer.cli import main
 
     events = tmp_path / "tiny.avro"
-    assert main(["generate", "--businesses", "10", "--days", "2", "--cities", "1", "--categories", "1", "--out", str(events)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--businesses",
+                "10",
+                "--days",
+                "2",
+                "--cities",
+                "1",
+                "--categories",
+                "1",
+                "--out",
+                str(events),
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--from-file", str(events), "--registry", str(tmp_path / "reg")]) == 1
     f = _textfile(SimpleNamespace(registry_dir=tmp_path / "reg"))
     assert f["streamrank_trainer_last_run_success"] == {(): 0.0}
