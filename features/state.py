@@ -216,7 +216,7 @@ class BusinessState:
             return NotImplemented
         return self.canonical() == other.canonical()
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def diff(self, other: BusinessState) -> list[str]:
         """Names of the fields that differ (for test failure messages)."""
@@ -280,10 +280,11 @@ def update(
             raise SpecError(f"state built with feature spec {state.layout.version}, updated with {lay.version}")
         if event.business_id != state.business_id:
             raise FeatureError(f"event for business {event.business_id!r} folded into state of {state.business_id!r}")
+    # ``cls is`` rather than isinstance on the hot path; mypy cannot narrow on it.
     if cls is ActivityEvent:
-        _fold_activity(state, event, lay)
+        _fold_activity(state, event, lay)  # type: ignore[arg-type]
     else:
-        _fold_business(state, event, spec)
+        _fold_business(state, event, spec)  # type: ignore[arg-type]
     return state
 
 

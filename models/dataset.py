@@ -121,11 +121,12 @@ def scoring_moments(
             if ev.business_id is not None:
                 states.pop(ev.business_id, None)
             continue
-        bid = ev.business_id
-        st, outcome = apply(get(bid), ev, spec)
+        # ``type(ev) is`` on the hot path; mypy cannot narrow on it: ev is an event here.
+        bid: str = ev.business_id  # type: ignore[assignment]
+        st, outcome = apply(get(bid), ev, spec)  # type: ignore[arg-type]
         states[bid] = st
         if outcome is SCORED:
-            yield ev, st
+            yield ev, st  # type: ignore[misc]  # SCORED only for activity events
 
 
 # --------------------------------------------------------------------------- training set

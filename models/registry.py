@@ -229,7 +229,7 @@ class ModelRegistry:
         self,
         model_bytes: bytes,
         metadata: Mapping[str, Any],
-        write_extra: Callable[[Path, str, dict[str, Any]], None] | None = None,
+        write_extra: Callable[[Path, str, dict[str, Any]], object] | None = None,
         now: _dt.datetime | None = None,
     ) -> str:
         """Store a model and its metadata as a new version; return the version name.

@@ -363,6 +363,7 @@ def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], opt
         )
     )
     cur_metrics = (current or {}).get("metrics")
+    cur_version = (current or {}).get("version")
     if not cur_metrics or cur_metrics.get("capture") is None:
         note = "no promoted model" if current is None else (current.get("note") or "current model not comparable")
         gates.append(Gate("not_worse_than_current", None, f"skipped: {note}"))
@@ -373,7 +374,7 @@ def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], opt
             Gate(
                 "not_worse_than_current",
                 ok,
-                f"top-{k} capture {_fmt(mc)} vs current {current['version']} {_fmt(cc)} (tolerance {options.tolerance})",
+                f"top-{k} capture {_fmt(mc)} vs current {cur_version} {_fmt(cc)} (tolerance {options.tolerance})",
                 _finite(mc),
                 _finite(cc - options.tolerance),
             )

@@ -99,8 +99,10 @@ def subscribe(consumer: InputConsumer, topics: list[str], listener: Any) -> None
     first join: otherwise the leader assigns from an empty metadata snapshot (the range assignor
     hands out nothing, or the snapshot changes right after) and a second rebalance follows at
     once, for every member of the group, each time a worker starts (seen on Apache Kafka)."""
+    from kafka import KafkaConsumer
+
     consumer.subscribe(list(topics), listener=listener)
-    if not isinstance(consumer, ConfluentInput):
+    if isinstance(consumer, KafkaConsumer):
         consumer.topics()  # a blocking metadata fetch; kafka-python updates its snapshot from it
 
 

@@ -104,7 +104,7 @@ def fold_item(
     part = store.get(item.partition)
     if part is None:
         part = store[item.partition] = PartitionState(item.partition)
-    if type(item) is Tombstone:
+    if isinstance(item, Tombstone):
         dropped = part.delete(item.business_id, item.offset)
         if dropped is None:
             outcomes[ALREADY_APPLIED] += 1
@@ -148,22 +148,22 @@ def process(
     pending: list[tuple[Decoded, str, int]] = []  # (item, group key, as_of)
     outcomes = out.outcomes
     for item in items:
-        if type(item) is DeadLetter:
+        if isinstance(item, DeadLetter):
             out.dead_letters.append(item)
             outcomes[DEAD_LETTER] += 1
             continue
         entry, outcome = fold_item(item, store, spec, outcomes, out.deleted)
         if outcome is SCORED:
-            state = entry.state
+            state = entry.state  # type: ignore[union-attr]  # a scored item always has its entry
             row = buf.ensure(len(pending) + 1)[len(pending)]
             t = as_of(state)
             extract_into(state, t, row, spec)
-            pending.append((item, group_key(state), t))
+            pending.append((item, group_key(state), t))  # type: ignore[arg-type]  # only events are scored
     if not pending:
         return out
     n = len(pending)
     X = buf.rows[:n]
-    if type(scorer) is Routing:  # experiment arms: one call per distinct model
+    if isinstance(scorer, Routing):  # experiment arms: one call per distinct model
         _score_routed(out, pending, X, scorer, clock)
         return out
     t0 = time.perf_counter()

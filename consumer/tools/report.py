@@ -393,12 +393,12 @@ def plot(rep: Report, path: Path) -> None:
     ax1.set_ylabel("mean conversions in horizon")
     ax1.set_title("Calibration (reliability)")
     ax1.legend(fontsize=7)
-    ups = [c for c in rep.cells if c.uplift_vs_holdout is not None and math.isfinite(c.uplift_vs_holdout.diff)]
-    for i, c in enumerate(ups):
-        u = c.uplift_vs_holdout
+    ups = [(c, c.uplift_vs_holdout) for c in rep.cells if c.uplift_vs_holdout is not None]
+    ups = [(c, u) for c, u in ups if u is not None and math.isfinite(u.diff)]
+    for i, (_c, u) in enumerate(ups):
         ax2.errorbar([u.diff], [i], xerr=[[u.diff - u.lo], [u.hi - u.diff]], fmt="o", capsize=4)
     ax2.axvline(0, color="grey", lw=1)
-    ax2.set_yticks(range(len(ups)), [c.label for c in ups], fontsize=7)
+    ax2.set_yticks(range(len(ups)), [c.label for c, _u in ups], fontsize=7)
     ax2.set_xlabel("uplift vs hold-out (conversions / business / day)")
     ax2.set_title("Uplift, 95 % interval")
     fig.tight_layout()

@@ -179,13 +179,19 @@ class YelpImport:
             self._folder = None
 
     # -- pass 1: every file, once -------------------------------------------------------
-    def scan(self) -> ImportReport:
+    @property
+    def _sorted(self) -> SortedRuns:
+        """The open import's sort runs (the import is a context manager: they exist inside it)."""
         if self._runs is None:
             raise RuntimeError("YelpImport is a context manager: use it in a with block")
+        return self._runs
+
+    def scan(self) -> ImportReport:
+        runs = self._sorted
         if self._scanned:
             return self.report
         t0 = time.perf_counter()
-        spill = self._folder / "businesses.bin"
+        spill = runs.folder / "businesses.bin"
         businesses: list[Any] = []
         with open(spill, "wb") as spill_f:
             for yf in self.files:
@@ -193,9 +199,9 @@ class YelpImport:
             spill_items(businesses, spill_f)
         self._business_events(spill)
         spill.unlink()
-        self._runs.flush()
+        self._sorted.flush()
         r = self.report
-        r.spilled, r.runs, r.spill_bytes = self._runs.count, len(self._runs.paths), self._runs.bytes
+        r.spilled, r.runs, r.spill_bytes = self._sorted.count, len(self._sorted.paths), self._sorted.bytes
         r.read_seconds = time.perf_counter() - t0
         self._scanned = True
         return r
@@ -273,7 +279,7 @@ class YelpImport:
             self.report.before_since += 1
             return
         self._seq += 1
-        self._runs.add((t, ACTIVITY_RANK, ev.event_id, self._seq, (ev.business_id, ev.user_id, ev.kind, ev.rating)))
+        self._sorted.add((t, ACTIVITY_RANK, ev.event_id, self._seq, (ev.business_id, ev.user_id, ev.kind, ev.rating)))
 
     @staticmethod
     def _activity(
@@ -381,7 +387,7 @@ class YelpImport:
                 created, last = fl[0] - 1, fl[1]
             created = max(created, MIN_EVENT_TIME_MS)
             self._seq += 1
-            self._runs.add(
+            self._sorted.add(
                 (
                     created,
                     BUSINESS_RANK,
@@ -392,7 +398,7 @@ class YelpImport:
             )
             if not open_:
                 self._seq += 1
-                self._runs.add(
+                self._sorted.add(
                     (
                         max(last, created) + DAY_MS,
                         BUSINESS_RANK,
@@ -418,7 +424,7 @@ class YelpImport:
         n = 0
         if progress is not None:
             progress("merge", "events", 0, 0, total, False)
-        for t, rank, eid, _seq, p in self._runs.merged():
+        for t, rank, eid, _seq, p in self._sorted.merged():
             n += 1
             if progress is not None and n % PROGRESS_EVERY == 0:
                 progress("merge", "events", n, n, total, False)
