@@ -103,7 +103,7 @@ def fold_item(
     """
     part = store.get(item.partition)
     if part is None:
-        part = store[item.partition] = PartitionState(item.partition)
+        part = store[item.partition] = PartitionState(item.partition, spec=spec)
     if isinstance(item, Tombstone):
         dropped = part.delete(item.business_id, item.offset)
         if dropped is None:

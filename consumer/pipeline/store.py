@@ -69,7 +69,7 @@ def applied_offsets(data: bytes) -> list[int]:
     return [b_off, a_off]
 
 
-def decode_entry(data: bytes) -> Entry:
+def decode_entry(data: bytes, spec: FeatureSpec = DEFAULT_SPEC) -> Entry:
     """A changelog value as an entry. ``CorruptChangelog`` if its bytes do not parse, ``StaleState``
     if another state version or feature spec wrote it. The errors name no partition or key: the
     caller that knows them adds them (``PartitionState.restored``)."""
@@ -79,7 +79,7 @@ def decode_entry(data: bytes) -> Entry:
     if magic != MAGIC:
         raise CorruptChangelog(f"value does not start with {MAGIC!r}")
     try:
-        return Entry(from_bytes(data[HEADER.size :]), [b_off, a_off])
+        return Entry(from_bytes(data[HEADER.size :], spec), [b_off, a_off])
     except CorruptState as exc:
         raise CorruptChangelog(str(exc)) from exc
     except StateVersionError as exc:
@@ -102,6 +102,7 @@ class PartitionState:
     # or spec): the partition must be rebuilt from the input topics (``consumer.runtime.rebuild``).
     stale: int = 0
     topic: str = "changelog"  # the changelog topic it was restored from: errors name it
+    spec: FeatureSpec = DEFAULT_SPEC  # the feature set its states are written in (restored ones decode with it)
 
     def __len__(self) -> int:
         """Businesses held, decoded or not."""
@@ -113,7 +114,7 @@ class PartitionState:
         if data is None:
             return None
         try:
-            entry = self.entries[business_id] = decode_entry(data)
+            entry = self.entries[business_id] = decode_entry(data, self.spec)
         except StaleState as exc:  # headers that passed the restore's check, a body that does not decode
             raise exc.at(partition=self.partition, business_id=business_id, topic=self.topic) from exc
         return entry
@@ -195,7 +196,7 @@ def from_changelog(
     Each value's headers are checked (ours, then the state's version and spec), not its body: the
     full check is the decode, on the business's next event. Values that fail are counted in
     ``stale`` and kept, so the caller knows which keys the changelog held."""
-    ps = PartitionState(partition, topic=topic)
+    ps = PartitionState(partition, topic=topic, spec=spec)
     for key, value in latest.items():
         if value is None:
             continue

@@ -55,7 +55,7 @@ def fold_partitions(
     by_part: dict[int, list[tuple[int, int, int, Any]]], partitions: list[int], spec: FeatureSpec = DEFAULT_SPEC
 ) -> dict[int, PartitionState]:
     """Each partition's state after folding its queued items in the worker's order."""
-    store: dict[int, PartitionState] = {p: PartitionState(p) for p in partitions}
+    store: dict[int, PartitionState] = {p: PartitionState(p, spec=spec) for p in partitions}
     outcomes: Counter = Counter()
     for p in partitions:
         for item in merge_finished(by_part.pop(p, [])):

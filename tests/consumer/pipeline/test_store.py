@@ -91,3 +91,19 @@ def test_process_hands_a_corrupt_entry_to_the_worker_not_to_the_dead_letters():
     store = {0: from_changelog(0, {"b1": b"SR1" + CORRUPT["shorter than the header"]}, topic=TOPIC)}
     with pytest.raises(CorruptChangelog):
         process([Tombstone("business-events", 0, 5, "b1")], store, None)
+
+
+def test_a_changelog_written_with_another_spec_restores_under_that_spec():
+    """A worker running a non-default feature set reads back its own changelog: the entry decodes
+    with the partition's spec, not the default one (it used to raise StaleState on the business's
+    next event, and every restart rebuilt the partition from the input topics)."""
+    from features.spec import FeatureSpec
+
+    spec = FeatureSpec(distinct_slots=128)
+    assert spec != DEFAULT_SPEC
+    state = new_state("b1", spec)
+    update(state, ActivityEvent("e1", "b1", "u1", T0, "PAGE_VIEW", None, None), spec)
+    part = from_changelog(0, {"b1": encode_entry(Entry(state, [-1, 0]))}, spec, TOPIC)
+    assert part.stale == 0
+    entry = part.restored("b1")
+    assert entry is not None and entry.state == state and entry.applied == [-1, 0]
