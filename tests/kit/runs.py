@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -132,7 +133,10 @@ class ThreadedWorker:
 
     def join(self, timeout: float) -> Any:
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"worker still running after {timeout}s"
+        if self.thread.is_alive():  # where it is stuck says more than that it is
+            frame = sys._current_frames().get(self.thread.ident or -1)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)"
+            raise AssertionError(f"worker still running after {timeout}s; its stack:\n{stack}")
         if self.error is not None:
             raise AssertionError(f"the worker died: {self.error!r}") from self.error
         return self.stats
