@@ -91,9 +91,11 @@ class KafkaClientLevels(logging.Filter):
         return True
 
 
-def setup(level: str = "INFO", fmt: str = "auto", *, file: str | Path | None = None) -> None:
+def setup(
+    level: str = "INFO", fmt: str = "auto", *, file: str | Path | None = None, console_level: str = "WARNING"
+) -> None:
     """Route every record at ``level`` or above to stderr in ``fmt``; with ``file``, to the file
-    (JSON) and only WARNING and above to stderr."""
+    (JSON) and only ``console_level`` and above to stderr."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -102,7 +104,7 @@ def setup(level: str = "INFO", fmt: str = "auto", *, file: str | Path | None = N
     console.setFormatter(formatter(fmt, sys.stderr))
     handlers: list[logging.Handler] = [console]
     if file is not None:
-        console.setLevel(logging.WARNING)
+        console.setLevel(console_level)
         to_file = logging.FileHandler(file, encoding="utf-8")
         to_file.setFormatter(JsonFormatter())
         handlers.append(to_file)

@@ -150,3 +150,24 @@ def test_json_logs_mask_secrets_in_settings_and_secret_looking_keys():
     assert secret not in line and secret not in repr(cfg)
     assert doc["config"]["sasl_password"] == "***" and doc["sasl_password"] == "***"
     assert (doc["topic"], doc["partition"], doc["offset"]) == ("t", 3, 42)
+
+
+def test_the_demo_console_level_keeps_expected_warnings_in_the_file(tmp_path, capsys):
+    from consumer import logsetup
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logsetup.setup("INFO", "text", file=tmp_path / "demo.log", console_level="ERROR")
+        logging.getLogger("streamrank.worker").warning("dead letter")
+        logging.getLogger("streamrank.worker").error("batch not delivered")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    console = capsys.readouterr().err
+    assert "batch not delivered" in console and "dead letter" not in console
+    assert "dead letter" in (tmp_path / "demo.log").read_text()
