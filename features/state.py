@@ -44,6 +44,11 @@ path sums a window. Rows are expired by the clock only, which keeps the rings or
 ``update`` mutates and returns the state it is given (a new one for ``None``), for speed: copy first
 (``state.copy()``) to keep the old one. It has no other side effects and is deterministic. Events are
 trusted to be validated (``from_record`` does it); an unknown activity kind raises ``InvalidEvent``.
+
+Why one long module: the state's fields, its fold and its byte encoding share one layout (the ring
+geometry, the slot tables, the field order the encoding writes); the fold is the worker's hottest
+loop and reads that layout through module-level bindings. Split, a change to a field would have
+to be made in three files that must agree bit for bit (``STATE_VERSION`` guards the encoding).
 """
 
 from __future__ import annotations
