@@ -1,7 +1,7 @@
 """Measure generation speed, alone and with writing Avro object-container files.
 
-    python -m sim.bench [--businesses 1000] [--days 30] [--seed 0] [--out DIR] [--codec null]
-                        [--events] [--verify]
+    python -m sim.bench [--businesses 1000] [--days 30] [--seed 0] [--sparse] [--out DIR]
+                        [--codec null] [--events] [--verify]
 
 Writes ``business_events.avro`` and ``activity_events.avro`` (schemas from ``consumer/pipeline/schemas``)
 into ``--out`` (default: a temporary directory, removed afterwards) and prints events/s for
@@ -73,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--businesses", type=int, default=1_000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sparse", action="store_true", help="the sparse, Yelp-like preset (WorldConfig.sparse)")
     ap.add_argument("--out", default=None, help="output directory (default: temporary, removed)")
     ap.add_argument("--codec", default="null", help="Avro codec: null, deflate, ... (default null)")
     ap.add_argument("--events", action="store_true", help="also time the dataclass path (generate + to_record)")
     ap.add_argument("--verify", action="store_true", help="read the files back and check counts")
     args = ap.parse_args(argv)
-    cfg = WorldConfig(businesses=args.businesses, days=args.days, seed=args.seed)
+    make = WorldConfig.sparse if args.sparse else WorldConfig
+    cfg = make(businesses=args.businesses, days=args.days, seed=args.seed)
 
     t = time.perf_counter()
     world = World(cfg)
@@ -130,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     share = {k: v / n for k, v in kinds.items()}
     conv = sum(kinds[k] for k in ("BIZSITE_VISIT", "CALL", "DIRECTIONS"))
     print("counts: " + ", ".join(f"{k} {v:,}" for k, v in kinds.most_common()))
-    print(
-        f"conversions / page views: {conv / max(kinds['PAGE_VIEW'], 1):.1%}; "
-        f"page views {share.get('PAGE_VIEW', 0):.1%} of events"
-    )
+    if kinds["PAGE_VIEW"]:
+        print(
+            f"conversions / page views: {conv / kinds['PAGE_VIEW']:.1%}; "
+            f"page views {share.get('PAGE_VIEW', 0):.1%} of events"
+        )
+    months = cfg.days * 12 / 365.25
+    print(f"activity events per business and month: {counts['activity'] / cfg.businesses / months:.1f}")
     return 0
 
 

@@ -31,6 +31,13 @@ Model (all hidden state lives in :class:`World`, never in an event):
   ``event_id``, a little later), and for a few businesses opened during the period the ``CREATED``
   arrives only after their first activity event.
 
+**Sparse worlds** (:meth:`WorldConfig.sparse`, the :data:`SPARSE` preset): the shape of real
+local-business data such as a Yelp city: ~2,000 businesses over years, a few delivered events per
+business and month (mostly ``REVIEW``/``TIP``/``CHECKIN``; ``page_view_events=False``: views still
+drive everything, but are not delivered), most businesses quiet most days, slow dynamics (quality
+trends over months to years). The same model, other knobs; a six-year world of 2,000 businesses
+generates in seconds (``python -m sim.bench --sparse --days 2190 --businesses 2000``).
+
 Because quality drifts (and businesses open and close), a business's recent conversions predict its
 next day better than its all-time conversions; Poisson noise keeps any predictor far from perfect.
 
@@ -55,7 +62,7 @@ import datetime as _dt
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,6 +119,8 @@ class WorldConfig:
     direct_share: float = 0.15  # sessions that land on one page without a search (search_id None)
     anonymous_share: float = 0.10  # sessions without a user_id
     view_gap_ms: float = 45_000.0  # mean time between two views of a session
+    page_view_events: bool = True  # False: views still happen (and drive everything else) but are not
+    # delivered, as in a review site's public export (Yelp: reviews, tips, check-ins; no views)
 
     # Delivery
     late_share: float = 0.01  # events delivered late ...
@@ -177,9 +186,46 @@ class WorldConfig:
         if len(self.conversion_rates) != 3:
             raise ValueError("conversion_rates: three rates (BIZSITE_VISIT, CALL, DIRECTIONS)")
 
+    @classmethod
+    def sparse(cls, businesses: int = 2_000, days: int = 3 * 365, seed: int = 0, **overrides: Any) -> WorldConfig:
+        """The sparse, Yelp-like preset (:data:`SPARSE`): a few delivered events per business and
+        month, mostly ``REVIEW``/``TIP``/``CHECKIN``, no page views, slow dynamics (months to years).
+        ``overrides`` replace any knob, the preset's included."""
+        return cls(businesses=businesses, days=days, seed=seed, **{**SPARSE, **overrides})
+
     @property
     def n_users(self) -> int:
         return self.users if self.users is not None else max(100, 50 * self.businesses)
+
+
+# The sparse preset (``WorldConfig.sparse``): the shape of real local-business data such as a Yelp
+# city (about 2,000 businesses over years). Views are not delivered, and they are rare: one a day for
+# a typical business, so a listing sees a few logged events a month (about 1.5 REVIEW/TIP/CHECKIN and
+# 1 BIZSITE_VISIT/CALL/DIRECTIONS on average, heavy-tailed: most businesses are quiet most days and
+# gaps of weeks are common). Quality moves over months (trends of 3 months to 2 years, form with a
+# 45-day time constant, month-long buzz), businesses open and close over the years.
+SPARSE: dict[str, Any] = dict(
+    page_view_events=False,
+    views_per_business_day=1.0,
+    session_views_mean=1.5,
+    conversion_rates=(0.012, 0.008, 0.01),
+    review_rate=0.022,
+    tip_rate=0.01,
+    checkin_rate=0.02,
+    popularity_sigma=1.2,
+    trend_days=(90.0, 720.0),
+    form_sd=0.5,
+    form_days=45.0,
+    shock_share=0.2,
+    buzz_rate_per_day=0.002,
+    buzz_days=(10.0, 45.0),
+    buzz_boost=(1.5, 3.0),
+    new_business_share=0.25,
+    new_business_ramp_days=90.0,
+    close_rate_per_day=0.0002,
+    reopen_share=0.1,
+    update_rate_per_day=0.0005,
+)
 
 
 class DayTruth(NamedTuple):
@@ -369,7 +415,9 @@ class World:
             s = self._day(d, None)
             share = np.divide(s.w, s.wg[self.b_group], out=np.zeros_like(s.w), where=s.wg[self.b_group] > 0)
             views = s.demand[self.b_group] * share
-            per_view = 1 + s.pconv.sum(axis=1) + (1 - cfg.anonymous_share) * s.pother.sum(axis=1)
+            per_view = (
+                float(cfg.page_view_events) + s.pconv.sum(axis=1) + (1 - cfg.anonymous_share) * s.pother.sum(axis=1)
+            )
             total += float((views * per_view).sum())
         total += len(self._bev_t)
         return int(round(total * (1 + cfg.duplicate_share)))
@@ -659,7 +707,8 @@ class World:
         rows[b:, _T], rows[b:, _KIND], rows[b:, _BIZ] = ot, _REVIEW + jk, vb[jv]
         rows[b:, _USER], rows[b:, _SEARCH], rows[b:, _RATE] = vu[jv], -1, rating
         later = rows[a:, _T]
-        keep = np.concatenate([np.ones(a, bool), self._open_at(rows[a:, _BIZ], later) & (later < self.end_ms)])
+        views = np.full(a, cfg.page_view_events)
+        keep = np.concatenate([views, self._open_at(rows[a:, _BIZ], later) & (later < self.end_ms)])
         return rows[keep]
 
     def _business_rows(self, d: int) -> np.ndarray:
