@@ -3,15 +3,28 @@
 :func:`train_and_register` is what ``streamrank train`` calls with the records of
 ``consumer.io.inputlog.read_input_log`` and its ``LogRange``.
 
+The gates judge on the *snapshot frame* (``models.snapshots``): what a reader of the predictions
+topic sees - every served business of each market at daily snapshot times over the validation
+period, labelled by its conversions in the next horizon - with bootstrap CIs over markets
+(``models.evaluate.evaluate_snapshots``). The event frame's metrics (scoring moments,
+``models.evaluate.evaluate``) are still computed and recorded under ``metrics``; they decide nothing.
+
 Gates (all must pass to promote; a skipped gate does not block):
 
 1. ``sanity``: the candidate orders the hand-written sanity set correctly (``models.sanity``).
-2. ``beats_popularity``: its top-k capture on validation is above the popularity baseline's
-   (past conversions), by more than ``options.min_improvement_over_popularity`` (default 0).
-3. ``not_worse_than_current``: its capture is at least the promoted model's on the *same*
-   validation rows minus ``options.tolerance`` (default 0.02 absolute). Skipped when nothing is
+2. ``beats_popularity``: its snapshot top-k capture is above the popularity baseline's
+   (all-time conversions so far), by more than ``options.min_improvement_over_popularity`` (default 0).
+3. ``not_worse_than_current``: its snapshot capture is at least the promoted model's on the *same*
+   snapshot frame minus ``options.tolerance`` (default 0.02 absolute). Skipped when nothing is
    promoted, or the promoted model cannot be loaded for this feature set (another feature-set
    version: its rows cannot be built by this code, so it is not comparable).
+
+Insufficient validation data: when the snapshot frame is too small to tell two rankers apart
+(``models.evaluate.sufficiency``: fewer than 50 conversions in groups where the top-k leaves
+businesses out, or fewer than 3 such markets), gates 2 and 3 neither pass nor fail: their result is
+"insufficient validation data", and the candidate is **not promoted** (reason stated). The workers
+keep serving what they serve (the promoted model, or the popularity ranker before any), which is
+the conservative choice: a model is promoted only on evidence that it beats popularity.
 
 Every run registers its model (metadata records the gates and the decision with its reason), and
 promotes only if the gates pass. Each decision is logged on ``streamrank.models.trainer`` as a JSON
@@ -36,7 +49,9 @@ from models.dataset import BuildStats, LabelConfig, TrainingSet, build_training_
 from models.errors import ModelRefused, RegistryError, TrainingError
 from models.evaluate import (
     Evaluation,
+    SnapshotEvaluation,
     evaluate,
+    evaluate_snapshots,
     frame_metrics,
     gain_importance,
     importance_shifts,
@@ -44,6 +59,7 @@ from models.evaluate import (
 from models.registry import LoadedModel, ModelRegistry, code_version
 from models.report import write_report
 from models.sanity import check_sanity
+from models.snapshots import SnapshotFrame, build_snapshot_frame
 from models.train import FitResult, Split, TrainOptions, fit, time_split
 
 log = logging.getLogger("streamrank.models.trainer")
@@ -56,11 +72,20 @@ class Gate:
     detail: str
     value: float | None = None
     threshold: float | None = None
+    insufficient: bool = False  # passed is None: the data cannot decide; blocks promotion
+
+    @property
+    def result(self) -> str:
+        if self.insufficient:
+            return "insufficient validation data"
+        return "skipped" if self.passed is None else "pass" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "passed": self.passed,
+            "insufficient": self.insufficient,
+            "result": self.result,
             "detail": self.detail,
             "value": self.value,
             "threshold": self.threshold,
@@ -80,6 +105,7 @@ class TrainOutcome:
     build: BuildStats
     fit: FitResult
     metadata: dict[str, Any] = field(default_factory=dict)
+    snapshot: SnapshotEvaluation | None = None  # what the gates judged
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +114,7 @@ class TrainOutcome:
             "reason": self.reason,
             "gates": [g.to_dict() for g in self.gates],
             "metrics": self.evaluation.to_dict(),
+            "snapshot_metrics": self.snapshot.to_dict() if self.snapshot else None,
             "importance_shifts": self.shifts,
         }
 
@@ -120,18 +147,22 @@ def train_and_register(
     """
     decide = _Decisions()
     started = time.time()
+    # Folded twice (the examples, then the snapshots): keep the records.
+    records = records if isinstance(records, (list, tuple)) else list(records)
     ts = _build(records, spec, label_cfg, options, decide)
     split, train, val = _split(ts, label_cfg, options, decide)
     fr = _fit(train, val, options, decide)
     # evaluate: the candidate, the promoted model on the same validation rows, the importance shifts
     candidate = LoadedModel("candidate", spec, fr.booster)
     evaluation = _evaluate(candidate, val, options, decide)
-    current = _current_model(registry, spec, val, options, decide)
+    current, current_model = _current_model(registry, spec, val, options, decide)
+    frame = _snapshot_frame(records, spec, label_cfg, split.val_start_ms, decide)
+    snapshot = _evaluate_snapshots(candidate, current_model, frame, current, options, decide)
     importance = gain_importance(fr.booster, spec.names)
     previous_version, previous_importance = _previous_importance(registry)
     shifts = _importance_shifts(importance, previous_version, previous_importance, options, decide)
     sanity_failures = check_sanity(candidate, label_kinds=label_cfg.kinds)
-    gates, promote, reason = _gate(evaluation, current, sanity_failures, options, decide)
+    gates, promote, reason = _gate(snapshot, current, sanity_failures, options, decide)
 
     # register (every run, with the record of its decision), then promote if the gates passed
     meta = {
@@ -150,6 +181,8 @@ def train_and_register(
         "params": fr.params,
         "training": {k: v for k, v in fr.to_dict().items() if k != "params"},
         "metrics": evaluation.to_dict(),
+        "snapshot_metrics": snapshot.to_dict(),
+        "snapshot_frame": frame.summary(),
         "current_model": current,
         "importance": importance,
         "importance_shifts": {
@@ -171,7 +204,7 @@ def train_and_register(
     }
     version = _register(registry, fr, meta, decide)
     if promote:
-        _promote(registry, version, reason, evaluation, decide)
+        _promote(registry, version, reason, snapshot, decide)
     return TrainOutcome(
         version=version,
         promoted=promote,
@@ -184,6 +217,7 @@ def train_and_register(
         build=ts.stats,
         fit=fr,
         metadata=registry.metadata(version),
+        snapshot=snapshot,
     )
 
 
@@ -243,6 +277,45 @@ def _evaluate(candidate: LoadedModel, val: TrainingSet, options: TrainOptions, d
     return evaluation
 
 
+def _snapshot_frame(
+    records: Iterable[Any], spec: FeatureSpec, label_cfg: LabelConfig, start_ms: int, decide: _Decisions
+) -> SnapshotFrame:
+    """Daily snapshots from the first validation day to the last one whose horizon is complete."""
+    frame = build_snapshot_frame(records, spec=spec, label_cfg=label_cfg, start_ms=start_ms)
+    decide("snapshot_frame", **frame.summary())
+    return frame
+
+
+def _evaluate_snapshots(
+    candidate: LoadedModel,
+    current_model: LoadedModel | None,
+    frame: SnapshotFrame,
+    current: dict | None,
+    options: TrainOptions,
+    decide: _Decisions,
+) -> SnapshotEvaluation:
+    """The candidate (and the promoted model, on the same resamples) on the snapshot frame."""
+    extra = {"current": current_model.score(frame.X)} if current_model is not None and len(frame) else None
+    snap = evaluate_snapshots(
+        candidate.score(frame.X) if len(frame) else np.zeros(0),
+        frame.y,
+        frame.groups,
+        frame.market,
+        frame.snapshot,
+        frame.popularity,
+        frame.recent_popularity,
+        k=options.top_k,
+        seed=options.seed,
+        extra=extra,
+    )
+    if current is not None and current_model is not None:
+        cur = snap.scores.get("current")
+        current["metrics"] = {m: _finite(iv.value) for m, iv in cur.items()} if cur else None
+        current["note"] = "evaluated on this run's snapshot frame" if cur else "not compared: empty snapshot frame"
+    decide("evaluated_snapshots", metrics=snap.to_dict())
+    return snap
+
+
 def _importance_shifts(
     importance: dict[str, float],
     previous_version: str | None,
@@ -264,18 +337,29 @@ def _importance_shifts(
 
 
 def _gate(
-    evaluation: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions, decide: _Decisions
+    snapshot: SnapshotEvaluation,
+    current: dict | None,
+    sanity_failures: list[str],
+    options: TrainOptions,
+    decide: _Decisions,
 ) -> tuple[list[Gate], bool, str]:
-    """The gates, the promotion decision and its reason (a skipped gate does not block)."""
-    gates = _gates(evaluation, current, sanity_failures, options)
+    """The gates, the promotion decision and its reason (a skipped gate does not block; a gate
+    without enough data to decide does: nothing is promoted on noise)."""
+    gates = _gates(snapshot, current, sanity_failures, options)
     for g in gates:
         decide("gate", **g.to_dict())
-    promote = all(g.passed is not False for g in gates)
     failed = [g for g in gates if g.passed is False]
+    undecided = [g for g in gates if g.insufficient]
+    promote = not failed and not undecided
     if promote:
         reason = "all gates passed: " + "; ".join(f"{g.name}: {g.detail}" for g in gates)
-    else:
+    elif failed:
         reason = "gates failed: " + "; ".join(f"{g.name}: {g.detail}" for g in failed)
+    else:
+        reason = (
+            f"insufficient validation data: {snapshot.sufficiency.detail}; not promoted "
+            "(the workers keep serving the promoted model, or the popularity ranker before any)"
+        )
     decide("promotion", promote=promote, reason=reason)
     return gates, promote, reason
 
@@ -290,31 +374,36 @@ def _register(registry: ModelRegistry, fr: FitResult, meta: dict[str, Any], deci
     return version
 
 
-def _promote(registry: ModelRegistry, version: str, reason: str, evaluation: Evaluation, decide: _Decisions) -> None:
-    registry.promote(version, reason, decided_by="trainer", details={"capture": evaluation.model.capture})
+def _promote(
+    registry: ModelRegistry, version: str, reason: str, snapshot: SnapshotEvaluation, decide: _Decisions
+) -> None:
+    details = {"snapshot_capture": _finite(snapshot.metric("model", "capture"))}
+    registry.promote(version, reason, decided_by="trainer", details=details)
     decide("promoted", version=version)
 
 
 # ------------------------------------------------------------------------------- helpers
 def _current_model(
     registry: ModelRegistry, spec: FeatureSpec, val: TrainingSet, options: TrainOptions, decide
-) -> dict | None:
+) -> tuple[dict | None, LoadedModel | None]:
+    """The promoted model's record (``metrics``: on the snapshot frame, filled in later;
+    ``event_metrics``: on the event frame's validation rows) and the model itself if comparable."""
     try:
         version = registry.promoted_version()
     except RegistryError as exc:
         decide("current_model", version=None, comparable=False, note=f"unreadable pointer: {exc}")
-        return {"version": None, "metrics": None, "note": f"unreadable pointer: {exc}"}
+        return {"version": None, "metrics": None, "note": f"unreadable pointer: {exc}"}, None
     if version is None:
         decide("current_model", version=None, comparable=False, note="nothing promoted yet")
-        return None
+        return None, None
     try:
         model = registry.load(version, spec)
     except ModelRefused as exc:
         decide("current_model", version=version, comparable=False, note=str(exc))
-        return {"version": version, "metrics": None, "note": f"not comparable: {exc}"}
+        return {"version": version, "metrics": None, "note": f"not comparable: {exc}"}, None
     metrics = frame_metrics(model.score(val.X), val.y, val.groups, val.business, val.as_of, options.top_k)
-    decide("current_model", version=version, comparable=True, metrics=metrics.to_dict())
-    return {"version": version, "metrics": metrics.to_dict(), "note": "evaluated on this run's validation set"}
+    decide("current_model", version=version, comparable=True, event_metrics=metrics.to_dict())
+    return {"version": version, "metrics": None, "event_metrics": metrics.to_dict(), "note": ""}, model
 
 
 def _previous_importance(registry: ModelRegistry) -> tuple[str | None, dict[str, float]]:
@@ -339,8 +428,11 @@ def _previous_importance(registry: ModelRegistry) -> tuple[str | None, dict[str,
     return None, {}
 
 
-def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions) -> list[Gate]:
-    k = ev.k
+def _gates(
+    snap: SnapshotEvaluation, current: dict | None, sanity_failures: list[str], options: TrainOptions
+) -> list[Gate]:
+    k = snap.k
+    suff = snap.sufficiency
     gates = [
         Gate(
             "sanity",
@@ -350,23 +442,32 @@ def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], opt
             else f"{len(sanity_failures)} failures: " + "; ".join(sanity_failures),
         ),
     ]
-    mc, pc = ev.model.capture, ev.popularity.capture
+    mc, pc = snap.metric("model", "capture"), snap.metric("popularity", "capture")
     margin = options.min_improvement_over_popularity
-    ok = math.isfinite(mc) and math.isfinite(pc) and mc > pc + margin
-    gates.append(
-        Gate(
-            "beats_popularity",
-            ok,
-            f"top-{k} capture {_fmt(mc)} vs popularity {_fmt(pc)}" + (f" (+{margin} required)" if margin else ""),
-            _finite(mc),
-            _finite(pc + margin),
+    if not suff.enough:
+        gates.append(Gate("beats_popularity", None, f"insufficient validation data: {suff.detail}", insufficient=True))
+    else:
+        ok = math.isfinite(mc) and math.isfinite(pc) and mc > pc + margin
+        gates.append(
+            Gate(
+                "beats_popularity",
+                ok,
+                f"snapshot top-{k} capture {snap.scores['model']['capture']} vs popularity "
+                f"{snap.scores['popularity']['capture']}, difference {snap.diff_vs_popularity['capture']}"
+                + (f" (+{margin} required)" if margin else ""),
+                _finite(mc),
+                _finite(pc + margin),
+            )
         )
-    )
     cur_metrics = (current or {}).get("metrics")
     cur_version = (current or {}).get("version")
     if not cur_metrics or cur_metrics.get("capture") is None:
         note = "no promoted model" if current is None else (current.get("note") or "current model not comparable")
         gates.append(Gate("not_worse_than_current", None, f"skipped: {note}"))
+    elif not suff.enough:
+        gates.append(
+            Gate("not_worse_than_current", None, f"insufficient validation data: {suff.detail}", insufficient=True)
+        )
     else:
         cc = float(cur_metrics["capture"])
         ok = math.isfinite(mc) and mc >= cc - options.tolerance
@@ -374,7 +475,8 @@ def _gates(ev: Evaluation, current: dict | None, sanity_failures: list[str], opt
             Gate(
                 "not_worse_than_current",
                 ok,
-                f"top-{k} capture {_fmt(mc)} vs current {cur_version} {_fmt(cc)} (tolerance {options.tolerance})",
+                f"snapshot top-{k} capture {_fmt(mc)} vs current {cur_version} {_fmt(cc)} "
+                f"(tolerance {options.tolerance})",
                 _finite(mc),
                 _finite(cc - options.tolerance),
             )
