@@ -20,6 +20,8 @@ SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
 # The worker's Kafka clients (consumer.io.transport).
 TRANSPORTS = ("kafka-python", "confluent")
 LOG_FORMATS = ("auto", "json", "text")
+# What a worker serves while nothing is promoted (models.baseline); none: wait for a model.
+BASELINES = ("popularity", "none")
 
 
 def _env_field(env: str, default: Any, doc: str, *, kind: type = str) -> Any:
@@ -105,6 +107,13 @@ class Config:
 
     # Models and schemas
     registry_dir: str = _env_field("STREAMRANK_REGISTRY", "./registry", "Model registry directory (shared volume)")
+    baseline: str = _env_field(
+        "STREAMRANK_BASELINE",
+        "popularity",
+        "What a worker serves while no model is promoted: popularity (past conversions of STREAMRANK_CONVERSION_KINDS, "
+        "model_version popularity-(feature-set version); the first promoted model replaces it through the hot swap), "
+        "or none (wait for a promoted model: no predictions until then)",
+    )
     schema_registry: str = _env_field(
         "STREAMRANK_SCHEMA_REGISTRY", "", "Writable schema-registry JSON file (empty: the packaged one)"
     )
@@ -200,6 +209,8 @@ class Config:
             raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"STREAMRANK_LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"STREAMRANK_BASELINE={self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
         from consumer.pipeline.arms import ArmConfig

@@ -10,8 +10,12 @@ Liveness is progress, not "the process is up": the poll loop must have turned wi
 ``stall_s``, and while records it received wait uncommitted, a batch must have been committed
 within ``stall_s``.
 A worker restoring state (or rebuilding it from the input topics) is live as long as it reads
-records; one waiting for its first model is live (it is doing what it should) but not ready. Readiness: a model is serving, the group
-has assigned partitions, and every assigned partition's state is restored.
+records; one waiting for its first model (``STREAMRANK_BASELINE=none``) is live (it is doing what it
+should) but not ready. Readiness: a model is serving, the group has assigned partitions, and every
+assigned partition's state is restored. The popularity baseline (``models.baseline``, served while
+nothing is promoted) counts as a model: its predictions are sensible rankings, so a worker serving
+it is ready; ``streamrank_serving_baseline`` (1) and ``/readyz``'s ``baseline`` field say it is
+the baseline that serves.
 
 Consumer lag is ``high-water mark − committed offset`` per input partition, from the consumer's
 fetch high-water mark (``end_offsets`` is wrong on the embedded broker). Before this worker's
@@ -267,6 +271,11 @@ class WorkerMetrics:
         self.model_created = Gauge(
             p + "model_created_timestamp_seconds", "When the served model was trained", registry=r
         )
+        self.serving_baseline = Gauge(
+            p + "serving_baseline",
+            "1 while the worker serves the popularity baseline (no model promoted), else 0",
+            registry=r,
+        )
         self.model_swaps = Counter(p + "model_swaps", "Models swapped in (the first one included)", registry=r)
         self.model_refusals = Counter(
             p + "model_refusals", "Promoted models refused (failed to load or validate)", registry=r
@@ -298,6 +307,7 @@ class WorkerMetrics:
         self._lag_labels: set[tuple[str, str]] = set()
         self._commits: dict[Any, int] = {}  # TopicPartition -> committed offset, this assignment only
         self._model_version: str | None = None
+        self._baseline: str | None = None
         self._model_labels: tuple[str, str] | None = None
         self._model_created_s: float | None = None
         self._entity_parts: set[int] = set()
@@ -339,7 +349,12 @@ class WorkerMetrics:
         return True, info
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return self._ready, {"phase": self.phase, "model_version": self._model_version, "worker_id": self.worker_id}
+        return self._ready, {
+            "phase": self.phase,
+            "model_version": self._model_version,
+            "baseline": self._baseline,
+            "worker_id": self.worker_id,
+        }
 
     def _scrape_time_families(self) -> list[GaugeMetricFamily]:
         p = "streamrank_"
@@ -534,6 +549,9 @@ class WorkerMetrics:
         self.predictions.labels("default", model.version)
         self._model_labels = labels
         self._model_version = model.version
+        # A baseline (models.baseline) marks itself; it serves sensible predictions, so /readyz is ready with it.
+        self._baseline = getattr(model, "baseline", None)
+        self.serving_baseline.set(1 if self._baseline else 0)
         self._model_created_s = model_created_s(model.version, getattr(model, "metadata", None))
         if self._model_created_s is not None:
             self.model_created.set(self._model_created_s)

@@ -1,5 +1,5 @@
-"""What a worker does once, before its loop: check and create its topics, wait for a model, tune
-the collector.
+"""What a worker does once, before its loop: check and create its topics, pick its first model (the
+promoted one, else the popularity baseline, else wait), tune the collector.
 
 ``prepare_topics`` refuses inputs that are not co-partitioned (partition *p* of both input topics
 must land on the same worker, with its state) and a changelog with another partition count, and
@@ -18,9 +18,9 @@ from consumer.config import Config
 from consumer.errors import TopicLayoutError
 from consumer.io.clients import check_compacted, check_copartitioned, check_reachable, create_topics, partition_counts
 from consumer.pipeline.arms import ArmModels
+from consumer.pipeline.process import Scorer
 from consumer.runtime.metrics import WorkerMetrics
 from consumer.runtime.modelwatch import ModelHolder
-from models.registry import LoadedModel
 
 log = logging.getLogger("streamrank.worker")
 
@@ -77,9 +77,12 @@ def wait_for_model(
     registry_dir: str,
     poll_s: float,
     give_up_after_s: float | None,
-) -> LoadedModel | None:
-    """Block until the registry has a promoted model the worker accepts; None if stopped first, or
-    after ``give_up_after_s`` (the worker's ``exit_when_idle_s``)."""
+) -> Scorer | None:
+    """The first model to serve: the promoted one if the worker accepts it; else, with a fallback
+    (``STREAMRANK_BASELINE=popularity``, ``models.baseline``), the fallback at once, until the
+    watcher swaps in a promoted model; else (``STREAMRANK_BASELINE=none``) block until the registry
+    has a promoted model the worker accepts. None if stopped first, or after ``give_up_after_s``
+    (the worker's ``exit_when_idle_s``)."""
     metrics.set_phase("waiting_for_model")
     t0 = time.monotonic()
     announced = False
@@ -88,6 +91,13 @@ def wait_for_model(
         model = models.take_swap()
         if model is not None:
             return model
+        fallback = models.serve_fallback()
+        if fallback is not None:
+            log.warning(
+                "no promoted model yet; serving the popularity baseline until one is promoted",
+                extra={"registry": registry_dir, "model_version": fallback.version},
+            )
+            return fallback
         if not announced:
             log.warning("no promoted model yet; waiting", extra={"registry": registry_dir})
             announced = True

@@ -11,6 +11,11 @@ failure), ``outputs`` (predictions and dead letters out), ``checkpoint`` (why th
 crash safe), ``partitions`` and ``rebalance`` (assignment, restore, rebuild, the rewinds), ``idle``
 (stalled fetches, exit when idle), ``startup`` (topics, the first model, gc), ``stats``.
 
+Which model scores: the promoted one (``modelwatch``, hot-swapped at a batch boundary); while
+nothing is promoted, the popularity baseline (``models.baseline``, ``model_version``
+``popularity-<feature set>``), unless ``STREAMRANK_BASELINE=none``, where the worker waits for a
+promoted model before it joins the group.
+
 Offsets are committed only after everything the batch produced is acknowledged (at-least-once).
 The checkpoint runs after every batch while the worker is caught up, and at most every
 ``checkpoint_interval_ms`` while it works off a backlog (predictions are sent at once either way; a
@@ -39,7 +44,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from consumer.config import Config
+from consumer.config import Config, label_config
 from consumer.errors import StaleState, TransportError, UnprocessableBatch
 from consumer.io.transport import check_transport, input_consumer, subscribe
 from consumer.pipeline.arms import ArmModels
@@ -60,6 +65,7 @@ from consumer.runtime.sink import Sink
 from consumer.runtime.startup import prepare_topics, tune_gc, wait_for_model
 from consumer.runtime.stats import WorkerStats
 from features.spec import DEFAULT_SPEC, FeatureSpec
+from models.baseline import POPULARITY, PopularityScorer
 from models.registry import ModelRegistry
 
 __all__ = ["BatchTiming", "Worker", "WorkerStats"]
@@ -111,8 +117,11 @@ class Worker:
         self.metrics = WorkerMetrics(
             self.worker_id, topics=cfg.input_topics
         )  # own registry: several workers can share a process
+        # Served while nothing is promoted (STREAMRANK_BASELINE=popularity): the popularity ranker
+        # on this worker's feature set; none: the worker waits for a promoted model.
+        fallback = PopularityScorer(spec, label_config(cfg).kinds) if cfg.baseline == POPULARITY else None
         self.models = ModelHolder(
-            ModelRegistry(cfg.registry_dir), cfg.model_poll_s, on_refused=self.metrics.model_refused
+            ModelRegistry(cfg.registry_dir), cfg.model_poll_s, on_refused=self.metrics.model_refused, fallback=fallback
         )
         self.arms = ArmModels.from_config(cfg, self.models.registry)  # None: one promoted arm, the classic path
         # Set once the group has assigned partitions, their state is restored and each has answered
@@ -206,7 +215,13 @@ class Worker:
     def _serving(self, version: str) -> None:
         self.stats.model_served(version)
         self.metrics.model_swapped(self.models.current)
-        log.info("serving model", extra={"model_version": version})
+        if self.models.serving_fallback:
+            log.warning(
+                "serving the popularity baseline: no model is promoted; the first promoted model replaces it",
+                extra={"model_version": version, "registry": self.cfg.registry_dir},
+            )
+        else:
+            log.info("serving model", extra={"model_version": version})
 
     # ------------------------------------------------------------------------- the loop
     def _loop(self, k: _Connected) -> None:
@@ -295,7 +310,7 @@ class Worker:
                 k.checkpoint.run()
             return False
         model = self.models.current
-        assert model is not None  # the loop starts once a model serves
+        assert model is not None  # the loop starts once a model (or the baseline) serves
         t0 = time.perf_counter()
         out = k.isolation.process(released, self.store, model if self.arms is None else self.arms.bind(model))
         t1 = time.perf_counter()

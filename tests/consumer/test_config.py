@@ -64,3 +64,10 @@ def test_every_setting_has_a_distinct_env_variable():
     names = [name for name, _, _ in env_settings()]
     assert len(names) == len(set(names))
     assert all(n.startswith(("KAFKA_", "STREAMRANK_")) for n in names)
+
+
+def test_baseline_defaults_to_popularity_and_takes_none():
+    assert Config.from_env({}).baseline == "popularity"
+    assert Config.from_env({"STREAMRANK_BASELINE": "none"}).baseline == "none"
+    with pytest.raises(ConfigError, match="STREAMRANK_BASELINE"):
+        Config.from_env({"STREAMRANK_BASELINE": "random"})

@@ -293,3 +293,101 @@ def test_hot_swap_and_bad_model_refused(cfg):
     assert stats.models[1]["first_scored"] is not None
     versions = [p["model_version"] for p in read_predictions(cfg)]
     assert set(versions) == {first, second} and bad not in versions
+
+
+def _promote_copy_of(trained_registry, registry_dir):
+    """Register and promote, in ``registry_dir``, a copy of the model promoted in ``trained_registry``."""
+    import json
+
+    from models.registry import ModelRegistry
+
+    source = ModelRegistry(trained_registry)
+    first = source.promoted_version()
+    meta = json.loads((source.version_dir(first) / "metadata.json").read_text())
+    target = ModelRegistry(registry_dir)
+    version = target.register(
+        (source.version_dir(first) / "model.ubj").read_bytes(), {"feature_set": meta["feature_set"]}
+    )
+    target.promote(version, "test: the first model")
+    return version
+
+
+def _wait_for(cond, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cond()
+
+
+def test_empty_registry_serves_the_popularity_baseline_until_a_model_is_promoted(kafka_config, trained_registry):
+    """Day one: nothing promoted, the worker serves the popularity ranker at once (predictions labelled
+    with its version, scores = the business's conversions so far); the first promoted model replaces it
+    through the hot swap; with the pointer removed (demoted), the baseline serves again."""
+    import threading
+
+    from consumer.io.inputlog import read_input_log
+    from consumer.io.publish import publish_records
+    from features.spec import DAY_MS
+    from models.baseline import PopularityScorer
+    from models.dataset import LabelConfig
+    from sim.world import DEFAULT_START_MS, WorldConfig, generate_records
+
+    cfg = kafka_config.with_overrides(batch_size=200, model_poll_s=0.2)
+    baseline = PopularityScorer(DEFAULT_SPEC)
+    worker = Worker(cfg, exit_when_idle_s=6)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("stats", worker.run()))
+    publish_world(cfg, businesses=30, days=3, seed=61)
+    thread.start()
+    assert _wait_for(lambda: worker.ready.is_set() and worker.stats.predictions > 0)
+    assert worker.metrics.readiness()[0], "a worker serving the baseline is ready"
+    assert worker.metrics.registry.get_sample_value("streamrank_serving_baseline") == 1.0
+    first_batch = read_predictions(cfg)
+    assert first_batch and {p["model_version"] for p in first_batch} == {baseline.version}
+
+    # The scores rank businesses by their conversions so far (the trainer's popularity baseline):
+    # replay the log through the trainer's fold and compare, prediction by prediction.
+    kinds = [DEFAULT_SPEC.layout.kind_index[k] for k in LabelConfig().kinds]
+    by_part = {}
+    for r in read_input_log(cfg):
+        by_part.setdefault(r.partition, []).append((r.rank, r.time, r.offset, r))
+    popularity = {}
+    for p, items in by_part.items():
+        ordered = list(merge_finished(items))
+        offsets = {id(r.event): r.offset for r in ordered}
+        for ev, state in scoring_moments(r.event for r in ordered):
+            popularity[(p, offsets[id(ev)])] = sum(state.totals[i] for i in kinds)
+    assert _wait_for(lambda: prediction_count(cfg) == len(popularity))  # the whole first world is scored
+    live = read_predictions(cfg)
+    scored = [(popularity[(p["source_partition"], p["source_offset"])], p["score"]) for p in live]
+    assert len(scored) > 300 and max(c for c, _ in scored) >= 3
+    assert all(int(np.floor(s)) == c for c, s in scored)
+
+    model_version = _promote_copy_of(trained_registry, cfg.registry_dir)
+    assert _wait_for(lambda: worker.models.current is not None and worker.models.current.version == model_version)
+    n_before = prediction_count(cfg)
+    # The same businesses a day after the first world's end (events before the states' clocks would be late).
+    later_world = WorldConfig(
+        businesses=30, days=1, seed=62, cities=2, categories=2, start_time_ms=DEFAULT_START_MS + 4 * DAY_MS
+    )
+    publish_records(cfg, generate_records(later_world))
+    assert _wait_for(lambda: prediction_count(cfg) > n_before + 100)
+    seen = {p["prediction_id"] for p in live}
+    later = [p for p in read_predictions(cfg) if p["prediction_id"] not in seen]
+    assert {p["model_version"] for p in later} == {model_version}
+    assert worker.metrics.registry.get_sample_value("streamrank_serving_baseline") == 0.0
+
+    (worker.models.registry.path / "promoted.json").unlink()  # demoted: nothing promoted any more
+    assert _wait_for(lambda: worker.models.serving_fallback)
+    thread.join(60)
+    stats = result["stats"]
+    assert [m["version"] for m in stats.models] == [baseline.version, model_version, baseline.version]
+    assert stats.models[1]["first_scored"] is not None  # the model's first offset, as for any swap
+
+
+def test_with_baseline_none_a_worker_waits_for_a_model_as_before(kafka_config):
+    cfg = kafka_config.with_overrides(baseline="none")
+    publish_world(cfg, businesses=10, days=1, seed=63)
+    stats = Worker(cfg, exit_when_idle_s=1).run()
+    assert stats.models == [] and stats.predictions == 0
+    assert prediction_count(cfg) == 0

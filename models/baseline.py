@@ -1,0 +1,121 @@
+"""The popularity ranker: what a worker serves before any model has been promoted.
+
+It scores the same feature rows a promoted model scores (the worker's fold and ``extract``, the
+same per-business state), so switching between it and a model is an ordinary hot swap, and it
+exposes the same interface (``consumer.pipeline.process.Scorer``: ``score(X)``, ``version``,
+``feature_set_version``; plus ``spec``, ``metadata`` and a no-op ``validate`` like
+``models.registry.LoadedModel``).
+
+Which columns. The trainer's popularity baseline (``models.dataset``) is a business's all-time
+conversions so far, read from the state's lifetime ``totals``. The feature set has no lifetime
+conversion count (``totals`` reaches the row only as ``review_count``), so the closest columns are
+``count_<kind>_<W>`` of the conversion kinds at the *longest* window ``W`` (28 days by default):
+for a business younger than the window they equal the all-time count, and for an older one they
+are its recent popularity, the part of its history that still says most about its next
+conversions. Should the feature set gain lifetime counts named ``count_<kind>_lifetime``, they are
+preferred. Columns are found by name in ``spec.names``, never by position, and a spec lacking them
+is refused at construction.
+
+Score and ties. ``score = P_W + sum_j 2^-(j+1) * P_j / (P_j + 1)`` where ``P_W`` is the summed
+count of the conversion kinds in the chosen column(s) and ``P_j`` the same sum at each shorter
+window, longest first. The tie-break term is below 1, so rows are ordered by ``P_W`` first (an
+integer) and, among equal ``P_W``, by more recent conversions. It is a pure function of the row:
+deterministic, no random state, identical on every worker and in every replay; rows that tie on
+every count get exactly equal scores.
+
+Version. ``popularity-<feature-set-version>`` for the default conversion kinds (the trainer's
+default label), ``popularity-<feature-set-version>-<kinds>`` for others: stable across restarts
+and workers, and never a registry version (those start with ``v<timestamp>``), so a promoted
+model always differs from it and replaces it through the watcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from features.spec import FeatureSpec, window_label
+from models.dataset import LabelConfig
+from models.errors import ModelError
+
+POPULARITY = "popularity"
+DEFAULT_CONVERSION_KINDS: tuple[str, ...] = LabelConfig().kinds
+
+
+class PopularityScorer:
+    """Scores feature rows by past conversions of the business (see the module docstring)."""
+
+    baseline = POPULARITY  # what the worker's metrics and logs call it; LoadedModel has no such attribute
+
+    def __init__(self, spec: FeatureSpec, conversion_kinds: Iterable[str] = DEFAULT_CONVERSION_KINDS):
+        kinds = tuple(conversion_kinds)
+        try:
+            LabelConfig(kinds=kinds)  # the trainer's check of the kinds, one error for both
+        except ValueError as exc:
+            raise ModelError(f"popularity baseline: {exc}") from exc
+        self.spec = spec
+        self.kinds = kinds
+        self.feature_set_version = spec.version
+        self.n_features = len(spec.names)
+        self.primary, self.secondary = popularity_columns(spec, kinds)
+        suffix = "" if kinds == DEFAULT_CONVERSION_KINDS else "-" + "+".join(k.lower() for k in kinds)
+        self.version = f"{POPULARITY}-{spec.version}{suffix}"
+        names = spec.names
+        self.metadata: dict[str, Any] = {
+            "kind": "baseline",
+            "baseline": POPULARITY,
+            "conversion_kinds": list(kinds),
+            "columns": [names[i] for i in self.primary],
+            "tie_break_columns": [[names[i] for i in cols] for cols in self.secondary],
+            "feature_set": spec.to_dict(),
+        }
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"{self.version}: expected rows of {self.n_features} features, got shape {X.shape}")
+        if X.shape[0] == 0:
+            return np.zeros(0, dtype=np.float64)
+        out = _count(X, self.primary)
+        weight = 0.5
+        for cols in self.secondary:
+            p = _count(X, cols)
+            out += weight * (p / (p + 1.0))
+            weight /= 2
+        return out
+
+    def validate(self) -> None:
+        """Nothing to check: it has no trained parameters (``LoadedModel`` runs its sanity set here)."""
+
+    def __repr__(self) -> str:
+        return f"PopularityScorer(version={self.version!r}, columns={self.metadata['columns']!r})"
+
+
+def popularity_columns(spec: FeatureSpec, kinds: Iterable[str]) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """Indexes, in ``spec.names``, of the popularity columns and of the tie-break columns.
+
+    Primary: ``count_<kind>_lifetime`` of every conversion kind if the spec has them all, else
+    ``count_<kind>_<longest window>``. Tie-breaks: the counts at each shorter window, longest first.
+    """
+    index = {n: i for i, n in enumerate(spec.names)}
+    labels = [window_label(w) for w in reversed(spec.windows_ms)]  # longest first
+    lows = [k.lower() for k in kinds]
+
+    def columns(label: str) -> tuple[int, ...] | None:
+        found = [index.get(f"count_{k}_{label}") for k in lows]
+        return None if any(i is None for i in found) else tuple(i for i in found if i is not None)
+
+    lifetime = columns("lifetime")
+    windowed = [c for c in (columns(lab) for lab in labels) if c is not None]
+    if lifetime is not None:
+        return lifetime, windowed
+    if not windowed:
+        raise ModelError(f"popularity baseline: feature set {spec.version} has no count columns for {list(kinds)}")
+    return windowed[0], windowed[1:]
+
+
+def _count(X: np.ndarray, cols: tuple[int, ...]) -> np.ndarray:
+    """Summed counts of ``cols``, float64; a missing value (NaN) counts as none."""
+    return np.nan_to_num(X[:, list(cols)].astype(np.float64), nan=0.0).sum(axis=1)
