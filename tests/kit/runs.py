@@ -158,6 +158,7 @@ def worker_env(cfg: Config) -> dict[str, str]:
         STREAMRANK_MODEL_POLL_S="0.5",
         STREAMRANK_TRANSPORT=cfg.transport,
         STREAMRANK_CHECKPOINT_INTERVAL_MS=str(cfg.checkpoint_interval_ms),
+        STREAMRANK_BASELINE=cfg.baseline,
     )
     return env
 
