@@ -187,7 +187,7 @@ def run_world(spec: WorldSpec, *, ci: bool = True, seed: int = 0) -> Row:
         ev = outcome.evaluation
         row.metrics = ev.to_dict()
         row.extra = {k: v for k, v in row.metrics.items() if k not in _KNOWN_METRICS}
-        row.examples = int(outcome.build.examples)
+        row.examples = int(getattr(outcome.build, "examples", 0))
         row.val_rows = int(getattr(ev, "n_examples", 0) or 0)
         row.val_groups = int(getattr(ev, "n_groups", 0) or 0)
         row.conversions = float(getattr(ev, "n_conversions", 0) or 0)
@@ -195,10 +195,11 @@ def run_world(spec: WorldSpec, *, ci: bool = True, seed: int = 0) -> Row:
         row.gates = ", ".join(
             f"{g.name} {'skip' if g.passed is None else 'pass' if g.passed else 'FAIL'}" for g in outcome.gates
         )
-        row.best_iteration = int(outcome.fit.best_iteration)
+        row.best_iteration = getattr(outcome.fit, "best_iteration", None)
         if ci:
             model = registry.load(outcome.version)
-            row.lift_capture_ci, row.lift_auc_ci = _bootstrap_lifts(records, model, label_cfg, options, ev.k, seed)
+            k = int(getattr(ev, "k", options.top_k))
+            row.lift_capture_ci, row.lift_auc_ci = _bootstrap_lifts(records, model, label_cfg, options, k, seed)
     row.seconds = time.perf_counter() - t0
     return row
 
