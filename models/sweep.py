@@ -7,14 +7,18 @@ trains: :func:`models.trainer.train_and_register` with the CLI's default ``Train
 ``--conversion-kinds``/``--horizon`` would set them (dense: BIZSITE_VISIT, CALL, DIRECTIONS in 1 day;
 sparse: REVIEW, TIP, CHECKIN in 30 days, the command of issue 17). One row per world: events,
 examples, validation rows, validation conversions, AUC / top-k capture / NDCG@10 for the model,
-popularity and random, the lifts (model - popularity) with bootstrap 90 % intervals over validation
-groups, and the gates' decision. Whatever else the run's evaluation reports (``to_dict()`` keys
-beyond these) is printed under the table, as is.
+popularity and random on the event frame (``outcome.evaluation``), the lifts (model - popularity;
+``--event-ci``: with bootstrap 90 % intervals over validation groups), and the gates' decision.
+A second table shows the snapshot frame the gates judge (``outcome.snapshot``, read through its
+``to_dict()``: every served business of each market at daily snapshots, model / popularity /
+recency-weighted popularity / random, lifts with the run's bootstrap intervals over markets, and
+whether the frame is large enough to decide). Anything else the event evaluation reports
+(``to_dict()`` keys beyond the known ones) is printed under the tables, as is.
 
-    python -m models.sweep                     # the default worlds (about 2 minutes on 2 cores)
+    python -m models.sweep                     # the default worlds (a few minutes on 2 cores)
     python -m models.sweep --quick             # two tiny worlds (a smoke test)
     python -m models.sweep --world sparse:2000x2190:0 --world dense:200x14:3
-    python -m models.sweep --only sparse --no-ci --json sweep.json
+    python -m models.sweep --only sparse --event-ci --json sweep.json
 
 A world is ``KIND:BUSINESSESxDAYS:SEED`` (KIND ``dense`` or ``sparse``). Development tool: imports
 ``sim`` lazily; nothing in the trainer or the worker depends on it.
@@ -140,6 +144,7 @@ class Row:
     conversions: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)  # the outcome's evaluation.to_dict()
     extra: dict[str, Any] = field(default_factory=dict)  # evaluation keys beyond the known ones
+    snapshot: dict[str, Any] | None = None  # the outcome's snapshot evaluation (what the gates judge), if any
     lift_capture_ci: tuple[float, float] | None = None
     lift_auc_ci: tuple[float, float] | None = None
     promoted: bool | None = None
@@ -162,7 +167,7 @@ class Row:
         return d
 
 
-def run_world(spec: WorldSpec, *, ci: bool = True, seed: int = 0) -> Row:
+def run_world(spec: WorldSpec, *, ci: bool = False, seed: int = 0) -> Row:
     """Generate, train as ``streamrank train`` does, and summarise one world."""
     from models.dataset import LabelConfig
     from models.errors import TrainingError
@@ -192,9 +197,9 @@ def run_world(spec: WorldSpec, *, ci: bool = True, seed: int = 0) -> Row:
         row.val_groups = int(getattr(ev, "n_groups", 0) or 0)
         row.conversions = float(getattr(ev, "n_conversions", 0) or 0)
         row.promoted = bool(outcome.promoted)
-        row.gates = ", ".join(
-            f"{g.name} {'skip' if g.passed is None else 'pass' if g.passed else 'FAIL'}" for g in outcome.gates
-        )
+        row.gates = ", ".join(f"{g.name}: {_gate_result(g)}" for g in outcome.gates)
+        snap = getattr(outcome, "snapshot", None)
+        row.snapshot = snap.to_dict() if snap is not None and hasattr(snap, "to_dict") else None
         row.best_iteration = getattr(outcome.fit, "best_iteration", None)
         if ci:
             model = registry.load(outcome.version)
@@ -293,9 +298,27 @@ def summary(rows: Sequence[Row]) -> list[str]:
     lines = [
         f"{len(rows)} worlds, {len(ok)} trained: model >= popularity on top-k capture in {cap}, on AUC in {au}; "
         f"promoted in {sum(bool(r.promoted) for r in ok)}",
-        "lift = model - popularity on the run's validation frame; CI: bootstrap over validation groups "
-        f"({BOOTSTRAP} resamples); labels: dense {','.join(DENSE_LABEL[0])} in 1d, sparse {','.join(SPARSE_LABEL[0])} in 30d",
+        "lift = model - popularity on the run's event validation frame (--event-ci: 90% CI, bootstrap over "
+        f"validation groups, {BOOTSTRAP} resamples); labels: dense {','.join(DENSE_LABEL[0])} in 1d, "
+        f"sparse {','.join(SPARSE_LABEL[0])} in 30d",
     ]
+    snap_rows = [line for line in (format_snapshot_row(r) for r in ok) if line]
+    if snap_rows:
+        n_enough = sum(bool(((r.snapshot or {}).get("sufficiency") or {}).get("enough")) for r in ok)
+        snap_ok = [r for r in ok if r.snapshot]
+        cap = sum(_snap_lift(r, "capture") >= 0 for r in snap_ok)
+        au = sum(_snap_lift(r, "auc") >= 0 for r in snap_ok)
+        lines += [
+            "",
+            "snapshot frame (what the gates judge: every served business of each market at daily snapshots; "
+            "rec = recency-weighted popularity; CI over markets):",
+            SNAPSHOT_HEADER,
+            "-" * len(SNAPSHOT_HEADER),
+            *snap_rows,
+            f"snapshot frame: model >= popularity on capture in {cap}, on AUC in {au} of {len(snap_ok)}; "
+            f"enough data to decide in {n_enough}",
+            "",
+        ]
     for r in ok:
         if r.gates:
             lines.append(f"  {r.world}: gates {r.gates}; best iteration {r.best_iteration}")
@@ -304,8 +327,59 @@ def summary(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def _gate_result(g: Any) -> str:
+    result = getattr(g, "result", None)
+    if result:
+        return str(result)
+    return "skipped" if g.passed is None else "pass" if g.passed else "FAIL"
+
+
+SNAPSHOT_SCORERS = ("model", "popularity", "recent_popularity", "random")
+SNAPSHOT_HEADER = (
+    f"{'world':<20} {'rows':>8} {'markets':>7} {'snaps':>5} {'conv':>8} {'enough':>6} | "
+    f"{'AUC mod/pop/rec/rnd':<23} | {'top-k capture mod/pop/rec/rnd':<29} | {'NDCG@10 mod/pop/rec/rnd':<23} | "
+    f"{'lift capture [CI]':<24} | {'lift AUC [CI]':<24}"
+)
+
+
+def format_snapshot_row(r: Row) -> str | None:
+    """The outcome's snapshot evaluation as one row (None when the outcome has none), read from its
+    ``to_dict()``: scorers -> metric -> {value, low, high}, ``model_minus_popularity``, counts."""
+    d = r.snapshot
+    if not d:
+        return None
+
+    def value(scorer: str, metric: str) -> float:
+        v = ((d.get(scorer) or {}).get(metric) or {}).get("value")
+        return float("nan") if v is None else float(v)
+
+    def quad(metric: str, width: int) -> str:
+        return "/".join(_f(value(sc, metric)) for sc in SNAPSHOT_SCORERS).ljust(width)
+
+    def lift(metric: str) -> str:
+        iv = (d.get("model_minus_popularity") or {}).get(metric) or {}
+        v, lo, hi = iv.get("value"), iv.get("low"), iv.get("high")
+        if v is None:
+            return "n/a".ljust(24)
+        s = f"{v:+.3f}" + (f" [{lo:+.3f},{hi:+.3f}]" if lo is not None and hi is not None else "")
+        return s.ljust(24)
+
+    ndcg = next((m for m in (d.get("model") or {}) if m.startswith("ndcg")), "ndcg10")
+    enough = (d.get("sufficiency") or {}).get("enough")
+    return (
+        f"{r.world:<20} {d.get('n_rows', 0):>8,} {d.get('n_markets', 0):>7,} {d.get('n_snapshots', 0):>5,} "
+        f"{d.get('n_conversions', 0):>8,.0f} {'yes' if enough else 'no' if enough is not None else '?':>6} | "
+        f"{quad('auc', 23)} | {quad('capture', 29)} | {quad(ndcg, 23)} | {lift('capture')} | {lift('auc')}"
+    )
+
+
 def _f(v: float) -> str:
     return f"{v:.3f}" if math.isfinite(v) else "n/a"
+
+
+def _snap_lift(r: Row, metric: str) -> float:
+    v = (((r.snapshot or {}).get("model_minus_popularity") or {}).get(metric) or {}).get("value")
+    return float("nan") if v is None else float(v)
 
 
 def _finite(v: float) -> float | None:
@@ -313,7 +387,7 @@ def _finite(v: float) -> float | None:
 
 
 def sweep(
-    worlds: Sequence[WorldSpec], *, ci: bool = True, out: Callable[[str], None] = print, seed: int = 0
+    worlds: Sequence[WorldSpec], *, ci: bool = False, out: Callable[[str], None] = print, seed: int = 0
 ) -> list[Row]:
     """Run every world, printing the table as it goes; returns the rows."""
     import logging
@@ -345,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["dense", "sparse"], help="only the dense or the sparse worlds")
     ap.add_argument("--max-businesses", type=int, help="skip worlds with more businesses")
     ap.add_argument("--no-long", action="store_true", help="skip worlds longer than a year (the six-year world)")
-    ap.add_argument("--no-ci", action="store_true", help="no bootstrap intervals (skips rebuilding the frame)")
+    ap.add_argument(
+        "--event-ci",
+        action="store_true",
+        help="bootstrap intervals on the event frame too (rebuilds the training set; the snapshot frame has its own)",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
 
@@ -360,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no worlds selected", file=sys.stderr)
         return 2
     t = time.perf_counter()
-    rows = sweep(worlds, ci=not args.no_ci)
+    rows = sweep(worlds, ci=args.event_ci)
     print(f"sweep: {len(rows)} worlds in {time.perf_counter() - t:.0f}s")
     if args.json:
         with open(args.json, "w") as fo:

@@ -27,20 +27,26 @@ def test_world_specs_parse_and_cover_the_issue_grid():
 
 def test_sweep_runs_end_to_end_on_two_tiny_worlds(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    assert sweep.main(["--world", "dense:40x12:1", "--world", "sparse:300x120:2", "--json", str(out)]) == 0
+    argv = ["--world", "dense:40x12:1", "--world", "sparse:300x120:2", "--event-ci", "--json", str(out)]
+    assert sweep.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("world") and "lift capture" in lines[0]
-    rows = [line for line in lines if line.startswith(("dense:", "sparse:")) and "|" in line]
+    table = lines[: lines.index("")]  # the first table ends at the first blank line
+    rows = [line for line in table if line.startswith(("dense:", "sparse:")) and "|" in line]
     assert [r.split()[0] for r in rows] == ["dense:40x12:1", "sparse:300x120:2"]
+    if any("snapshot frame" in line for line in lines):  # the outcome carries a snapshot evaluation
+        at = next(i for i, line in enumerate(lines) if line.startswith("snapshot frame ("))
+        snap = [line.split()[0] for line in lines[at:] if line.startswith(("dense:", "sparse:")) and "|" in line]
+        assert snap == ["dense:40x12:1", "sparse:300x120:2"]
     data = json.loads(out.read_text())
     assert [d["world"] for d in data] == ["dense:40x12:1", "sparse:300x120:2"]
     for d in data:
         assert d["error"] is None and d["events"] > 0 and d["examples"] > 0 and d["val_rows"] > 0
         assert {"model", "popularity", "random"} <= set(d["metrics"])
-        assert d["promoted"] in (True, False)
+        assert d["promoted"] in (True, False) and d["lift_auc_ci"] is not None
 
 
 def test_a_world_too_short_to_split_is_a_row_not_a_crash(capsys):
-    rows = sweep.sweep([WorldSpec.parse("sparse:30x20:1")], ci=False)
+    rows = sweep.sweep([WorldSpec.parse("sparse:30x20:1")])
     assert rows[0].error
     assert "training refused" in capsys.readouterr().out
