@@ -570,12 +570,17 @@ def evaluate_snapshots(
     samples: int = BOOTSTRAP_SAMPLES,
     level: float = CI_LEVEL,
     extra: Mapping[str, np.ndarray] | None = None,
-    min_conversions: float = MIN_SNAPSHOT_CONVERSIONS,
-    min_markets: int = MIN_SNAPSHOT_MARKETS,
+    min_conversions: float | None = None,
+    min_markets: int | None = None,
 ) -> SnapshotEvaluation:
     """Model vs popularity vs recency-weighted popularity vs random on a snapshot frame, with
     bootstrap CIs over markets (seeded: the same inputs give the same intervals). ``extra``:
-    more scorers (e.g. the promoted model) evaluated on the same resamples."""
+    more scorers (e.g. the promoted model) evaluated on the same resamples. ``min_*``: the
+    sufficiency thresholds (default: ``MIN_SNAPSHOT_CONVERSIONS``, ``MIN_SNAPSHOT_MARKETS``)."""
+    if min_conversions is None:
+        min_conversions = MIN_SNAPSHOT_CONVERSIONS
+    if min_markets is None:
+        min_markets = MIN_SNAPSHOT_MARKETS
     y = np.asarray(y, dtype=np.float64)
     groups = np.asarray(groups)
     ix = _index(y, groups, np.asarray(markets), np.asarray(snapshots))

@@ -61,6 +61,7 @@ def render_markdown(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]
     """The report: header, decision, validation metrics, data, training, importance, sanity failures."""
     lines = _header(meta)
     lines += _decision(meta)
+    lines += _snapshot_metrics(meta, charts)
     lines += _metrics(meta, charts)
     lines += _data(meta)
     lines += _training(meta)
@@ -94,16 +95,88 @@ def _decision(meta: Mapping[str, Any]) -> list[str]:
         "|---|---|---|",
     ]
     for g in meta.get("gates", []):
-        res = "skipped" if g.get("passed") is None else ("pass" if g["passed"] else "FAIL")
+        res = g.get("result") or ("skipped" if g.get("passed") is None else ("pass" if g["passed"] else "FAIL"))
         lines.append(f"| {g.get('name')} | {res} | {g.get('detail', '')} |")
+    return lines
+
+
+def _ci(d: Any) -> str:
+    """``value [low, high]`` of an interval dict, ``n/a`` without a value."""
+    if not isinstance(d, Mapping) or d.get("value") is None:
+        return "n/a"
+    if d.get("low") is None or d.get("high") is None:
+        return _f(d["value"], 3)
+    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+
+_SNAPSHOT_SCORERS = (
+    ("model", "model"),
+    ("popularity", "popularity"),
+    ("recent_popularity", "recent popularity"),
+    ("random", "random"),
+)
+
+
+def _snapshot_metrics(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) -> list[str]:
+    sm = meta.get("snapshot_metrics")
+    if not sm:
+        return []
+    k = sm.get("k", "k")
+    frame = meta.get("snapshot_frame") or {}
+    boot = sm.get("bootstrap") or {}
+    suff = sm.get("sufficiency") or {}
+    scorers = [(key, label) for key, label in _SNAPSHOT_SCORERS if key in sm]
+    if "current" in sm:
+        scorers.append(("current", f"current ({(meta.get('current_model') or {}).get('version')})"))
+    half_life = frame.get("half_life_ms")
+    lines = [
+        "",
+        f"## Snapshot metrics: what the user sees (the gates judge these; top-k with k = {k})",
+        "",
+        "Every served business of each market (city x category) ranked at each snapshot time T, "
+        "label = its conversions in (T, T + H]. "
+        f"Point estimate [{100 * boot.get('level', 0.95):g} % CI], a percentile bootstrap over markets "
+        f"({boot.get('samples', 'n/a')} resamples, seed {boot.get('seed', 'n/a')}).",
+        "",
+        "| metric | " + " | ".join(label for _, label in scorers) + " |",
+        "|---|" + "---|" * len(scorers),
+    ]
+    for key, label in (("capture", f"top-{k} capture"), ("ndcg10", "NDCG@10"), ("auc", "AUC (per snapshot, mean)")):
+        lines.append(f"| {label} | " + " | ".join(_ci((sm.get(s) or {}).get(key)) for s, _ in scorers) + " |")
+    dp = sm.get("model_minus_popularity") or {}
+    dr = sm.get("model_minus_recent_popularity") or {}
+    lines += [
+        "",
+        f"- model - popularity: capture {_ci(dp.get('capture'))}, AUC {_ci(dp.get('auc'))}",
+        f"- model - recent popularity: capture {_ci(dr.get('capture'))}, AUC {_ci(dr.get('auc'))}",
+        f"- frame: {sm.get('n_rows', 'n/a')} (snapshot, business) rows, {sm.get('n_snapshots', 'n/a')} snapshots "
+        f"from {_ts(frame.get('first_snapshot_ms'))} to {_ts(frame.get('last_snapshot_ms'))}, "
+        f"{sm.get('n_markets', 'n/a')} markets, {sm.get('n_groups', 'n/a')} rankings, "
+        f"{_f(sm.get('n_conversions'), 0)} conversions"
+        + (
+            f"; {frame['dropped_snapshots']} snapshots dropped (horizon past the data)"
+            if frame.get("dropped_snapshots")
+            else ""
+        ),
+        f"- recent popularity: conversions decayed with a half-life of {half_life / 86_400_000:g} days"
+        if half_life
+        else "- recent popularity: n/a",
+        f"- data {'sufficient' if suff.get('enough') else 'INSUFFICIENT'} to decide: {suff.get('detail', 'n/a')}",
+    ]
+    if CAPTURE_CHART in charts:
+        lines += ["", f"![top-k capture]({CAPTURE_CHART})"]
     return lines
 
 
 def _metrics(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) -> list[str]:
     m = meta.get("metrics", {})
     k = m.get("k", "k")
-    cur = meta.get("current_model") or {}
-    lines = ["", f"## Validation metrics (top-k with k = {k})", ""]
+    cur = dict(meta.get("current_model") or {})
+    snapshot = bool(meta.get("snapshot_metrics"))
+    if snapshot:  # the current model's snapshot metrics are in the table above; its event ones here
+        cur["metrics"] = cur.get("event_metrics")
+    title = "Event-frame metrics (scoring moments; informational)" if snapshot else "Validation metrics"
+    lines = ["", f"## {title} (top-k with k = {k})", ""]
     header = "| metric | model | popularity | random |"
     sep = "|---|---|---|---|"
     if cur.get("metrics"):
@@ -124,7 +197,7 @@ def _metrics(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) -> li
     ]
     if cur and not cur.get("metrics"):
         lines.append(f"- current model: {cur.get('version')} not compared: {cur.get('note', '')}")
-    if CAPTURE_CHART in charts:
+    if CAPTURE_CHART in charts and not snapshot:
         lines += ["", f"![top-k capture]({CAPTURE_CHART})"]
     return lines
 
@@ -223,25 +296,54 @@ def _canvas(w: float, h: float):
 
 
 def capture_chart(meta: Mapping[str, Any], path: Path) -> None:
-    m = meta.get("metrics", {})
-    k = m.get("k", "k")
-    names, values = [], []
-    for key, label in (("model", "model"), ("popularity", "popularity"), ("random", "random")):
-        v = m.get(key, {}).get("capture")
-        names.append(label)
-        values.append(v if v is not None else 0.0)
+    """Top-k capture per scorer: on the snapshot frame with CI whiskers (else the event frame)."""
+    sm = meta.get("snapshot_metrics")
+    names: list[str] = []
+    values: list[float] = []
+    errs: list[tuple[float, float]] = []
     cur = meta.get("current_model") or {}
-    if cur.get("metrics") and cur["metrics"].get("capture") is not None:
-        names.append(f"current\n{cur.get('version', '')[:15]}")
-        values.append(cur["metrics"]["capture"])
-    fig = _canvas(6, 3.5)
+    if sm:
+        k = sm.get("k", "k")
+        scorers = [*_SNAPSHOT_SCORERS, ("current", f"current\n{str(cur.get('version', ''))[:15]}")]
+        for key, label in scorers:
+            iv = (sm.get(key) or {}).get("capture") or {}
+            if iv.get("value") is None:
+                continue
+            v = float(iv["value"])
+            lo, hi = iv.get("low"), iv.get("high")
+            names.append(label.replace(" ", "\n", 1) if key == "recent_popularity" else label)
+            values.append(v)
+            errs.append((v - lo, hi - v) if lo is not None and hi is not None else (0.0, 0.0))
+        title = f"Top-{k} capture on the validation snapshots (95 % CI)"
+    else:
+        m = meta.get("metrics", {})
+        k = m.get("k", "k")
+        for key, label in (("model", "model"), ("popularity", "popularity"), ("random", "random")):
+            v = m.get(key, {}).get("capture")
+            names.append(label)
+            values.append(v if v is not None else 0.0)
+            errs.append((0.0, 0.0))
+        if cur.get("metrics") and cur["metrics"].get("capture") is not None:
+            names.append(f"current\n{cur.get('version', '')[:15]}")
+            values.append(cur["metrics"]["capture"])
+            errs.append((0.0, 0.0))
+        title = f"Top-{k} capture on validation"
+    fig = _canvas(6.5, 3.5)
     ax = fig.add_subplot(1, 1, 1)
-    bars = ax.bar(names, values, color=["#2b6cb0", "#a0aec0", "#e2e8f0", "#68d391"][: len(names)], edgecolor="#4a5568")
+    colors = ["#2b6cb0", "#a0aec0", "#cbd5e0", "#e2e8f0", "#68d391"]
+    bars = ax.bar(
+        names,
+        values,
+        yerr=[[e[0] for e in errs], [e[1] for e in errs]],
+        capsize=4,
+        color=(colors * 2)[: len(names)],
+        edgecolor="#4a5568",
+    )
     for b, v in zip(bars, values, strict=True):
-        ax.text(b.get_x() + b.get_width() / 2, v, f"{100 * v:.1f}%", ha="center", va="bottom", fontsize=9)
+        ax.text(b.get_x() + b.get_width() / 2, v, f"{100 * v:.1f}%", ha="left", va="bottom", fontsize=8)
     ax.set_ylabel(f"share of conversions in top-{k}")
-    ax.set_ylim(0, max(values + [0.01]) * 1.2)
-    ax.set_title(f"Top-{k} capture on validation")
+    ax.set_ylim(0, max([v + e[1] for v, e in zip(values, errs, strict=True)] + [0.01]) * 1.2)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, format="png")
 

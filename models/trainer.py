@@ -353,13 +353,16 @@ def _gate(
     promote = not failed and not undecided
     if promote:
         reason = "all gates passed: " + "; ".join(f"{g.name}: {g.detail}" for g in gates)
-    elif failed:
-        reason = "gates failed: " + "; ".join(f"{g.name}: {g.detail}" for g in failed)
     else:
-        reason = (
-            f"insufficient validation data: {snapshot.sufficiency.detail}; not promoted "
-            "(the workers keep serving the promoted model, or the popularity ranker before any)"
-        )
+        parts = []
+        if failed:
+            parts.append("gates failed: " + "; ".join(f"{g.name}: {g.detail}" for g in failed))
+        if undecided:
+            parts.append(
+                f"insufficient validation data: {snapshot.sufficiency.detail}; not promoted "
+                "(the workers keep serving the promoted model, or the popularity ranker before any)"
+            )
+        reason = "; ".join(parts)
     decide("promotion", promote=promote, reason=reason)
     return gates, promote, reason
 

@@ -90,17 +90,47 @@ def describe(result: TrainResult) -> list[str]:
         f"model {o.version}: {'PROMOTED' if o.promoted else 'not promoted'} ({o.reason})",
         f"  training set: {b.records:,} events -> {b.examples:,} examples in {dt:.1f}s "
         f"({b.records / dt:,.0f} events/s overall); fit {o.fit.seconds:.2f}s",
-        f"  top-{ev.k} capture: model {ev.model.capture:.3f}  popularity {ev.popularity.capture:.3f}  random {ev.random.capture:.3f}",
-        f"  NDCG@10: model {ev.model.ndcg10:.3f}  popularity {ev.popularity.ndcg10:.3f}   "
-        f"AUC: model {ev.model.auc:.3f}  popularity {ev.popularity.auc:.3f}",
     ]
+    sn = getattr(o, "snapshot", None)
+    if sn is not None:
+        # What the gates judge: the served rankings at daily snapshots, 95 % CIs over markets.
+        lines.append(
+            f"  snapshots (gates): {sn.n_rows:,} (snapshot, business) rows, {sn.n_snapshots} snapshots, "
+            f"{sn.n_markets} markets, {sn.n_conversions:,.0f} conversions; "
+            f"{'enough data' if sn.sufficiency.enough else 'INSUFFICIENT data'} to decide"
+        )
+        for metric, label in (("capture", f"top-{sn.k} capture"), ("ndcg10", "NDCG@10"), ("auc", "AUC")):
+            row = "  ".join(
+                f"{name} {sn.scores[key][metric]}"
+                for key, name in (
+                    ("model", "model"),
+                    ("popularity", "popularity"),
+                    ("recent_popularity", "recent"),
+                    ("random", "random"),
+                    ("current", "current"),
+                )
+                if key in sn.scores
+            )
+            lines.append(f"    {label}: {row}")
+        lines.append(
+            f"    model - popularity: capture {sn.diff_vs_popularity['capture']}  AUC {sn.diff_vs_popularity['auc']}"
+        )
     lines += [
-        f"  gate {g.name}: {'skipped' if g.passed is None else 'pass' if g.passed else 'FAIL'} - {g.detail}"
-        for g in o.gates
+        f"  event frame: top-{ev.k} capture model {ev.model.capture:.3f}  popularity {ev.popularity.capture:.3f}  "
+        f"random {ev.random.capture:.3f}; NDCG@10 model {ev.model.ndcg10:.3f}  popularity {ev.popularity.ndcg10:.3f}; "
+        f"AUC model {ev.model.auc:.3f}  popularity {ev.popularity.auc:.3f}",
     ]
+    lines += [f"  gate {g.name}: {_gate_result(g)} - {g.detail}" for g in o.gates]
     lines += [f"  importance shift: {shift}" for shift in o.shifts]
     lines.append(f"  report: {result.report_path}")
     return lines
+
+
+def _gate_result(g: Any) -> str:
+    result = getattr(g, "result", None)
+    if isinstance(result, str):
+        return result
+    return "skipped" if g.passed is None else "pass" if g.passed else "FAIL"
 
 
 def run_every(

@@ -135,3 +135,26 @@ def test_decisions_are_logged(world, tmp_path, caplog):
 def test_too_short_a_log_is_a_training_error(tmp_path):
     with pytest.raises(TrainingError):
         train_and_register(world_records(20, 4, seed=1), ModelRegistry(tmp_path), options=OPTIONS)
+
+
+def test_a_validation_frame_too_small_to_decide_promotes_nothing(tmp_path, monkeypatch):
+    """20 businesses in 9 markets, 2 validation days: few markets where a top-3 leaves anyone out."""
+    # The sanity gate is not what this test is about (a model fitted on 20 businesses may fail it).
+    monkeypatch.setattr(trainer_mod, "check_sanity", lambda *a, **k: [])
+    reg = ModelRegistry(tmp_path)
+    out = train_and_register(
+        world_records(20, 10, seed=1),
+        reg,
+        options=OPTIONS.with_(validation_days=2, min_validation_groups=1),
+    )
+    assert out.snapshot is not None and not out.snapshot.sufficiency.enough
+    assert out.snapshot.n_rows > 0
+    gates = {g.name: g for g in out.gates}
+    assert gates["beats_popularity"].passed is None and gates["beats_popularity"].insufficient
+    assert gates["beats_popularity"].result == "insufficient validation data"
+    assert not out.promoted and out.reason.startswith("insufficient validation data")
+    assert reg.promoted_version() is None  # registered, not promoted
+    meta = reg.metadata(out.version)
+    assert meta["snapshot_metrics"]["sufficiency"]["enough"] is False
+    assert meta["gates"][1]["result"] == "insufficient validation data"
+    assert "insufficient validation data" in (reg.version_dir(out.version) / "report.md").read_text()
