@@ -62,7 +62,12 @@ def register(sub: Any) -> None:
         metavar="TIME|P:OFFSET,...",
         help="exclusive end (default: the end of the log when the read starts)",
     )
-    p.add_argument("--model", required=True, metavar="VERSION", help="model version in the registry, or 'promoted'")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="VERSION",
+        help="model version in the registry, 'promoted', or 'popularity' (the baseline workers serve while nothing is promoted)",
+    )
     p.add_argument(
         "--output-topic", required=True, help="where predictions go (created with the input partition count)"
     )

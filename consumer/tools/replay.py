@@ -369,16 +369,26 @@ def replay(
     ``on_ranges`` sees the resolved ranges before reading; ``on_read(records, partitions_left)`` and
     ``on_process(partition, items_done, items_total)`` report progress.
     """
+    from consumer.config import label_config
     from consumer.io.clients import check_copartitioned, check_reachable, create_topics
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
     from consumer.runtime.sink import Sink
+    from models.baseline import POPULARITY, PopularityScorer
     from models.errors import ModelRefused, RegistryError
     from models.registry import ModelRegistry
 
     t_start = time.perf_counter()
     check_output_topic(cfg, output_topic)
+    model: Scorer
     try:
-        model = ModelRegistry(cfg.registry_dir).load(model_version)
+        if model_version == POPULARITY or model_version.startswith(POPULARITY + "-"):
+            # What workers serve while nothing is promoted (models.baseline); its version names the
+            # feature set and kinds, so a version other than this code's is refused like a model's.
+            model = PopularityScorer(DEFAULT_SPEC, label_config(cfg).kinds)
+            if model_version not in (POPULARITY, model.version):
+                raise ModelRefused(f"{model_version} is not this code's popularity baseline ({model.version})")
+        else:
+            model = ModelRegistry(cfg.registry_dir).load(model_version)
     except (ModelRefused, RegistryError) as exc:
         raise ReplayError(f"cannot replay with model {model_version!r} from {cfg.registry_dir}: {exc}") from exc
     check_reachable(cfg.bootstrap)

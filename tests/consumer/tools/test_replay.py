@@ -17,6 +17,7 @@ from consumer.io.publish import publish_records
 from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
 from consumer.runtime.worker import Worker
 from consumer.tools.replay import Position, ReplayError, parse_offsets, replay
+from features.spec import DEFAULT_SPEC
 from sim.world import DEFAULT_START_MS, WorldConfig, generate_records
 from tests.kit.events import DAY, HOUR
 from tests.kit.topics import prediction_count, read_predictions, read_topic
@@ -188,3 +189,28 @@ def test_offsets_syntax():
         from consumer.tools.replay import check_output_topic
 
         check_output_topic(Config(activity_topic="a"), "a")
+
+
+def test_replay_with_the_popularity_baseline_reproduces_what_a_worker_served_without_a_model(live, tmp_path):
+    """A worker on an empty registry serves the popularity baseline; ``--model popularity`` replays it exactly."""
+    from models.baseline import PopularityScorer
+
+    s = uuid.uuid4().hex[:8]
+    cfg = live.cfg.with_overrides(
+        registry_dir=str(tmp_path / "empty-registry"),
+        group_id=f"baseline-{s}",
+        predictions_topic=f"predictions-baseline-{s}",
+        changelog_topic=f"changelog-baseline-{s}",
+    )
+    Worker(cfg, exit_when_idle_s=2).run()
+    served = {p["prediction_id"]: p for p in read_predictions(cfg)}
+    version = PopularityScorer(DEFAULT_SPEC).version
+    assert len(served) == len(live.predictions) and {p["model_version"] for p in served.values()} == {version}
+
+    out = f"replay-{s}"
+    stats = replay(cfg, "popularity", out, Position.earliest())
+    got = _read(cfg, out)
+    assert stats.model_version == version and stats.predictions == len(got)
+    assert sorted(map(_comparable, got)) == sorted(map(_comparable, served.values()))
+    with pytest.raises(ReplayError, match="popularity baseline"):
+        replay(cfg, "popularity-000000000000", out, Position.earliest())
