@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("\n".join("    " + line for line in describe(result)))
         if not result.outcome.promoted:
-            print("      no model was promoted: the worker has nothing to serve; stopping", file=sys.stderr)
-            return 1
+            # The worker does not wait for one: it serves the popularity baseline (models.baseline).
+            print(
+                "      no model was promoted: the worker serves the popularity baseline (model_version popularity-...)"
+            )
 
         producer = KafkaProducer(**producer_kwargs(cfg))
         bad = [b"not avro at all", b"\x00\x00\x00\x00\x02\x02", b"\x00\x00\x00\x27\x0f\x00"]
