@@ -340,7 +340,7 @@ def capture_chart(meta: Mapping[str, Any], path: Path) -> None:
         edgecolor="#4a5568",
     )
     for b, v in zip(bars, values, strict=True):
-        ax.text(b.get_x() + b.get_width() / 2, v, f"{100 * v:.1f}%", ha="left", va="bottom", fontsize=8)
+        ax.text(b.get_x() + b.get_width() / 2, v / 2, f"{100 * v:.1f}%", ha="center", va="center", fontsize=9)
     ax.set_ylabel(f"share of conversions in top-{k}")
     ax.set_ylim(0, max([v + e[1] for v, e in zip(values, errs, strict=True)] + [0.01]) * 1.2)
     ax.set_title(title)

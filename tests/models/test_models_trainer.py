@@ -85,6 +85,18 @@ def test_metadata_and_report(runs):
     folder = reg.version_dir(first.version)
     report = (folder / "report.md").read_text()
     assert "PROMOTED" in report and "top-3 capture" in report and "popularity" in report
+    # the snapshot frame the gates judged: metrics with intervals next to the three baselines
+    sm = meta["snapshot_metrics"]
+    assert sm["sufficiency"]["enough"] and sm["bootstrap"]["over"] == "markets"
+    for scorer in ("model", "popularity", "recent_popularity", "random"):
+        iv = sm[scorer]["capture"]
+        assert iv["low"] <= iv["value"] <= iv["high"]
+    assert meta["gates"][1]["value"] == pytest.approx(sm["model"]["capture"]["value"])
+    assert meta["snapshot_frame"]["rows"] == sm["n_rows"] > 0
+    section = report[report.index("## Snapshot metrics") : report.index("## Event-frame metrics")]
+    iv = sm["model"]["capture"]
+    assert f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]" in section
+    assert "recent popularity" in section and "model - popularity" in section
     for png in ("capture.png", "importance.png"):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
