@@ -1,6 +1,11 @@
 """Offline evaluation: ranking quality, the business metric, and feature importance.
 
-All metrics are computed per ranking group (``city, state|category`` x day of ``as_of``) on an
+Two frames. The **snapshot frame** (``models.snapshots``; :func:`evaluate_snapshots`, below under
+"snapshot frame") is what the gates judge: every served business of each market at snapshot times,
+with bootstrap CIs over markets and a sufficiency rule. The **event frame** (:func:`evaluate`,
+described next) is kept for the record and for comparisons with older models' metadata.
+
+In the event frame, all metrics are computed per ranking group (``city, state|category`` x day of ``as_of``) on an
 *evaluation frame*: one example per (group, business), the business's latest scoring moment in
 that group. A busy business has many scoring moments a day; ranking a city/category means ranking
 its businesses once each (by their latest score, as the worker serves them), so duplicates would

@@ -221,3 +221,28 @@ def test_sufficiency_on_a_tiny_frame():
     assert not s.enough and s.conversions == 0
     big = evaluate_snapshots(*_synthetic(12, seed=5))
     assert big.sufficiency.enough
+
+
+# ------------------------------------------------------------------------------- the gates
+def test_gates_judge_the_snapshot_frame_and_say_insufficient_on_a_tiny_one():
+    from models.train import TrainOptions
+    from models.trainer import _gates
+
+    current = {"version": "v0", "metrics": {"capture": 0.1}}
+    tiny = evaluate_snapshots(*_synthetic(2, seed=5, snapshots=1, size=6))
+    gates = {g.name: g for g in _gates(tiny, current, [], TrainOptions())}
+    for name in ("beats_popularity", "not_worse_than_current"):
+        assert gates[name].passed is None and gates[name].insufficient
+        assert gates[name].result == "insufficient validation data"
+        assert gates[name].detail.startswith("insufficient validation data")
+    assert gates["sanity"].passed is True
+    # enough data: a model that ranks worse than popularity fails, one that ranks better passes
+    model, y, g, m, snap, pop, recent = _synthetic(40, seed=6)
+    worse = evaluate_snapshots(pop + np.random.default_rng(1).normal(0, 5, len(y)), y, g, m, snap, pop, recent)
+    better = evaluate_snapshots(model, y, g, m, snap, pop, recent)
+    assert worse.sufficiency.enough and better.sufficiency.enough
+    assert {x.name: x.result for x in _gates(worse, None, [], TrainOptions())}["beats_popularity"] == "FAIL"
+    got = {x.name: x for x in _gates(better, None, [], TrainOptions())}
+    assert got["beats_popularity"].result == "pass"
+    assert got["beats_popularity"].value == pytest.approx(better.metric("model", "capture"))
+    assert got["not_worse_than_current"].result == "skipped"
