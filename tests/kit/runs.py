@@ -71,7 +71,12 @@ def check_invariant(
     ids = Counter(p["prediction_id"] for p in got)
     missing = expected.predictions.keys() - ids.keys()
     unexpected = ids.keys() - expected.predictions.keys()
-    assert not missing, f"{len(missing)} of {len(expected.predictions)} predictions missing"
+    assert not missing, f"{len(missing)} of {len(expected.predictions)} predictions missing: " + ", ".join(
+        f"{p['source_topic']}[{p['source_partition']}]@{p['source_offset']} {p['business_id']} t={p['event_time']}"
+        for p in sorted(
+            (expected.predictions[m] for m in missing), key=lambda p: (p["source_partition"], p["source_offset"])
+        )[:12]
+    )
     assert not unexpected, f"{len(unexpected)} predictions no fault-free run makes"
     for p in got:  # a re-emitted prediction (at-least-once) is the same prediction
         e = expected.predictions[p["prediction_id"]]

@@ -95,7 +95,13 @@ def test_workers_join_and_leave_while_events_flow(cfg, tmp_path, tally):
 
     expected = Expected(cfg, cfg.registry_dir)
     assert not churn_done and mid < len(expected.predictions), "the events stopped before the churn ended: no load"
-    figures = check_invariant(cfg, expected)
+    try:
+        figures = check_invariant(cfg, expected)
+    except AssertionError:  # keep the workers' own accounts with the failure: what they called the records
+        for name, path in logs.items():
+            kept = [ln for ln in path.read_text().splitlines() if '"level": "debug"' not in ln][-40:]
+            print(f"--- worker {name}, last lines ---\n" + "\n".join(kept))
+        raise
     text = {n: p.read_text() for n, p in logs.items()}
     assignments = {n: t.count('"partitions assigned"') for n, t in text.items()}
     restores = sum(t.count('"state restored"') for t in text.values())
