@@ -85,11 +85,52 @@ class TrainerMetrics:
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
                         metric.add_metric([scorer, name], float(v))
         out.append(metric)
-        gate = GaugeMetricFamily(p + "gate", "The last run's gates: 1 passed, 0 failed, -1 skipped", labels=["gate"])
+        gate = GaugeMetricFamily(
+            p + "gate",
+            "The last run's gates: 1 passed, 0 failed, -1 skipped, -2 insufficient validation data",
+            labels=["gate"],
+        )
         for gd in f.get("gates") or []:
-            gate.add_metric([gd["name"]], -1.0 if gd["passed"] is None else float(bool(gd["passed"])))
+            gate.add_metric([gd["name"]], _gate_value(gd))
         out.append(gate)
+        out += _snapshot_families(p, f.get("snapshot_metrics"))
         return out
+
+
+def _gate_value(gd: dict[str, Any]) -> float:
+    if gd.get("insufficient"):
+        return -2.0  # the data could not decide: distinct from a skipped gate (nothing to compare with)
+    return -1.0 if gd["passed"] is None else float(bool(gd["passed"]))
+
+
+def _snapshot_families(p: str, snap: dict[str, Any] | None) -> list[GaugeMetricFamily]:
+    """The snapshot frame the gates judged (models.snapshots): each scorer's metric with its
+    bootstrap interval (bound = value, low, high), and whether the frame could decide at all."""
+    if not snap:
+        return []
+    metric = GaugeMetricFamily(
+        p + "snapshot_metric",
+        "The last run's snapshot-frame metrics (what the gates judge), per scorer, with interval bounds",
+        labels=["scorer", "metric", "bound"],
+    )
+    for scorer, values in snap.items():
+        if not isinstance(values, dict) or scorer in ("sufficiency", "bootstrap"):
+            continue
+        for name, interval in values.items():
+            if isinstance(interval, dict):
+                for bound in ("value", "low", "high"):
+                    v = interval.get(bound)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        metric.add_metric([scorer, name, bound], float(v))
+    out = [metric]
+    sufficiency = snap.get("sufficiency")
+    if isinstance(sufficiency, dict) and "enough" in sufficiency:
+        enough = GaugeMetricFamily(
+            p + "snapshot_sufficient", "1 if the last run's snapshot frame had enough data to decide the gates"
+        )
+        enough.add_metric([], float(bool(sufficiency["enough"])))
+        out.append(enough)
+    return out
 
 
 def _num(v: Any) -> float:
@@ -175,6 +216,7 @@ class TrainingRun:
             events=b.records,
             examples=b.examples,
             metrics=o.evaluation.to_dict(),
+            snapshot_metrics=o.snapshot.to_dict() if o.snapshot is not None else None,
             gates=[g.to_dict() for g in o.gates],
         )
         return facts

@@ -28,6 +28,7 @@ def _outcome(promoted: bool):
             to_dict=lambda: {"k": 10, "model": {"capture": 0.31, "auc": 0.7}, "popularity": {"capture": 0.2}}
         ),
         gates=[gate],
+        snapshot=None,
     )
 
 
@@ -120,3 +121,39 @@ def test_streamrank_train_records_a_failed_run(tmp_path, run_log, root_logging):
     assert f["streamrank_trainer_last_run_promoted"] == {(): 0.0}
     line = json.loads(run_log.getvalue().splitlines()[-1])
     assert line["run"]["result"] == "failed" and "TrainingError" in line["run"]["error"]
+
+
+def test_the_snapshot_metrics_the_gates_judged_and_an_undecided_gate_are_exported(tmp_path, run_log):
+    """The gates judge the snapshot frame (models.snapshots): its metrics, with their interval
+    bounds, are what an operator must see next to the gate values; a gate the data could not decide
+    ("insufficient validation data") is -2, not a pass, a failure or a skip."""
+    cfg = SimpleNamespace(registry_dir=tmp_path, metrics_port=0)
+    outcome = _outcome(promoted=False)
+    outcome.gates = [
+        SimpleNamespace(
+            to_dict=lambda: {"name": "beats_popularity", "passed": None, "insufficient": True, "detail": "too few"}
+        ),
+        SimpleNamespace(to_dict=lambda: {"name": "sanity", "passed": True, "insufficient": False, "detail": "ok"}),
+    ]
+    snapshot = {
+        "k": 3,
+        "model": {
+            "capture": {"value": 0.46, "low": 0.36, "high": 0.60},
+            "auc": {"value": 0.85, "low": 0.8, "high": 0.9},
+        },
+        "popularity": {"capture": {"value": 0.42, "low": 0.31, "high": 0.57}},
+        "model_minus_popularity": {"capture": {"value": 0.04, "low": 0.01, "high": 0.08}},
+        "sufficiency": {"enough": False, "conversions": 12.0, "markets": 2},
+    }
+    outcome.snapshot = SimpleNamespace(to_dict=lambda: snapshot)
+    with TrainingRun(cfg, None) as run:
+        run.done(outcome)
+    f = _textfile(cfg)
+    assert f["streamrank_trainer_last_run_gate"] == {(("gate", "beats_popularity"),): -2.0, (("gate", "sanity"),): 1.0}
+    snap = f["streamrank_trainer_last_run_snapshot_metric"]
+    assert snap[(("bound", "value"), ("metric", "capture"), ("scorer", "model"))] == 0.46
+    assert snap[(("bound", "low"), ("metric", "capture"), ("scorer", "model"))] == 0.36
+    assert snap[(("bound", "high"), ("metric", "capture"), ("scorer", "model_minus_popularity"))] == 0.08
+    assert f["streamrank_trainer_last_run_snapshot_sufficient"] == {(): 0.0}
+    line = json.loads(run_log.getvalue().splitlines()[-1])
+    assert line["run"]["snapshot_metrics"]["sufficiency"]["enough"] is False
