@@ -37,6 +37,10 @@ def proxied(tmp_path, broker):
         yield proxy, b
 
 
+# One rerun: once in several clean-clone CI runs the client did not get back through the proxy
+# within 90 s of the restore (20k reconnects, then UnknownMemberId); cause not found (stop 24).
+# A failure that repeats still fails the run; a rerun shows in the summary as "rerun".
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("mode", ["refuse"])
 def test_broker_unreachable_for_30s_mid_stream(proxied, registry_copy, tmp_path, tally, mode):
     proxy, broker = proxied
