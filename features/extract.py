@@ -13,6 +13,10 @@ Families (W = each window, see ``spec`` for how windows map to buckets):
 * ``uniq_users_<W>``: estimated distinct identified visitors (linear counting, see ``state``);
 * ``rate_bizsite_<W>``, ``rate_call_<W>``: (x + a) / (page views + a + b), Beta(a, b) prior;
 * ``hours_since_<kind>``: since the latest event of that kind, NaN if none;
+* ``hours_since_first_<kind>``: since the earliest event of that kind, NaN if none;
+* ``count_<kind>_all``: lifetime count of that kind;
+* ``decayed_<kind>_<H>``: for each half-life H, events of that kind weighted ``2 ** -(age / H)``,
+  age counted in whole coarse buckets (days) from the bucket of ``as_of``; 0 with no events;
 * ``page_view_interval_mean_h``: (last - first page view) / (page views - 1), lifetime; NaN below 2;
 * ``review_count`` (lifetime) and ``rating_mean`` (of rated reviews; NaN if none);
 * ``is_open``, ``price_range``, ``city_bucket`` (hash of city and state), ``category_bucket`` (hash of
@@ -96,9 +100,13 @@ def _values(st: BusinessState, as_of: int, lay: Layout) -> list[float]:
     v += [(W[o + BIZ] + a) / (W[o + PV] + ab) for o in offs]
     v += [(W[o + CALL] + a) / (W[o + PV] + ab) for o in offs]
     v += [(t - x) / _HOUR if x else NAN for x in st.last_ms]
+    v += [(t - x) / _HOUR if x else NAN for x in st.first_ms]
+    v += [x + 0.0 for x in st.totals]
+    if lay.decay_f:
+        v += _decayed(st, lay, t)
 
     n_pv = st.totals[PV]
-    v.append((st.last_ms[PV] - st.first_page_view_ms) / _HOUR / (n_pv - 1) if n_pv > 1 else NAN)
+    v.append((st.last_ms[PV] - st.first_ms[PV]) / _HOUR / (n_pv - 1) if n_pv > 1 else NAN)
     v.append(st.totals[lay.REVIEW] + 0.0)
     v.append(st.rating_sum / st.rating_n if st.rating_n else NAN)
     if st.known:
@@ -111,6 +119,28 @@ def _values(st: BusinessState, as_of: int, lay: Layout) -> list[float]:
     born = st.created_ms or st.first_seen_ms
     v.append(((t - born) / _DAY if t > born else 0.0) if born else NAN)
     return v
+
+
+def _decayed(st: BusinessState, lay: Layout, t: int) -> list[float]:
+    """Decayed counts as of ``t``: the final rows' sums (see ``state``) plus the rows not final yet."""
+    nk = lay.n_kinds
+    if not st.max_event_ms:
+        return [0.0] * (nk * len(lay.decay_f))
+    acc = st.decay
+    c = t // lay.gc
+    R, K = lay.Rc, lay.K
+    ring, tot = st.coarse, st.coarse_tot
+    lo = (st.max_event_ms - lay.lateness) // lay.gc
+    pending = [(b, (b % R) * K) for b in range(lo, st.coarse_head + 1) if tot[b % R]]
+    out: list[float] = []
+    for i, f in enumerate(lay.decay_f):
+        scale = f ** (c - st.decay_epoch)
+        vals = [x * scale for x in acc[i * nk : i * nk + nk]]
+        for b, base in pending:
+            w = f ** (c - b)
+            vals = [v + x * w for v, x in zip(vals, ring[base : base + nk], strict=True)]
+        out += vals
+    return out
 
 
 def _shifted(

@@ -10,6 +10,11 @@ state stays bounded. Windows up to ``fine_horizon_ms`` use the fine grid (hourly
 ones the coarse grid (daily). A window of length W on a grid of bucket size g is the W/g buckets
 ending with the bucket that contains ``as_of``: it covers between W - g and W of history.
 
+Decay. ``half_lives_ms`` gives exponentially decayed counts per activity kind with day-level
+(coarse bucket) resolution: as of a time in coarse bucket c, an event in bucket b weighs
+``2 ** -((c - b) * coarse_bucket_ms / half_life)``. Unlike windows they reach back over the whole
+history in constant state (``state`` says how they stay exact and order-free).
+
 Stable hashing. Hashed ids (city and category buckets, user slots, event-id dedup) use blake2b or
 CRC-32, never Python's ``hash()``, which is salted per process and would make training and serving
 disagree.
@@ -31,7 +36,7 @@ from features.events import ACTIVITY_KINDS
 
 # Bump whenever extraction or folding logic changes meaning, even with identical parameters:
 # it is hashed into ``version``, so models trained on the old rules are refused.
-FEATURE_CODE_REVISION = 1
+FEATURE_CODE_REVISION = 2
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -42,6 +47,8 @@ _MAX_BUCKETS = 1 << 24
 # The state encodes live fine-bucket numbers as u16 offsets (slots, dedup buckets); this bound on
 # the longest window plus lateness, in fine buckets, keeps them in range with room to spare.
 _MAX_FINE_SPAN = 1 << 14
+# Decayed counts are stored relative to an anchor bucket that steps by this many coarse buckets.
+DECAY_EPOCH = 32
 
 
 def window_label(ms: int) -> str:
@@ -68,10 +75,14 @@ class FeatureSpec:
     # Beta(a, b) prior of the conversion ratios: (x + a) / (views + a + b), prior mean a / (a + b).
     rate_prior_a: float = 1.0
     rate_prior_b: float = 9.0
+    # Exponentially decayed counts per activity kind, one family per half-life: long memory for
+    # sparse businesses (a few events a month) whose windows above are mostly empty.
+    half_lives_ms: tuple[int, ...] = (7 * DAY_MS, 60 * DAY_MS, 365 * DAY_MS)
 
     def __post_init__(self) -> None:
         # from_dict hands lists and JSON numbers; normalise so equal specs compare and hash equal.
         object.__setattr__(self, "windows_ms", tuple(_int(w, "windows_ms") for w in self.windows_ms))
+        object.__setattr__(self, "half_lives_ms", tuple(_int(h, "half_lives_ms") for h in self.half_lives_ms))
         for f in (
             "allowed_lateness_ms",
             "fine_bucket_ms",
@@ -118,6 +129,16 @@ class FeatureSpec:
             raise SpecError("distinct_slots must be a power of two in 16..65536")
         if len({window_label(x) for x in w}) != len(w):
             raise SpecError("two windows share a label")
+        self._validate_decay()
+
+    def _validate_decay(self) -> None:
+        h = self.half_lives_ms
+        if not h:
+            return
+        if any(b <= a for a, b in pairwise(h)) or h[0] <= 0:
+            raise SpecError(f"half_lives_ms must be positive and strictly increasing, got {h}")
+        if len({window_label(x) for x in h}) != len(h):
+            raise SpecError("two half-lives share a label")
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -132,6 +153,10 @@ class FeatureSpec:
         out += [f"rate_bizsite_{lab}" for lab in labels]
         out += [f"rate_call_{lab}" for lab in labels]
         out += [f"hours_since_{kind.lower()}" for kind in ACTIVITY_KINDS]
+        out += [f"hours_since_first_{kind.lower()}" for kind in ACTIVITY_KINDS]
+        out += [f"count_{kind.lower()}_all" for kind in ACTIVITY_KINDS]
+        for h in self.half_lives_ms:
+            out += [f"decayed_{kind.lower()}_{window_label(h)}" for kind in ACTIVITY_KINDS]
         out += [
             "page_view_interval_mean_h",
             "review_count",
@@ -148,6 +173,7 @@ class FeatureSpec:
         """Every parameter as JSON-ready data (windows as a list)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["windows_ms"] = list(self.windows_ms)
+        d["half_lives_ms"] = list(self.half_lives_ms)
         return d
 
     @cached_property
@@ -235,6 +261,10 @@ class Layout:
         "prior_ab",
         "window_offsets",
         "count_index",
+        "n_kinds",
+        "decay_f",
+        "decay_step",
+        "decay_pow",
     )
 
     def __init__(self, spec: FeatureSpec):
@@ -263,7 +293,10 @@ class Layout:
         self.fine_windows = tuple((n, i * self.K) for i, n in enumerate(fine))
         self.coarse_windows = tuple((n, i * self.K) for i, n in enumerate(coarse))
         self.Rf = max(fine, default=0)
-        self.Rc = max(coarse, default=0)
+        # Decayed counts take a coarse row once no accepted event can land in it any more (see
+        # ``state``): the ring must outlive the lateness by more than a bucket, windows or not.
+        need = self.lateness // self.gc + 3 if spec.half_lives_ms else 0
+        self.Rc = max(*coarse, need, 0)
         self.fine_part = tuple((n, o) for n, o in self.fine_windows if n < self.Rf)
         self.fine_full = tuple(o for n, o in self.fine_windows if n == self.Rf)
         self.coarse_part = tuple((n, o) for n, o in self.coarse_windows if n < self.Rc)
@@ -281,6 +314,12 @@ class Layout:
         self.count_index = tuple(i * self.K + k for k in range(len(ACTIVITY_KINDS)) for i in range(nw))
         self.prior_a = spec.rate_prior_a
         self.prior_ab = spec.rate_prior_a + spec.rate_prior_b
+        self.n_kinds = len(ACTIVITY_KINDS)
+        # Per half-life: the decay factor of one coarse bucket, its power over one epoch of the
+        # decayed sums (DECAY_EPOCH buckets), and a table of its powers 0..epoch.
+        self.decay_f = tuple(2.0 ** (-self.gc / h) for h in spec.half_lives_ms)
+        self.decay_step = tuple(f**DECAY_EPOCH for f in self.decay_f)
+        self.decay_pow = tuple(tuple(f**d for d in range(DECAY_EPOCH + 1)) for f in self.decay_f)
 
 
 def _int(v: Any, name: str) -> int:

@@ -36,6 +36,16 @@ Event-time rules (each one is tested in ``tests/features``):
   channel.
   Events with no or an empty ``user_id`` count as activity only.
 
+* Decayed counts (``spec.half_lives_ms``). A coarse bucket b is *final* once no accepted event can
+  land in it any more: ``b < (max_event_ms - allowed_lateness_ms) // coarse_bucket_ms``. Final rows
+  of the coarse ring are added, in bucket order, to per-kind sums ``decay`` kept relative to an
+  anchor bucket ``decay_epoch`` (a multiple of ``DECAY_EPOCH``): ``decay += row * f ** (epoch - b)``
+  with f the per-bucket factor; the anchor steps one epoch at a time (``decay *= f ** DECAY_EPOCH``)
+  when a row reaches it. Which rows are added, their content and the order of every float operation
+  depend on the accepted events alone, never on arrival order or on how the clock jumped, so the
+  sums are bit-identical for any arrival order (a decayed count is a float; this is what keeps the
+  rule above exact for it). ``extract`` adds the few rows that are not final yet.
+
 Layout: one ring per grid (see ``spec``) of ``R`` bucket rows x ``K`` channels (seven activity kinds
 plus the distinct-visitor channel), ``R`` being the longest window of the grid; a per-row event total
 (to skip empty rows quickly); and running sums per window as of the clock's bucket, so neither hot
@@ -60,12 +70,12 @@ from hashlib import blake2b
 
 from features.errors import CorruptState, FeatureError, InvalidEvent, SpecError, StateVersionError
 from features.events import ACTIVITY_KINDS, ActivityEvent, BusinessEvent
-from features.spec import DEFAULT_SPEC, FeatureSpec, Layout
+from features.spec import DECAY_EPOCH, DEFAULT_SPEC, FeatureSpec, Layout
 
 # Bump when the encoding or the meaning of a folded field changes: older changelog records are then
 # refused with StateVersionError, and the worker rebuilds state from the topics (``readable`` lets
 # its restore find them without decoding every state).
-STATE_VERSION = 1
+STATE_VERSION = 2
 # Slots are stored relative to a base that steps by this many fine buckets (see _slot_base).
 SLOT_PERIOD = 1 << 15
 
@@ -121,10 +131,13 @@ class BusinessState:
         "slot_base",
         # dedup: fine bucket -> set of event keys, for buckets >= seen_floor
         "seen",
-        # lifetime aggregates of accepted activity
+        # lifetime aggregates of accepted activity; decayed sums of final coarse rows, per
+        # half-life x kind, relative to the anchor bucket decay_epoch
         "last_ms",
+        "first_ms",
         "totals",
-        "first_page_view_ms",
+        "decay",
+        "decay_epoch",
         "rating_sum",
         "rating_n",
         "first_seen_ms",
@@ -165,8 +178,10 @@ class BusinessState:
         self.seen: dict[int, set[int]] = {}
         n = len(lay.kinds)
         self.last_ms = [0] * n
+        self.first_ms = [0] * n
         self.totals = [0] * n
-        self.first_page_view_ms = 0
+        self.decay = array("d", bytes(8 * n * len(lay.decay_f)))
+        self.decay_epoch = 0
         self.rating_sum = 0
         self.rating_n = 0
         self.first_seen_ms = 0
@@ -240,7 +255,19 @@ class BusinessState:
         )
 
 
-_LISTS = ("fine", "fine_tot", "fine_sums", "coarse", "coarse_tot", "coarse_sums", "slots", "last_ms", "totals")
+_LISTS = (
+    "fine",
+    "fine_tot",
+    "fine_sums",
+    "coarse",
+    "coarse_tot",
+    "coarse_sums",
+    "slots",
+    "last_ms",
+    "first_ms",
+    "totals",
+    "decay",
+)
 _SCALARS = tuple(n for n in BusinessState.__slots__ if n not in _LISTS and n != "seen")
 
 
@@ -301,6 +328,11 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
     bf = t // lay.gf
     mx = st.max_event_ms
     if t > mx:
+        if mx and lay.decay_f:
+            f0 = (mx - lay.lateness) // lay.gc
+            f1 = (t - lay.lateness) // lay.gc
+            if f1 > f0:
+                _settle(st, lay, f0, f1)
         st.max_event_ms = t
         if bf > st.fine_head:
             _advance_clock(st, lay, bf, t // lay.gc)
@@ -364,12 +396,12 @@ def _fold_activity(st: BusinessState, ev: ActivityEvent, lay: Layout) -> None:
     if t > last[k]:  # noqa: PLR1730 - cheaper than a max() call on the hot path
         last[k] = t
     st.totals[k] += 1
+    first = st.first_ms
+    if t < first[k] or not first[k]:
+        first[k] = t
     if t < st.first_seen_ms or not st.first_seen_ms:
         st.first_seen_ms = t
-    if k == lay.PV:
-        if t < st.first_page_view_ms or not st.first_page_view_ms:
-            st.first_page_view_ms = t
-    elif ev.rating is not None and k == lay.REVIEW:
+    if ev.rating is not None and k == lay.REVIEW:
         st.rating_sum += ev.rating
         st.rating_n += 1
 
@@ -412,6 +444,44 @@ def _fold_ring(
             for n, off in windows:
                 if b > h - n:
                     sums[off + k] += 1
+
+
+def _settle(st: BusinessState, lay: Layout, f0: int, f1: int) -> None:
+    """Coarse buckets ``f0 .. f1 - 1`` became final: add their rows to the decayed sums.
+
+    Runs before the ring slides, so those rows are still in it (the spec keeps the coarse ring
+    longer than the lateness plus a bucket); buckets after the head are empty.
+    """
+    R, K = lay.Rc, lay.K
+    ring, tot = st.coarse, st.coarse_tot
+    for b in range(f0, min(f1, st.coarse_head + 1)):
+        s = b % R
+        if tot[s]:
+            _add_final_row(st, lay, b, ring, s * K)
+
+
+def _add_final_row(st: BusinessState, lay: Layout, b: int, ring: list[int], base: int) -> None:
+    acc = st.decay
+    nk = lay.n_kinds
+    e = st.decay_epoch
+    if b >= e:
+        if any(acc):
+            while e <= b:
+                e += DECAY_EPOCH
+                for i, step in enumerate(lay.decay_step):
+                    for j in range(i * nk, i * nk + nk):
+                        acc[j] *= step
+        else:  # stepping zeros changes nothing; jump
+            e = (b // DECAY_EPOCH + 1) * DECAY_EPOCH
+        st.decay_epoch = e
+    d = e - b
+    for i, pw in enumerate(lay.decay_pow):
+        w = pw[d]
+        o = i * nk
+        for k in range(nk):
+            x = ring[base + k]
+            if x:
+                acc[o + k] += x * w
 
 
 def _advance_clock(st: BusinessState, lay: Layout, bf: int, bc: int) -> None:
@@ -504,7 +574,8 @@ def _fold_business(st: BusinessState, ev: BusinessEvent, spec: FeatureSpec) -> N
 # header: magic "SR", state version, flags, state tag (hash of the spec's state parameters: a state
 # means nothing under another layout; the priors do not matter).
 # body: fixed scalars; the four strings as one utf-8 run (lengths in characters); ring rows and row
-# totals at the narrowest width that holds them (flags bits 1-2); window sums u32; slots u16
+# totals at the narrowest width that holds them (flags bits 1-2); window sums u32; decayed sums f64
+# (exact, so a restored state folds on bit for bit); slots u16
 # (stale ones zeroed); dedup buckets (u16 offsets from seen_floor), their key counts, keys u64.
 # Everything is fixed-width so decoding is a handful of C-level array calls, which is what makes
 # restore fast. zlib is tried only when the body less its dedup keys (random u64s, incompressible)
@@ -513,7 +584,7 @@ def _fold_business(st: BusinessState, ev: BusinessEvent, spec: FeatureSpec) -> N
 _MAGIC = b"SR"
 _HEADER = struct.Struct("<2sBBI")
 _NK = len(ACTIVITY_KINDS)
-_FIXED = struct.Struct(f"<qqqq QII {_NK}q {_NK}I BBBB ii qQqQ II HHHHI")
+_FIXED = struct.Struct(f"<qqqq QII {_NK}q {_NK}q {_NK}I BBBB ii qQqQ II HHHHI")
 _ZLIB = 1
 _WIDTHS = ("B", "H", "I")
 _COMPRESS_MIN = 2048
@@ -536,12 +607,13 @@ def to_bytes(state: BusinessState) -> bytes:
     fixed = _FIXED.pack(
         st.max_event_ms,
         st.first_seen_ms,
-        st.first_page_view_ms,
+        st.decay_epoch,
         st.created_ms,
         st.late_dropped,
         st.rating_sum,
         st.rating_n,
         *st.last_ms,
+        *st.first_ms,
         *st.totals,
         st.known,
         _LIFECYCLE_CODE[st.lifecycle],
@@ -564,6 +636,7 @@ def to_bytes(state: BusinessState) -> bytes:
             text,
             array(_WIDTHS[width], rings).tobytes(),
             array("I", st.fine_sums + st.coarse_sums).tobytes(),
+            st.decay.tobytes(),
             array("H", _live_slots(st)).tobytes(),
             array("H", [b - floor for b in buckets]).tobytes(),
             array("I", [len(st.seen[b]) for b in buckets]).tobytes(),
@@ -612,10 +685,12 @@ def _decode(body: bytes, lay: Layout, width: str) -> BusinessState:
     f = _FIXED.unpack_from(body)
     st = BusinessState.__new__(BusinessState)
     st.layout = lay
-    mx, st.first_seen_ms, st.first_page_view_ms, st.created_ms, st.late_dropped, st.rating_sum, st.rating_n = f[:7]
+    mx, st.first_seen_ms, st.decay_epoch, st.created_ms, st.late_dropped, st.rating_sum, st.rating_n = f[:7]
     st.max_event_ms = mx
     i = 7 + _NK
     st.last_ms = list(f[7:i])
+    st.first_ms = list(f[i : i + _NK])
+    i += _NK
     st.totals = list(f[i : i + _NK])
     (
         known,
@@ -672,6 +747,11 @@ def _decode(body: bytes, lay: Layout, width: str) -> BusinessState:
     o = end
     st.fine_sums = r[:nf]
     st.coarse_sums = r[nf:]
+
+    st.decay = decay = array("d")
+    end = o + 8 * _NK * len(lay.decay_f)
+    decay.frombytes(body[o:end])
+    o = end
 
     st.slots = a = array("H")
     end = o + 2 * lay.slots

@@ -29,18 +29,23 @@ CHANGED = {
     "distinct_slots": 512,
     "rate_prior_a": 2.0,
     "rate_prior_b": 8.0,
+    "half_lives_ms": (3 * DAY_MS, 30 * DAY_MS),
 }
 
 
 def test_default_names_are_unique_and_cover_every_family():
     names = DEFAULT_SPEC.names
-    assert len(names) == len(set(names)) == 45
+    assert len(names) == len(set(names)) == 80
     assert names[:3] == ("count_page_view_1d", "count_page_view_7d", "count_page_view_28d")
     for expected in (
         "uniq_users_28d",
         "rate_bizsite_1d",
         "rate_call_7d",
         "hours_since_checkin",
+        "hours_since_first_review",
+        "count_tip_all",
+        "decayed_review_7d",
+        "decayed_checkin_365d",
         "page_view_interval_mean_h",
         "review_count",
         "rating_mean",
@@ -152,3 +157,15 @@ def test_json_numbers_are_normalised():
     s = FeatureSpec(windows_ms=[DAY_MS, 7.0 * DAY_MS], rate_prior_a=1)
     assert s.windows_ms == (DAY_MS, 7 * DAY_MS) and isinstance(s.windows_ms[1], int)
     assert s == FeatureSpec(windows_ms=(DAY_MS, 7 * DAY_MS), rate_prior_a=1.0)
+
+
+@pytest.mark.parametrize("half_lives", [(7 * DAY_MS, 7 * DAY_MS), (30 * DAY_MS, 7 * DAY_MS), (0,), (-DAY_MS,), (1.5,)])
+def test_bad_half_lives_are_refused(half_lives):
+    with pytest.raises(SpecError):
+        FeatureSpec(half_lives_ms=half_lives)
+
+
+def test_no_half_lives_means_no_decayed_features():
+    spec = FeatureSpec(half_lives_ms=())
+    assert not [n for n in spec.names if n.startswith("decayed_")]
+    assert len(spec.names) == len(DEFAULT_SPEC.names) - 3 * 7

@@ -82,6 +82,14 @@ def oracle_features(accepted: Sequence, as_of: int, spec: FeatureSpec = DEFAULT_
     for kind in ACTIVITY_KINDS:
         times = [e.event_time for e in acts if e.kind == kind]
         out.append((t - max(times)) / HOUR_MS if times else math.nan)
+    for kind in ACTIVITY_KINDS:
+        times = [e.event_time for e in acts if e.kind == kind]
+        out.append((t - min(times)) / HOUR_MS if times else math.nan)
+    out += [float(sum(e.kind == kind for e in acts)) for kind in ACTIVITY_KINDS]
+    g, c = spec.coarse_bucket_ms, t // spec.coarse_bucket_ms
+    for h in spec.half_lives_ms:
+        for kind in ACTIVITY_KINDS:
+            out.append(sum(2.0 ** (-(c - e.event_time // g) * g / h) for e in acts if e.kind == kind))
     pv = [e.event_time for e in acts if e.kind == "PAGE_VIEW"]
     out.append((max(pv) - min(pv)) / HOUR_MS / (len(pv) - 1) if len(pv) > 1 else math.nan)
     out.append(float(sum(e.kind == "REVIEW" for e in acts)))

@@ -21,8 +21,9 @@ _EDGE_HOURS = sorted({d + e for d in (0, 24, 24 * 7, 24 * 28) for e in (-1, 0, 1
 
 @st.composite
 def activity_events(draw, max_events: int = 40, prefix: str = "a") -> list[ActivityEvent]:
-    """Activity of one business over up to 40 days, in no particular order, ids unique."""
-    span_h = draw(st.sampled_from([8, 48, 24 * 10, 24 * 40, 0]))  # 0: hours drawn from _EDGE_HOURS
+    """Activity of one business over up to 400 days, in no particular order, ids unique."""
+    # 24 * 400: sparse histories whose gaps cross many decay epochs (state.DECAY_EPOCH)
+    span_h = draw(st.sampled_from([8, 48, 24 * 10, 24 * 40, 24 * 400, 0]))  # 0: hours from _EDGE_HOURS
     hours = st.sampled_from(_EDGE_HOURS) if span_h == 0 else st.integers(0, span_h)
     n = draw(st.integers(1, max_events))
     out = []
