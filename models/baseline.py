@@ -119,3 +119,51 @@ def popularity_columns(spec: FeatureSpec, kinds: Iterable[str]) -> tuple[tuple[i
 def _count(X: np.ndarray, cols: tuple[int, ...]) -> np.ndarray:
     """Summed counts of ``cols``, float64; a missing value (NaN) counts as none."""
     return np.nan_to_num(X[:, list(cols)].astype(np.float64), nan=0.0).sum(axis=1)
+
+
+# ------------------------------------------------------------------------------ base margin
+POPULARITY_MARGIN = "log1p_popularity"
+
+
+class PopularityMargin:
+    """A model's base margin: ``weight * log1p(popularity score of the row)``.
+
+    The popularity score is :class:`PopularityScorer`'s (the same columns, found by name), so the
+    margin is a pure function of the feature row: the trainer adds it to every example's margin
+    (XGBoost ``base_margin``) and :class:`~models.registry.LoadedModel` adds it to every score, from
+    the record in the model's metadata (``model.base_margin``, :meth:`to_dict`). A model with zero
+    trees ranks exactly as popularity does; each tree corrects it.
+    """
+
+    def __init__(
+        self, spec: FeatureSpec, conversion_kinds: Iterable[str] = DEFAULT_CONVERSION_KINDS, weight: float = 1.0
+    ):
+        self.scorer = PopularityScorer(spec, conversion_kinds)
+        self.weight = float(weight)
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        return self.weight * np.log1p(self.scorer.score(X))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": POPULARITY_MARGIN,
+            "weight": self.weight,
+            "conversion_kinds": list(self.scorer.kinds),
+            "columns": self.scorer.metadata["columns"],
+            "tie_break_columns": self.scorer.metadata["tie_break_columns"],
+        }
+
+    @classmethod
+    def from_dict(cls, record: Any, spec: FeatureSpec) -> PopularityMargin:
+        """Rebuild the recorded margin for ``spec``; :class:`ModelError` if the record is unknown or
+        its columns are not the ones this spec's rule picks (it would score differently)."""
+        if not isinstance(record, dict) or record.get("kind") != POPULARITY_MARGIN:
+            raise ModelError(f"unknown base margin record: {record!r}")
+        try:
+            margin = cls(spec, tuple(record["conversion_kinds"]), float(record["weight"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"unreadable base margin record: {exc}") from exc
+        d = margin.to_dict()
+        if d["columns"] != record.get("columns") or d["tie_break_columns"] != record.get("tie_break_columns"):
+            raise ModelError(f"base margin columns {record.get('columns')} are not this feature set's {d['columns']}")
+        return margin

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.dataset import build_training_set
     from models.evaluate import evaluate
     from models.registry import LoadedModel
-    from models.train import TrainOptions, fit, frame, time_split
+    from models.train import TrainOptions, event_examples, fit, frame, time_split
 
     ap = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--businesses", type=int, default=1000)
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             f"fold {s.seconds_fold:.2f}, label {s.seconds_label:.2f}); {s.scoring_moments:,} moments, {len(ts):,} examples, "
             f"X {ts.X.nbytes / 2**20:.0f} MiB"
         )
-        opts = TrainOptions(objective=args.objective, sample_rate=rate)
+        opts = TrainOptions(objective=args.objective, sample_rate=rate, examples="events")
         sp = time_split(ts.as_of, ts.label_cfg.horizon_ms, opts.validation_days)
         train, val = ts.take(sp.train_idx), ts.take(sp.val_idx)
-        fr = fit(train, val, opts)
+        fr = fit(event_examples(train, opts.frame), opts, ts.label_cfg.horizon_ms)
         m = LoadedModel("bench", ts_spec(ts), fr.booster)
         t = time.perf_counter()
         scores = m.score(val.X)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ev = evaluate(scores, val.y, val.groups, val.business, val.as_of, val.popularity, k=opts.top_k)
         print(
             f"fit ({opts.objective}, frame {opts.frame}: {len(frame(train, opts.frame)):,} train rows): {fr.seconds:.2f} s, "
-            f"best iteration {fr.best_iteration}; score {len(val):,} rows in {dt * 1000:.1f} ms "
+            f"{fr.rounds} rounds (chosen on the training period); score {len(val):,} rows in {dt * 1000:.1f} ms "
             f"({len(val) / dt:,.0f} rows/s)"
         )
         print(

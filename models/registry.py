@@ -58,12 +58,13 @@ METADATA_SCHEMA = 1
 class LoadedModel:
     """A model ready to score feature rows built with :attr:`spec`.
 
-    ``score`` is one vectorised ``inplace_predict`` call (thread-safe in XGBoost); for ``rank:*``
+    ``score`` is one vectorised ``inplace_predict`` call (thread-safe in XGBoost; with the recorded
+    base margin, if any, passed as its ``base_margin``); for ``rank:*``
     objectives the scores are margins (only their order within a group means anything), for
     ``binary:logistic`` probabilities.
     """
 
-    __slots__ = ("booster", "feature_set_version", "metadata", "n_features", "spec", "version")
+    __slots__ = ("booster", "feature_set_version", "margin", "metadata", "n_features", "spec", "version")
 
     def __init__(self, version: str, spec: Any, booster: Any, metadata: Mapping[str, Any] | None = None):
         self.version = version
@@ -72,6 +73,19 @@ class LoadedModel:
         self.booster = booster
         self.metadata = dict(metadata or {})
         self.n_features = len(spec.names)
+        # The base margin the model was trained with (``metadata["model"]["base_margin"]``,
+        # ``models.baseline.PopularityMargin``): added to every score exactly as in training.
+        # A model without the record scores with its trees alone, as before.
+        record = (self.metadata.get("model") or {}).get("base_margin")
+        self.margin = None
+        if record is not None:
+            from models.baseline import PopularityMargin
+            from models.errors import ModelError
+
+            try:
+                self.margin = PopularityMargin.from_dict(record, spec)
+            except ModelError as exc:
+                raise ModelRefused(f"model {version}: {exc}") from exc
 
     def score(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
@@ -81,7 +95,11 @@ class LoadedModel:
             return np.zeros(0, dtype=np.float64)
         if X.dtype != np.float32 or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=np.float32)
-        return np.asarray(self.booster.inplace_predict(X, validate_features=False), dtype=np.float64).reshape(-1)
+        if self.margin is None:
+            return np.asarray(self.booster.inplace_predict(X, validate_features=False), dtype=np.float64).reshape(-1)
+        base = self.margin.values(X).astype(np.float32)
+        out = self.booster.inplace_predict(X, validate_features=False, base_margin=base)
+        return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def sanity_failures(self) -> list[str]:
         from models.sanity import check_sanity

@@ -95,6 +95,40 @@ class SnapshotFrame:
         key = self.snapshot.astype(np.int64) * (len(self.market_table) + 1) + self.market
         return np.unique(key, return_inverse=True)[1].astype(np.int64)
 
+    def take(self, mask: np.ndarray) -> SnapshotFrame:
+        """The rows where ``mask`` holds (a boolean array or indices); ``times`` keeps the snapshot
+        times that still have a row or that were wanted in the taken time range (market table shared)."""
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask, dtype=np.int64)
+        snap = self.snapshot[idx]
+        lo, hi = (int(snap.min()), int(snap.max())) if len(idx) else (None, None)
+        times = [t for t in self.times if lo is not None and hi is not None and lo <= t <= hi]
+        return SnapshotFrame(
+            X=self.X[idx],
+            y=self.y[idx],
+            snapshot=snap,
+            market=self.market[idx],
+            business=self.business[idx],
+            as_of=self.as_of[idx],
+            popularity=self.popularity[idx],
+            recent_popularity=self.recent_popularity[idx],
+            market_table=self.market_table,
+            times=times,
+            dropped_times=[],
+            half_life_ms=self.half_life_ms,
+            data_end_ms=self.data_end_ms,
+            seconds=self.seconds,
+        )
+
+    def between(self, start_ms: int | None, end_ms: int | None) -> SnapshotFrame:
+        """Rows with ``start_ms <= T < end_ms`` (``None``: unbounded); ``times`` and ``dropped_times``
+        restricted to the same range."""
+        lo = -(2**62) if start_ms is None else int(start_ms)
+        hi = 2**62 if end_ms is None else int(end_ms)
+        out = self.take((self.snapshot >= lo) & (self.snapshot < hi))
+        out.times = [t for t in self.times if lo <= t < hi]
+        out.dropped_times = [t for t in self.dropped_times if lo <= t < hi]
+        return out
+
     def summary(self) -> dict[str, Any]:
         return {
             "rows": len(self),
@@ -119,6 +153,29 @@ def snapshot_times(start_ms: int, end_ms: int, every_ms: int = DAY_MS, min_snaps
     if span // every_ms + 1 < min_snapshots and min_snapshots > 1:
         every_ms = max(MIN_EVERY_MS, span // (min_snapshots - 1))
     return list(range(int(start_ms), int(end_ms) + 1, int(every_ms)))
+
+
+def training_snapshot_times(
+    first_ms: int, end_ms: int, businesses: int, row_budget: int, every_ms: int = DAY_MS
+) -> list[int]:
+    """Snapshot times for training examples: ``T`` on the ``every_ms`` grid (UTC midnights by
+    default, the validation snapshots' time of day) with ``first_ms <= T < end_ms``, thinned so the
+    rows stay within ``row_budget``.
+
+    The rule: a snapshot has at most ``businesses`` rows (every business with activity), so at most
+    ``max(1, row_budget // businesses)`` snapshots are kept; when the grid holds more, every
+    ``s``-th is kept, ``s = ceil(grid / allowed)``, counted back from the latest (the times
+    nearest the validation period are always in). Rows <= ``max(row_budget, businesses)``.
+    """
+    if end_ms <= first_ms or every_ms <= 0:
+        return []
+    start = -(-int(first_ms) // every_ms) * every_ms  # first grid time >= first_ms
+    grid = list(range(start, int(end_ms), int(every_ms)))
+    if not grid:
+        return []
+    allowed = max(1, int(row_budget) // max(1, int(businesses)))
+    step = -(-len(grid) // allowed)
+    return grid[::-1][::step][::-1]
 
 
 def last_complete_time(data_end_ms: int, label_cfg: LabelConfig, spec: FeatureSpec = DEFAULT_SPEC) -> int:

@@ -3,7 +3,7 @@
 Each world (``sim.world``: dense, the CLI's ``generate`` defaults, or sparse, the Yelp-like
 ``WorldConfig.sparse`` preset) is generated in memory and trained exactly as ``streamrank train``
 trains: :func:`models.trainer.train_and_register` with the CLI's default ``TrainOptions``
-(``rank:ndcg``, sample rate 0.1, 7 validation days) into a throw-away registry, labels as
+(``rank:ndcg``, snapshot examples, 7 validation days; ``--option KEY=VALUE`` changes a field) into a throw-away registry, labels as
 ``--conversion-kinds``/``--horizon`` would set them (dense: BIZSITE_VISIT, CALL, DIRECTIONS in 1 day;
 sparse: REVIEW, TIP, CHECKIN in 30 days, the command of issue 17). One row per world: events,
 examples, validation rows, validation conversions, AUC / top-k capture / NDCG@10 for the model,
@@ -19,6 +19,7 @@ whether the frame is large enough to decide). Anything else the event evaluation
     python -m models.sweep --quick             # two tiny worlds (a smoke test)
     python -m models.sweep --world sparse:2000x2190:0 --world dense:200x14:3
     python -m models.sweep --only sparse --event-ci --json sweep.json
+    python -m models.sweep --option examples=events --option base_margin=popularity
 
 A world is ``KIND:BUSINESSESxDAYS:SEED`` (KIND ``dense`` or ``sparse``). Development tool: imports
 ``sim`` lazily; nothing in the trainer or the worker depends on it.
@@ -127,11 +128,35 @@ def world_records(spec: WorldSpec, partitions: int = 6) -> list[_Record]:
     return out
 
 
-def train_options() -> Any:
-    """``streamrank train``'s options with the CLI's defaults (see ``consumer/cli/train.py``)."""
+def train_options(**overrides: Any) -> Any:
+    """``streamrank train``'s options with the CLI's defaults (see ``consumer/cli/train.py``: the
+    ``TrainOptions`` defaults), with ``overrides`` (``--option KEY=VALUE``)."""
     from models.train import TrainOptions
 
-    return TrainOptions(objective="rank:ndcg", sample_rate=0.1, start_ms=None, validation_days=7)
+    return TrainOptions(objective="rank:ndcg", start_ms=None, validation_days=7).with_(**overrides)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` for a ``TrainOptions`` field; the value typed like the field's default
+    (``none`` -> None)."""
+    from dataclasses import fields
+
+    from models.train import TrainOptions
+
+    key, sep, raw = text.partition("=")
+    known = {f.name: f for f in fields(TrainOptions)}
+    if not sep or key not in known:
+        raise ValueError(f"option {text!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+    default = getattr(TrainOptions(), key)
+    if raw.lower() == "none":
+        return key, None
+    if isinstance(default, bool):
+        return key, raw.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return key, int(raw)
+    if isinstance(default, float) or key == "sample_rate":
+        return key, float(raw)
+    return key, raw
 
 
 @dataclass
@@ -150,6 +175,7 @@ class Row:
     promoted: bool | None = None
     gates: str = ""
     best_iteration: int | None = None
+    fit: dict[str, Any] = field(default_factory=dict)  # rounds, inner split, training rows by source
     seconds: float = 0.0
     error: str | None = None
 
@@ -167,7 +193,7 @@ class Row:
         return d
 
 
-def run_world(spec: WorldSpec, *, ci: bool = False, seed: int = 0) -> Row:
+def run_world(spec: WorldSpec, *, ci: bool = False, seed: int = 0, overrides: dict[str, Any] | None = None) -> Row:
     """Generate, train as ``streamrank train`` does, and summarise one world."""
     from models.dataset import LabelConfig
     from models.errors import TrainingError
@@ -180,7 +206,7 @@ def run_world(spec: WorldSpec, *, ci: bool = False, seed: int = 0) -> Row:
     row.events = len(records)
     kinds, horizon = spec.label
     label_cfg = LabelConfig(kinds=kinds, horizon_ms=horizon)
-    options = train_options()
+    options = train_options(**(overrides or {}))
     with tempfile.TemporaryDirectory(prefix="streamrank-sweep-") as tmp:
         registry = ModelRegistry(tmp)
         try:
@@ -201,6 +227,8 @@ def run_world(spec: WorldSpec, *, ci: bool = False, seed: int = 0) -> Row:
         snap = getattr(outcome, "snapshot", None)
         row.snapshot = snap.to_dict() if snap is not None and hasattr(snap, "to_dict") else None
         row.best_iteration = getattr(outcome.fit, "best_iteration", None)
+        fd = outcome.fit.to_dict() if hasattr(outcome.fit, "to_dict") else {}
+        row.fit = {k: fd.get(k) for k in ("rounds", "rounds_run", "inner_split", "examples", "seconds")}
         if ci:
             model = registry.load(outcome.version)
             k = int(getattr(ev, "k", options.top_k))
@@ -321,7 +349,16 @@ def summary(rows: Sequence[Row]) -> list[str]:
         ]
     for r in ok:
         if r.gates:
-            lines.append(f"  {r.world}: gates {r.gates}; best iteration {r.best_iteration}")
+            ex = (r.fit or {}).get("examples") or {}
+            fit_rows = ", ".join(
+                f"{src} {d['rows']:,} rows in {d['groups']:,} groups ({d['groups_with_pairs']:,} with pairs)"
+                for src, d in ex.items()
+                if isinstance(d, dict)
+            )
+            lines.append(
+                f"  {r.world}: gates {r.gates}; rounds {(r.fit or {}).get('rounds', r.best_iteration)}"
+                + (f"; fit on {fit_rows}" if fit_rows else "")
+            )
         if r.extra:
             lines.append(f"  {r.world}: evaluation also reports {json.dumps(r.extra, default=str, sort_keys=True)}")
     return lines
@@ -387,7 +424,12 @@ def _finite(v: float) -> float | None:
 
 
 def sweep(
-    worlds: Sequence[WorldSpec], *, ci: bool = False, out: Callable[[str], None] = print, seed: int = 0
+    worlds: Sequence[WorldSpec],
+    *,
+    ci: bool = False,
+    out: Callable[[str], None] = print,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Run every world, printing the table as it goes; returns the rows."""
     import logging
@@ -397,7 +439,7 @@ def sweep(
     out("-" * len(HEADER))
     rows = []
     for spec in worlds:
-        row = run_world(spec, ci=ci, seed=seed)
+        row = run_world(spec, ci=ci, seed=seed, overrides=options)
         out(format_row(row))
         rows.append(row)
     out("")
@@ -424,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bootstrap intervals on the event frame too (rebuilds the training set; the snapshot frame has its own)",
     )
+    ap.add_argument(
+        "--option",
+        action="append",
+        type=parse_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainOptions field for every world, e.g. examples=events or base_margin=popularity (repeatable)",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
 
@@ -438,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no worlds selected", file=sys.stderr)
         return 2
     t = time.perf_counter()
-    rows = sweep(worlds, ci=args.event_ci)
+    if args.option:
+        print("options: " + ", ".join(f"{k}={v}" for k, v in args.option))
+    rows = sweep(worlds, ci=args.event_ci, options=dict(args.option))
     print(f"sweep: {len(rows)} worlds in {time.perf_counter() - t:.0f}s")
     if args.json:
         with open(args.json, "w") as fo:

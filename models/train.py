@@ -1,27 +1,42 @@
-"""Time-based split and the XGBoost fit.
+"""Time-based split, the training examples and the XGBoost fit.
 
 **Split.** Validation is the last ``validation_days`` UTC days of scoring moments (whole days, so a
 ranking group - ``city, state|category`` x day - is never cut in two). Training ends ``gap`` before
 validation starts, ``gap >= H`` (the label horizon), rounded up to whole days: every training
 label window ``(as_of, as_of + H]`` closes before the first validation ``as_of``, so no conversion
 is both a training label and validation evidence, and training features never overlap validation
-labels. Precisely: ``min(val.as_of) - max(train.as_of) > gap >= H``.
+labels. Precisely: ``min(val.as_of) - max(train.as_of) > gap >= H``. Snapshot examples obey the same
+cut: a training snapshot ``T`` is ``< train_end``, so its label ``(T, T + H]`` closes before the
+validation start.
 
-**Frame.** A busy business has dozens of scoring moments a day. A ranking query should list each
-business once (that is what the worker serves: each business's latest score), so by default both
-sets are reduced to one example per (group, business): its latest sampled moment of the day (the
-evaluation frame of ``models.evaluate``). On simulated worlds this trains ~20x fewer rows, ~30x
-faster, and ranks better than feeding every moment (duplicates add contradictory same-business
-pairs and over-weight busy businesses). ``frame="all"`` keeps every sampled moment.
+**Examples** (``TrainOptions.examples``). ``"snapshots"``: the rankings a user sees
+(``models.snapshots``), at snapshot times of the training period - every served business of a
+market at ``T``, features from the same fold and ``extract``, label ``(T, T + H]``, one query per
+(snapshot, market); the snapshot times are UTC midnights, thinned so the rows stay within
+``snapshot_rows`` (``models.snapshots.training_snapshot_times``). ``"events"``: scoring moments
+grouped by market x day, sampled (``sample_rate``; ``None`` adapts it to the log's size,
+``models.dataset.auto_sample_rate``) and reduced to one example per (group, business): its latest
+sampled moment of the day (the evaluation frame of ``models.evaluate``; ``frame="all"`` keeps every
+moment). On sparse data those groups are nearly all single businesses, which gives ``rank:ndcg``
+no pairs; a snapshot query holds the whole market. ``"both"``: the two sets, query ids kept apart.
 
-**Fit.** ``rank:ndcg`` by default, one query per ranking group (``qid`` = group id, rows sorted by
-it as XGBoost requires), linear gains on the conversion count (``ndcg_exp_gain=False``: the DCG
-then weighs conversions, like the business metric, and large counts cannot overflow the
-exponential gain). ``binary:logistic`` is the alternative (label = converted > 0). ``hist``, depth
-6, eta 0.1, up to 200 rounds with early stopping on the validation set (ndcg@10 or logloss); the
-saved model is cut at the best iteration. Deterministic: fixed ``seed`` and ``nthread``.
-Early stopping uses the validation set, so validation metrics are slightly optimistic; the gates
-compare models evaluated the same way.
+**Fit.** ``rank:ndcg`` by default, one query per group (``qid``, rows sorted by it as XGBoost
+requires), linear gains on the conversion count (``ndcg_exp_gain=False``: the DCG then weighs
+conversions, like the business metric, and large counts cannot overflow the exponential gain).
+``binary:logistic`` is the alternative (label = converted > 0). ``hist``, depth 6, eta 0.1.
+Deterministic: fixed ``seed`` and ``nthread``.
+
+**Rounds are chosen on the training period only** (:func:`choose_rounds`): an inner time split of
+the training examples - the last ``inner_validation_share`` of their days as inner validation, a gap
+``>= H`` before it, as above - grows up to ``num_boost_round`` trees on the inner training rows and
+stops ``early_stopping_rounds`` after the best inner top-k capture + AUC; the model is then refit on
+every training row with that many rounds. The gates' validation data is never passed to the fit, so
+their metrics are honest estimates (no early stopping on them).
+
+**Base margin** (``base_margin="popularity"``): every row starts from ``log1p`` of its popularity
+score (``models.baseline.PopularityMargin``, computed from the feature row) and the trees learn
+corrections; zero rounds - a candidate of the inner choice - is popularity itself. The margin is
+recorded in the model's metadata and added by ``LoadedModel.score`` when serving.
 """
 
 from __future__ import annotations
@@ -33,12 +48,16 @@ from typing import Any
 
 import numpy as np
 
+from models.baseline import PopularityMargin
 from models.dataset import DAY_MS, TrainingSet
 from models.errors import TrainingError
 from models.evaluate import evaluation_frame
+from models.snapshots import SnapshotFrame
 
 OBJECTIVES = ("rank:ndcg", "binary:logistic")
 FRAMES = ("latest", "all")
+EXAMPLES = ("snapshots", "events", "both")
+BASE_MARGINS = ("none", "popularity")
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,10 @@ class TrainOptions:
     """Every knob of a training run (recorded in the model's metadata)."""
 
     objective: str = "rank:ndcg"
+    # Training examples: "snapshots" (every served business of a market at training snapshot
+    # times), "events" (scoring moments, grouped by market x day) or "both". See the module doc.
+    examples: str = "snapshots"
+    snapshot_rows: int = 200_000  # row budget of the training snapshots (they are thinned to fit)
     # "latest": one example per (group, business) - its latest sampled moment of the group's day -
     # for training and validation alike (a ranking query lists each business once; see evaluate).
     # "all": every sampled scoring moment.
@@ -54,6 +77,10 @@ class TrainOptions:
     gap_ms: int | None = None  # None: the label horizon; never less than it
     num_boost_round: int = 200
     early_stopping_rounds: int = 20
+    # Rounds are chosen on the training period: its last share of days is the inner validation.
+    inner_validation_share: float = 0.2
+    fallback_rounds: int = 20  # rounds when the inner split is too small to judge by
+    base_margin: str = "none"  # "popularity": start every row from log1p(popularity); see the module doc
     max_depth: int = 6
     eta: float = 0.1
     min_child_weight: float = 1.0
@@ -64,7 +91,9 @@ class TrainOptions:
     seed: int = 0
     nthread: int = 2
     # Data
-    sample_rate: float = 0.1  # share of scoring moments kept (deterministic, by event id)
+    # share of event scoring moments kept (deterministic, by event id); None: adapted to the log's
+    # size (models.dataset.auto_sample_rate: all of a log up to 100k activity records)
+    sample_rate: float | None = None
     start_ms: int | None = None  # examples from here; the state is folded from the log's start (as the worker's)
     # Evaluation and gates
     top_k: int = 3
@@ -85,8 +114,18 @@ class TrainOptions:
             raise TrainingError("gap_ms must be >= 0")
         if self.num_boost_round < 1 or self.early_stopping_rounds < 1:
             raise TrainingError("num_boost_round and early_stopping_rounds must be >= 1")
-        if not 0.0 < self.sample_rate <= 1.0:
-            raise TrainingError("sample_rate must be in (0, 1]")
+        if self.sample_rate is not None and not 0.0 < self.sample_rate <= 1.0:
+            raise TrainingError("sample_rate must be in (0, 1] (or None: adapted to the log's size)")
+        if self.examples not in EXAMPLES:
+            raise TrainingError(f"examples must be one of {EXAMPLES}, got {self.examples!r}")
+        if self.base_margin not in BASE_MARGINS:
+            raise TrainingError(f"base_margin must be one of {BASE_MARGINS}, got {self.base_margin!r}")
+        if self.snapshot_rows < 1:
+            raise TrainingError("snapshot_rows must be >= 1")
+        if not 0.0 < self.inner_validation_share < 1.0:
+            raise TrainingError("inner_validation_share must be in (0, 1)")
+        if self.fallback_rounds < 0:
+            raise TrainingError("fallback_rounds must be >= 0")
         if self.top_k < 1:
             raise TrainingError("top_k must be >= 1")
         if self.nthread < 1:
@@ -164,24 +203,116 @@ def frame(ts: TrainingSet, how: str = "latest") -> TrainingSet:
     return ts.take(evaluation_frame(ts.groups, ts.business, ts.as_of))
 
 
+# -------------------------------------------------------------------------------- examples
+@dataclass
+class FitSet:
+    """The rows a fit learns from, whatever built them.
+
+    ``time`` is where each label window starts - an event example's ``as_of``, a snapshot
+    example's ``T`` - so the label is ``(time, time + H]``; the inner split cuts on it. ``groups``
+    are the query ids (``rank:*``): one per event group (market x day) or per (snapshot, market).
+    ``source`` says which builder made each row (``"events"`` or ``"snapshots"``).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    time: np.ndarray
+    source: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, idx: np.ndarray) -> FitSet:
+        return FitSet(self.X[idx], self.y[idx], self.groups[idx], self.time[idx], self.source[idx])
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rows": len(self), "groups": int(len(np.unique(self.groups)))}
+        for src in ("events", "snapshots"):
+            sel = self.source == src
+            if sel.any():
+                g = self.groups[sel]
+                _, sizes = np.unique(g, return_counts=True)
+                out[src] = {
+                    "rows": int(sel.sum()),
+                    "groups": int(len(sizes)),
+                    "groups_with_pairs": int((sizes > 1).sum()),
+                    "conversions": float(self.y[sel].sum()),
+                }
+        return out
+
+
+def event_examples(ts: TrainingSet, how: str = "latest") -> FitSet:
+    """Event examples (scoring moments, grouped by market x day), reduced to ``frame(ts, how)``."""
+    f = frame(ts, how)
+    n = len(f)
+    return FitSet(
+        np.asarray(f.X, dtype=np.float32),
+        np.asarray(f.y, dtype=np.float32),
+        np.asarray(f.groups, dtype=np.int64),
+        np.asarray(f.as_of, dtype=np.int64),
+        np.full(n, "events", dtype=object),
+    )
+
+
+def snapshot_examples(sf: SnapshotFrame) -> FitSet:
+    """Snapshot examples: every served business of a market at each snapshot ``T`` (the frame
+    of ``models.snapshots``), one query per (snapshot, market), label window ``(T, T + H]``."""
+    n = len(sf)
+    return FitSet(
+        np.asarray(sf.X, dtype=np.float32),
+        np.asarray(sf.y, dtype=np.float32),
+        sf.groups,
+        np.asarray(sf.snapshot, dtype=np.int64),
+        np.full(n, "snapshots", dtype=object),
+    )
+
+
+def concat(*sets: FitSet) -> FitSet:
+    """The rows of ``sets`` in order, query ids renumbered so no two sets share one."""
+    parts = [s for s in sets if len(s)]
+    if not parts:
+        return sets[0] if sets else FitSet(*(np.zeros(0) for _ in range(5)))
+    groups, offset = [], 0
+    for s in parts:
+        _, dense = np.unique(s.groups, return_inverse=True)
+        groups.append(dense.astype(np.int64) + offset)
+        offset += int(dense.max()) + 1
+    return FitSet(
+        np.concatenate([s.X for s in parts]),
+        np.concatenate([s.y for s in parts]),
+        np.concatenate(groups),
+        np.concatenate([s.time for s in parts]),
+        np.concatenate([s.source for s in parts]),
+    )
+
+
 # ------------------------------------------------------------------------------------- fit
 @dataclass
 class FitResult:
-    booster: Any  # xgboost.Booster cut at the best iteration
-    best_iteration: int
-    best_score: float
-    rounds_run: int
+    booster: Any  # xgboost.Booster with ``rounds`` trees, fitted on every training row
+    best_iteration: int  # rounds - 1 (-1: no tree; the base margin alone)
+    best_score: float  # the inner validation criterion at the chosen rounds
+    rounds_run: int  # rounds the inner fit ran before it stopped
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    rounds: int = 0
+    inner: dict[str, Any] = field(default_factory=dict)  # the inner split and how rounds were chosen
+    examples: dict[str, Any] = field(default_factory=dict)  # FitSet.summary() of the training rows
+    base_margin: dict[str, Any] | None = None  # PopularityMargin.to_dict(), recorded for serving
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_iteration": self.best_iteration,
             "best_score": self.best_score,
+            "rounds": self.rounds,
             "rounds_run": self.rounds_run,
             "seconds": self.seconds,
             "params": self.params,
+            "inner_split": self.inner,
+            "examples": self.examples,
+            "base_margin": self.base_margin,
             "eval_metric_history": self.history,
         }
 
@@ -193,54 +324,146 @@ def training_labels(y: np.ndarray, objective: str) -> np.ndarray:
     return y
 
 
-def dmatrix(ts: TrainingSet, objective: str):
-    """An XGBoost DMatrix with rows sorted by group (qid) for ranking objectives."""
+def dmatrix(ex: FitSet | TrainingSet, objective: str, margin: PopularityMargin | None = None):
+    """An XGBoost DMatrix with rows sorted by group (qid) for ranking objectives; with ``margin``,
+    each row's base margin set to it."""
     import xgboost as xgb
 
+    order = np.argsort(ex.groups, kind="stable") if objective.startswith("rank:") else np.arange(len(ex.y))
+    X = np.asarray(ex.X)[order]
+    kw: dict[str, Any] = {
+        "label": training_labels(np.asarray(ex.y)[order], objective),
+        "missing": np.nan,
+        "nthread": -1,
+    }
     if objective.startswith("rank:"):
-        order = np.argsort(ts.groups, kind="stable")
-        return xgb.DMatrix(
-            ts.X[order], label=training_labels(ts.y[order], objective), qid=ts.groups[order], missing=np.nan, nthread=-1
-        )
-    return xgb.DMatrix(ts.X, label=training_labels(ts.y, objective), missing=np.nan, nthread=-1)
+        kw["qid"] = np.asarray(ex.groups)[order]
+    if margin is not None:
+        kw["base_margin"] = margin.values(X).astype(np.float32)
+    return xgb.DMatrix(X, **kw)
 
 
-def fit(train: TrainingSet, val: TrainingSet, options: TrainOptions = TrainOptions()) -> FitResult:
-    """Fit on ``train`` with early stopping on ``val``; the returned booster ends at the best round.
+def _checkpoints(n: int) -> list[int]:
+    """Round counts the inner fit is judged at: every round up to 10, then every 5th, then 10th."""
+    pts = list(range(1, min(n, 10) + 1)) + list(range(15, min(n, 50) + 1, 5)) + list(range(60, n + 1, 10))
+    if n not in pts:
+        pts.append(n)
+    return pts
 
-    Both sets are reduced to ``options.frame`` first.
+
+def inner_split(time_ms: np.ndarray, horizon_ms: int, options: TrainOptions) -> Split:
+    """The training period's own time split: the last ``inner_validation_share`` of its days (at
+    least one) as inner validation, training ending ``gap >= H`` before (the rule of
+    :func:`time_split`: every inner-training label window closes before the inner validation)."""
+    t = np.asarray(time_ms, dtype=np.int64)
+    if len(t) == 0:
+        raise TrainingError("no training examples")
+    span_days = int(t.max() // DAY_MS - t.min() // DAY_MS + 1)
+    days = max(1, round(span_days * options.inner_validation_share))
+    return time_split(t, horizon_ms, days, options.gap_ms)
+
+
+def _criterion(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int) -> float:
+    """What rounds are chosen by: top-k capture + AUC on the inner validation (the two numbers the
+    gates and the sweep judge); NaN parts count as 0."""
+    from models.evaluate import auc, topk_capture
+
+    c, a = topk_capture(y, scores, groups, k), auc(y, scores)
+    return (c if math.isfinite(c) else 0.0) + (a if math.isfinite(a) else 0.0)
+
+
+def choose_rounds(
+    examples: FitSet, options: TrainOptions, horizon_ms: int, margin: PopularityMargin | None = None
+) -> tuple[int, float, int, dict[str, Any], dict[str, list[float]]]:
+    """Rounds by early stopping on the inner split of ``examples`` (the training period only).
+
+    Returns ``(rounds, criterion, rounds_run, inner record, history)``. The inner fit grows trees
+    on the inner training rows and is judged at :func:`_checkpoints` on the inner validation rows
+    (:func:`_criterion`); it stops ``early_stopping_rounds`` rounds after the best. With a base
+    margin, 0 rounds (the margin alone: popularity) is a candidate too. When the inner split has
+    too few rows or no conversion to judge by, ``options.fallback_rounds`` are used (recorded).
     """
     import xgboost as xgb
 
-    train = frame(train, options.frame)
-    val = frame(val, options.frame)
-    if len(train) < options.min_train_examples:
-        raise TrainingError(f"{len(train)} training examples, need at least {options.min_train_examples}")
-    if len(val) == 0:
-        raise TrainingError("empty validation set")
+    sp = inner_split(examples.time, horizon_ms, options)
+    tr, va = examples.take(sp.train_idx), examples.take(sp.val_idx)
+    inner: dict[str, Any] = {
+        "share": options.inner_validation_share,
+        "train_rows": len(tr),
+        "validation_rows": len(va),
+        "validation_conversions": float(va.y.sum()) if len(va) else 0.0,
+        "val_start_ms": sp.val_start_ms,
+        "train_end_ms": sp.train_end_ms,
+        "gap_ms": sp.gap_ms,
+    }
+    if (
+        len(tr) < max(1, options.min_train_examples // 2)
+        or len(va) == 0
+        or not (va.y > 0).any()
+        or not (tr.y > 0).any()
+    ):
+        inner["rounds_from"] = "fallback: the inner split is too small to judge rounds by"
+        return min(options.fallback_rounds, options.num_boost_round), float("nan"), 0, inner, {}
+    params = options.xgb_params()
+    dtr = dmatrix(tr, options.objective, margin)
+    order = np.argsort(va.groups, kind="stable") if options.objective.startswith("rank:") else np.arange(len(va))
+    va = va.take(order)
+    dva = dmatrix(va, options.objective)  # already in qid order; its margin is added below
+    base = margin.values(va.X) if margin is not None else np.zeros(len(va))
+    k = options.top_k
+    history: dict[str, list[float]] = {"inner_validation:rounds": [], "inner_validation:capture+auc": []}
+    best_r, best = -1, -math.inf
+    if margin is not None:
+        best_r, best = 0, _criterion(va.y, base, va.groups, k)
+        history["inner_validation:rounds"].append(0)
+        history["inner_validation:capture+auc"].append(best)
+    booster = None
+    done = 0
+    for r in _checkpoints(options.num_boost_round):
+        booster = xgb.train(params, dtr, num_boost_round=r - done, xgb_model=booster, verbose_eval=False)
+        done = r
+        s = booster.predict(dva, output_margin=True) + base
+        c = _criterion(va.y, s, va.groups, k)
+        history["inner_validation:rounds"].append(r)
+        history["inner_validation:capture+auc"].append(c)
+        if c > best + 1e-12:
+            best_r, best = r, c
+        elif r - best_r >= options.early_stopping_rounds:
+            break
+    inner["rounds_from"] = "early stopping on the inner validation (top-k capture + AUC)"
+    return max(best_r, 0), best, done, inner, history
+
+
+def fit(
+    examples: FitSet,
+    options: TrainOptions = TrainOptions(),
+    horizon_ms: int = DAY_MS,
+    margin: PopularityMargin | None = None,
+) -> FitResult:
+    """Choose the rounds on the inner split of ``examples`` (:func:`choose_rounds`), then refit on
+    every row of ``examples`` with that many rounds. ``examples`` must be training-period rows only:
+    nothing here looks at the gates' validation data."""
+    import xgboost as xgb
+
+    if len(examples) < options.min_train_examples:
+        raise TrainingError(f"{len(examples)} training examples, need at least {options.min_train_examples}")
     params = options.xgb_params()
     t0 = time.perf_counter()
-    dtrain = dmatrix(train, options.objective)
-    dval = dmatrix(val, options.objective)
-    history: dict[str, dict[str, list[float]]] = {}
+    rounds, score, rounds_run, inner, history = choose_rounds(examples, options, horizon_ms, margin)
     booster = xgb.train(
-        params,
-        dtrain,
-        num_boost_round=options.num_boost_round,
-        evals=[(dtrain, "train"), (dval, "validation")],
-        evals_result=history,
-        early_stopping_rounds=options.early_stopping_rounds,
-        verbose_eval=False,
+        params, dmatrix(examples, options.objective, margin), num_boost_round=rounds, verbose_eval=False
     )
-    rounds_run = booster.num_boosted_rounds()
-    best = int(getattr(booster, "best_iteration", rounds_run - 1))
-    best_score = float(getattr(booster, "best_score", float("nan")))
-    if best + 1 < rounds_run:
-        booster = booster[: best + 1]
     seconds = time.perf_counter() - t0
-    flat = {
-        f"{ds}:{metric}": [float(v) for v in vals]
-        for ds, metrics in history.items()
-        for metric, vals in metrics.items()
-    }
-    return FitResult(booster, best, best_score, rounds_run, flat, seconds, params)
+    return FitResult(
+        booster,
+        rounds - 1,
+        score,
+        rounds_run,
+        history,
+        seconds,
+        params,
+        rounds=rounds,
+        inner=inner,
+        examples=examples.summary(),
+        base_margin=margin.to_dict() if margin is not None else None,
+    )

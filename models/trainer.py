@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from models.dataset import BuildStats, LabelConfig, TrainingSet, build_training_set
+from models.baseline import PopularityMargin
+from models.dataset import DAY_MS, BuildStats, LabelConfig, TrainingSet, build_training_set
 from models.errors import ModelRefused, RegistryError, TrainingError
 from models.evaluate import (
     Evaluation,
@@ -59,8 +60,24 @@ from models.evaluate import (
 from models.registry import LoadedModel, ModelRegistry, code_version
 from models.report import write_report
 from models.sanity import check_sanity
-from models.snapshots import SnapshotFrame, build_snapshot_frame
-from models.train import FitResult, Split, TrainOptions, fit, time_split
+from models.snapshots import (
+    SnapshotFrame,
+    build_snapshot_frame,
+    last_complete_time,
+    snapshot_times,
+    training_snapshot_times,
+)
+from models.train import (
+    FitResult,
+    FitSet,
+    Split,
+    TrainOptions,
+    concat,
+    event_examples,
+    fit,
+    snapshot_examples,
+    time_split,
+)
 
 log = logging.getLogger("streamrank.models.trainer")
 
@@ -151,12 +168,17 @@ def train_and_register(
     records = records if isinstance(records, (list, tuple)) else list(records)
     ts = _build(records, spec, label_cfg, options, decide)
     split, train, val = _split(ts, label_cfg, options, decide)
-    fr = _fit(train, val, options, decide)
+    # One fold for both snapshot frames: the training snapshots (before split.train_end_ms, when
+    # the examples use them) and the validation snapshots the gates judge (from split.val_start_ms).
+    train_frame, frame = _snapshot_frames(records, spec, label_cfg, ts.stats, split, options, decide)
+    examples = _examples(train, train_frame, options, decide)
+    margin = PopularityMargin(spec, label_cfg.kinds) if options.base_margin == "popularity" else None
+    fr = _fit(examples, label_cfg, options, margin, decide)
     # evaluate: the candidate, the promoted model on the same validation rows, the importance shifts
-    candidate = LoadedModel("candidate", spec, fr.booster)
+    model_record = {"base_margin": fr.base_margin} if fr.base_margin is not None else {}
+    candidate = LoadedModel("candidate", spec, fr.booster, {"model": model_record})
     evaluation = _evaluate(candidate, val, options, decide)
     current, current_model = _current_model(registry, spec, val, options, decide)
-    frame = _snapshot_frame(records, spec, label_cfg, split.val_start_ms, decide)
     snapshot = _evaluate_snapshots(candidate, current_model, frame, current, options, decide)
     importance = gain_importance(fr.booster, spec.names)
     previous_version, previous_importance = _previous_importance(registry)
@@ -176,6 +198,10 @@ def train_and_register(
             "label": label_cfg.to_dict(),
             "split": split.to_dict(),
             "frame": options.frame,
+            "examples": options.examples,
+            "sample_rate": ts.stats.sample_rate,
+            "training_examples": fr.examples,
+            "training_snapshots": train_frame.summary() if train_frame is not None else None,
         },
         "options": options.to_dict(),
         "params": fr.params,
@@ -198,8 +224,10 @@ def train_and_register(
         "model": {
             "objective": options.objective,
             "best_iteration": fr.best_iteration,
+            "rounds": fr.rounds,
             "n_features": len(spec.names),
             "predict_nthread": 1,
+            **model_record,
         },
     }
     version = _register(registry, fr, meta, decide)
@@ -229,6 +257,7 @@ def _build(
     decide(
         "built",
         examples=len(ts),
+        sample_rate=ts.stats.sample_rate,
         events=ts.stats.records,
         events_per_s=_finite(ts.stats.events_per_s),
         seconds=round(ts.stats.seconds, 3),
@@ -256,9 +285,72 @@ def _split(
     return split, train, val
 
 
-def _fit(train: TrainingSet, val: TrainingSet, options: TrainOptions, decide: _Decisions) -> FitResult:
-    fr = fit(train, val, options)
-    decide("fitted", best_iteration=fr.best_iteration, rounds_run=fr.rounds_run, seconds=round(fr.seconds, 3))
+def _snapshot_frames(
+    records: Iterable[Any],
+    spec: FeatureSpec,
+    label_cfg: LabelConfig,
+    stats: BuildStats,
+    split: Split,
+    options: TrainOptions,
+    decide: _Decisions,
+) -> tuple[SnapshotFrame | None, SnapshotFrame]:
+    """The training snapshots (``None`` unless ``options.examples`` uses them) and the validation
+    snapshots, from one fold of the log.
+
+    Validation: daily from the first validation day to the last one whose horizon is complete
+    (``snapshot_times``). Training: ``training_snapshot_times`` from the first full day of data
+    (or ``options.start_ms``) to ``split.train_end_ms`` exclusive, so every training label
+    ``(T, T + H]`` closes before ``split.val_start_ms``; thinned to ``options.snapshot_rows``.
+    """
+    end = stats.data_end_ms
+    last_ok = last_complete_time(end, label_cfg, spec) if end is not None else None
+    val_times = snapshot_times(split.val_start_ms, last_ok) if last_ok is not None else []
+    train_times: list[int] = []
+    if options.examples in ("snapshots", "both") and stats.data_min_ms is not None:
+        first = (stats.data_min_ms // DAY_MS + 1) * DAY_MS
+        if options.start_ms is not None:
+            first = max(first, int(options.start_ms))
+        train_times = training_snapshot_times(first, split.train_end_ms, stats.active_businesses, options.snapshot_rows)
+    both = build_snapshot_frame(records, times=train_times + val_times, spec=spec, label_cfg=label_cfg)
+    frame = both.between(split.val_start_ms, None)
+    decide("snapshot_frame", **frame.summary())
+    if options.examples == "events":
+        return None, frame
+    train_frame = both.between(None, split.train_end_ms)
+    decide("training_snapshots", **train_frame.summary())
+    return train_frame, frame
+
+
+def _examples(
+    train: TrainingSet, train_frame: SnapshotFrame | None, options: TrainOptions, decide: _Decisions
+) -> FitSet:
+    """The fit's rows: event examples, snapshot examples or both (``options.examples``)."""
+    parts = []
+    if options.examples in ("events", "both"):
+        parts.append(event_examples(train, options.frame))
+    if options.examples in ("snapshots", "both") and train_frame is not None:
+        parts.append(snapshot_examples(train_frame))
+    examples = concat(*parts) if parts else event_examples(train, options.frame)
+    decide("training_examples", how=options.examples, **examples.summary())
+    return examples
+
+
+def _fit(
+    examples: FitSet,
+    label_cfg: LabelConfig,
+    options: TrainOptions,
+    margin: PopularityMargin | None,
+    decide: _Decisions,
+) -> FitResult:
+    fr = fit(examples, options, label_cfg.horizon_ms, margin)
+    decide(
+        "fitted",
+        rounds=fr.rounds,
+        rounds_run=fr.rounds_run,
+        inner_split=fr.inner,
+        base_margin=fr.base_margin is not None,
+        seconds=round(fr.seconds, 3),
+    )
     return fr
 
 
@@ -275,15 +367,6 @@ def _evaluate(candidate: LoadedModel, val: TrainingSet, options: TrainOptions, d
     )
     decide("evaluated", metrics=evaluation.to_dict())
     return evaluation
-
-
-def _snapshot_frame(
-    records: Iterable[Any], spec: FeatureSpec, label_cfg: LabelConfig, start_ms: int, decide: _Decisions
-) -> SnapshotFrame:
-    """Daily snapshots from the first validation day to the last one whose horizon is complete."""
-    frame = build_snapshot_frame(records, spec=spec, label_cfg=label_cfg, start_ms=start_ms)
-    decide("snapshot_frame", **frame.summary())
-    return frame
 
 
 def _evaluate_snapshots(

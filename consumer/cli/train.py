@@ -24,7 +24,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--objective", default="rank:ndcg", choices=["rank:ndcg", "binary:logistic"])
     p.add_argument(
-        "--sample-rate", type=float, default=0.1, help="share of scoring moments kept as examples (default 0.1)"
+        "--sample-rate",
+        type=float,
+        default=None,
+        help="share of scoring moments kept as event examples (default: all of a log up to 100k activity "
+        "records, about 100k moments of a larger one)",
+    )
+    p.add_argument(
+        "--examples",
+        default=None,
+        choices=["snapshots", "events", "both"],
+        help="training examples: every served business of a market at training snapshot times, scoring "
+        "moments grouped by market x day, or both (default: models.train.TrainOptions.examples)",
     )
     p.add_argument("--validation-days", type=common.positive_int, default=7)
     p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
@@ -74,6 +85,8 @@ def train_and_print(args: argparse.Namespace, cfg: Config) -> int:
         start_ms=args.start,
         validation_days=args.validation_days,
     )
+    if args.examples is not None:
+        options = options.with_(examples=args.examples)
     request = TrainRequest(options, from_file=args.from_file, serve_metrics=args.every is not None)
     # A failed run raises (``TrainingError`` and the rest of the project's errors): ``main`` prints
     # it on one line and exits 1; under --every, ``run_every`` logs it and retries next period.

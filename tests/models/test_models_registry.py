@@ -220,3 +220,24 @@ def test_validate_refuses_a_model_failing_the_sanity_set(tmp_path):
     assert m.sanity_failures()
     with pytest.raises(ModelRefused, match="sanity"):
         m.validate()
+
+
+def test_a_recorded_base_margin_is_added_to_the_score_and_checked(tmp_path):
+    from models.baseline import PopularityMargin
+
+    reg = ModelRegistry(tmp_path)
+    booster = _booster()
+    plain = reg.register(bytes(booster.save_raw("ubj")), _meta())
+    margin = PopularityMargin(DEFAULT_SPEC)
+    with_margin = reg.register(bytes(booster.save_raw("ubj")), _meta(model={"base_margin": margin.to_dict()}))
+    X = np.random.default_rng(3).integers(0, 5, (40, N)).astype(np.float32)
+    a, b = reg.load(plain), reg.load(with_margin)
+    assert a.margin is None  # a model without the record scores as before
+    np.testing.assert_allclose(a.score(X), booster.inplace_predict(X), rtol=1e-6)
+    trees = booster.inplace_predict(X, base_margin=np.zeros(len(X), np.float32))
+    np.testing.assert_allclose(b.score(X), trees + margin.values(X), rtol=1e-5, atol=1e-5)
+    bad = dict(margin.to_dict(), columns=["count_call_1d"])
+    with pytest.raises(ModelRefused, match="base margin"):
+        LoadedModel("v", DEFAULT_SPEC, booster, {"model": {"base_margin": bad}})
+    with pytest.raises(ModelRefused, match="base margin"):
+        LoadedModel("v", DEFAULT_SPEC, booster, {"model": {"base_margin": {"kind": "other"}}})

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.spec import DEFAULT_SPEC
+from models.baseline import PopularityMargin
 from models.dataset import build_training_set
 from models.errors import TrainingError
-from models.train import TrainOptions, fit, frame, time_split
+from models.registry import LoadedModel
+from models.train import TrainOptions, concat, dmatrix, event_examples, fit, frame, inner_split, time_split
 from tests.kit.events import DAY, T0
 
 
@@ -46,6 +50,13 @@ def test_options_validated():
         TrainOptions(sample_rate=0)
     with pytest.raises(TrainingError):
         TrainOptions(frame="some")
+    with pytest.raises(TrainingError):
+        TrainOptions(examples="moments")
+    with pytest.raises(TrainingError):
+        TrainOptions(base_margin="recent")
+    with pytest.raises(TrainingError):
+        TrainOptions(inner_validation_share=1.0)
+    assert TrainOptions().sample_rate is None  # adapted to the log's size
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +68,68 @@ def split_sets(small_world):
 
 @pytest.mark.parametrize("objective", ["rank:ndcg", "binary:logistic"])
 def test_fit_is_deterministic(split_sets, objective):
-    train, val = split_sets
+    train, _ = split_sets
     # The set is in build order, not grouped: the fit must sort by qid itself.
     assert np.any(np.diff(train.groups) < 0)
     opts = TrainOptions(objective=objective)
-    a = fit(train, val, opts)
-    b = fit(train, val, opts)
+    ex = event_examples(train)
+    a = fit(ex, opts, DAY)
+    b = fit(ex, opts, DAY)
     assert bytes(a.booster.save_raw("ubj")) == bytes(b.booster.save_raw("ubj"))
-    assert a.booster.num_boosted_rounds() == a.best_iteration + 1  # cut at the best round
+    assert a.booster.num_boosted_rounds() == a.rounds == a.best_iteration + 1  # refit with the chosen rounds
     assert a.params["nthread"] == 2 and a.params["tree_method"] == "hist"
-    key = "validation:ndcg@10" if objective == "rank:ndcg" else "validation:logloss"
-    assert key in a.history
+    assert "inner_validation:capture+auc" in a.history
+    assert a.rounds in a.history["inner_validation:rounds"]
+
+
+def test_rounds_are_chosen_on_an_inner_split_of_the_training_period(split_sets):
+    """The inner validation is the training period's last days, after a gap >= H; the fit is
+    refit on every training row. Nothing but the training rows reaches it."""
+    train, _ = split_sets
+    ex = event_examples(train)
+    fr = fit(ex, TrainOptions(), DAY)
+    inner = fr.inner
+    assert inner["train_rows"] + inner["validation_rows"] <= len(ex)
+    assert inner["validation_rows"] > 0 and inner["gap_ms"] >= DAY
+    assert inner["val_start_ms"] <= ex.time.max() and inner["train_end_ms"] + DAY <= inner["val_start_ms"]
+    assert inner["rounds_from"].startswith("early stopping")
+    assert fr.examples["rows"] == len(ex)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    times=st.lists(st.integers(0, 60 * DAY), min_size=2, max_size=200),
+    horizon=st.integers(1, 10 * DAY),
+    share=st.floats(0.05, 0.5),
+)
+def test_inner_split_labels_close_before_the_inner_validation(times, horizon, share):
+    t = np.array(times, dtype=np.int64) + T0
+    sp = inner_split(t, horizon, TrainOptions(inner_validation_share=share))
+    assert np.all(t[sp.train_idx] + horizon < sp.val_start_ms)
+    assert np.all(t[sp.val_idx] >= sp.val_start_ms)
+
+
+def test_a_base_margin_of_popularity_is_popularity_at_zero_rounds(split_sets):
+    """With the margin, 0 rounds is a candidate of the inner choice, and a 0-round model scores
+    exactly log1p(popularity) when served."""
+    train, val = split_sets
+    margin = PopularityMargin(DEFAULT_SPEC)
+    fr = fit(event_examples(train), TrainOptions(), DAY, margin)
+    assert fr.history["inner_validation:rounds"][0] == 0
+    assert fr.base_margin == margin.to_dict()
+    zero = fit(event_examples(train), TrainOptions(fallback_rounds=0), DAY, margin)
+    zero.booster = xgb.train(zero.params, dmatrix(event_examples(train), "rank:ndcg", margin), num_boost_round=0)
+    model = LoadedModel("m", DEFAULT_SPEC, zero.booster, {"model": {"base_margin": zero.base_margin}})
+    np.testing.assert_allclose(model.score(val.X), margin.values(val.X), rtol=1e-6, atol=1e-6)
+
+
+def test_fit_falls_back_when_the_inner_split_cannot_judge(split_sets):
+    train, _ = split_sets
+    ex = event_examples(train)
+    none = ex.take(np.arange(len(ex)))
+    none.y = np.zeros_like(none.y)  # no conversion anywhere: nothing to choose rounds by
+    fr = fit(none, TrainOptions(fallback_rounds=7), DAY)
+    assert fr.rounds == 7 and fr.inner["rounds_from"].startswith("fallback")
 
 
 def test_frame_one_row_per_group_and_business(split_sets):
@@ -79,6 +141,15 @@ def test_frame_one_row_per_group_and_business(split_sets):
 
 
 def test_fit_refuses_too_little_data(split_sets):
-    train, val = split_sets
+    train, _ = split_sets
     with pytest.raises(TrainingError):
-        fit(train.take(np.arange(5)), val, TrainOptions(frame="all"))
+        fit(event_examples(train.take(np.arange(5)), "all"), TrainOptions(frame="all"), DAY)
+
+
+def test_concat_keeps_query_ids_apart(split_sets):
+    train, _ = split_sets
+    a = event_examples(train.take(np.arange(50)))
+    b = event_examples(train.take(np.arange(50, 100)))
+    both = concat(a, b)
+    assert len(both) == len(a) + len(b)
+    assert not set(both.groups[: len(a)].tolist()) & set(both.groups[len(a) :].tolist())

@@ -37,9 +37,9 @@ def runs(world, tmp_path_factory):
 
     real_fit = trainer_mod.fit
 
-    def fit_on_shuffled_labels(train, val, options):
-        train.y = np.random.default_rng(0).permutation(train.y)
-        return real_fit(train, val, options)
+    def fit_on_shuffled_labels(examples, options, horizon_ms, margin=None):
+        examples.y = np.random.default_rng(0).permutation(examples.y)
+        return real_fit(examples, options, horizon_ms, margin)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(trainer_mod, "fit", fit_on_shuffled_labels)
