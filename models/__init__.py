@@ -7,8 +7,10 @@ the worker takes a :class:`~models.registry.ModelRegistry`. Reading order:
 1. ``dataset``  - the log -> labelled examples: compacted business table, the per-partition merge
    order, :func:`~models.dataset.scoring_moments` (the scoring-moment rule), deterministic
    sampling, features via ``extract_into``, next-horizon conversion labels, popularity baseline;
-2. ``train``    - time split with a gap >= the label horizon, the (group, business) frame, the
-   XGBoost fit (``rank:ndcg`` or ``binary:logistic``) with early stopping;
+2. ``train``    - time split with a gap >= the label horizon, the training examples (snapshot
+   examples of the training period, event examples or both), the XGBoost fit (``rank:ndcg`` or
+   ``binary:logistic``) with its rounds chosen on an inner split of the training period, an
+   optional popularity base margin;
 3. ``evaluate`` - NDCG@10, AUC, top-k conversion capture (model vs popularity vs random), lift,
    gain importance and its shifts;
 4. ``sanity``   - the hand-written sanity set (``models/sanity/*.json``) and ``check_sanity``;

@@ -7,13 +7,12 @@ exposes the same interface (``consumer.pipeline.process.Scorer``: ``score(X)``, 
 ``models.registry.LoadedModel``).
 
 Which columns. The trainer's popularity baseline (``models.dataset``) is a business's all-time
-conversions so far, read from the state's lifetime ``totals``. The feature set has no lifetime
-conversion count (``totals`` reaches the row only as ``review_count``), so the closest columns are
-``count_<kind>_<W>`` of the conversion kinds at the *longest* window ``W`` (28 days by default):
-for a business younger than the window they equal the all-time count, and for an older one they
-are its recent popularity, the part of its history that still says most about its next
-conversions. Should the feature set gain lifetime counts named ``count_<kind>_lifetime``, they are
-preferred. Columns are found by name in ``spec.names``, never by position, and a spec lacking them
+conversions so far, read from the state's lifetime ``totals``. The feature set carries them as
+``count_<kind>_all`` (feature revision 2; ``count_<kind>_lifetime`` is accepted too): those columns
+of the conversion kinds are the score, so the served baseline is exactly the trainer's. A feature set
+without lifetime counts falls back to ``count_<kind>_<W>`` at the *longest* window ``W`` (28 days by
+default): for a business younger than the window they equal the all-time count, and for an older
+one they are its recent popularity. Columns are found by name in ``spec.names``, never by position, and a spec lacking them
 is refused at construction.
 
 Score and ties. ``score = P_W + sum_j 2^-(j+1) * P_j / (P_j + 1)`` where ``P_W`` is the summed
@@ -96,7 +95,8 @@ class PopularityScorer:
 def popularity_columns(spec: FeatureSpec, kinds: Iterable[str]) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
     """Indexes, in ``spec.names``, of the popularity columns and of the tie-break columns.
 
-    Primary: ``count_<kind>_lifetime`` of every conversion kind if the spec has them all, else
+    Primary: the lifetime counts of every conversion kind if the spec has them all
+    (``count_<kind>_lifetime``, or ``count_<kind>_all`` as ``features.extract`` names them), else
     ``count_<kind>_<longest window>``. Tie-breaks: the counts at each shorter window, longest first.
     """
     index = {n: i for i, n in enumerate(spec.names)}
@@ -107,7 +107,7 @@ def popularity_columns(spec: FeatureSpec, kinds: Iterable[str]) -> tuple[tuple[i
         found = [index.get(f"count_{k}_{label}") for k in lows]
         return None if any(i is None for i in found) else tuple(i for i in found if i is not None)
 
-    lifetime = columns("lifetime")
+    lifetime = columns("lifetime") or columns("all")
     windowed = [c for c in (columns(lab) for lab in labels) if c is not None]
     if lifetime is not None:
         return lifetime, windowed

@@ -217,7 +217,7 @@ def _data(meta: Mapping[str, Any]) -> list[str]:
         f"{build.get('activity_records', 'n/a')} activity, {build.get('tombstones', 0)} tombstones)",
         f"- label: conversions {', '.join(label.get('kinds', []))} within {label.get('horizon_ms', 0) / 3_600_000:g} h",
         f"- scoring moments: {build.get('scoring_moments', 'n/a')}, sampled {build.get('sampled', 'n/a')} "
-        f"(rate {meta.get('options', {}).get('sample_rate', 'n/a')}), dropped (incomplete label) "
+        f"(rate {_f(data.get('sample_rate', meta.get('options', {}).get('sample_rate')), 3)}), dropped (incomplete label) "
         f"{build.get('dropped_incomplete', 'n/a')}, examples {build.get('examples', 'n/a')}",
         f"- split: train {split.get('train_examples', 'n/a')} examples before {_ts(split.get('train_end_ms'))}, "
         f"validation {split.get('validation_examples', 'n/a')} from {_ts(split.get('val_start_ms'))} "
@@ -235,15 +235,33 @@ def _data(meta: Mapping[str, Any]) -> list[str]:
 
 def _training(meta: Mapping[str, Any]) -> list[str]:
     tr = meta.get("training", {})
-    return [
-        "",
-        "## Training",
-        "",
-        f"- best iteration: {tr.get('best_iteration', 'n/a')} of {tr.get('rounds_run', 'n/a')} rounds run, "
-        f"best validation score {_f(tr.get('best_score'))}",
-        f"- fit time: {_f(tr.get('seconds'), 2)} s",
-        f"- params: `{meta.get('params', {})}`",
-    ]
+    inner = tr.get("inner_split") or {}
+    ex = tr.get("examples") or {}
+    lines = ["", "## Training", ""]
+    if ex:
+        parts = [
+            f"{src} {d.get('rows', 0):,} rows in {d.get('groups', 0):,} queries "
+            f"({d.get('groups_with_pairs', 0):,} with several businesses)"
+            for src, d in ex.items()
+            if isinstance(d, Mapping)
+        ]
+        lines.append(f"- examples ({meta.get('data', {}).get('examples', 'n/a')}): " + "; ".join(parts))
+    if inner:
+        lines.append(
+            f"- rounds: {tr.get('rounds', 'n/a')}, chosen on the training period "
+            f"({inner.get('rounds_from', 'n/a')}; inner train {inner.get('train_rows', 'n/a')} rows before "
+            f"{_ts(inner.get('train_end_ms'))}, inner validation {inner.get('validation_rows', 'n/a')} rows from "
+            f"{_ts(inner.get('val_start_ms'))}, criterion {_f(tr.get('best_score'))})"
+        )
+    else:
+        lines.append(
+            f"- best iteration: {tr.get('best_iteration', 'n/a')} of {tr.get('rounds_run', 'n/a')} rounds run, "
+            f"best validation score {_f(tr.get('best_score'))}"
+        )
+    if tr.get("base_margin"):
+        lines.append(f"- base margin: {tr['base_margin'].get('kind')} of {tr['base_margin'].get('columns')}")
+    lines += [f"- fit time: {_f(tr.get('seconds'), 2)} s", f"- params: `{meta.get('params', {})}`"]
+    return lines
 
 
 def _importance(meta: Mapping[str, Any], charts: list[str] | tuple[str, ...]) -> list[str]:

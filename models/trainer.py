@@ -1,5 +1,10 @@
 """One training run, end to end: build -> split -> fit -> evaluate -> gate -> register -> promote.
 
+The fit gets training-period rows only (``models.train``): event examples before the split's
+training end and/or snapshot examples at training snapshot times ``T < train_end`` (labels close
+before validation starts), built in the same fold of the log as the validation snapshots; it
+chooses its rounds on an inner split of those rows. Nothing the gates judge reaches it.
+
 :func:`train_and_register` is what ``streamrank train`` calls with the records of
 ``consumer.io.inputlog.read_input_log`` and its ``LogRange``.
 

@@ -1,5 +1,7 @@
 """The popularity ranker (models.baseline): what a worker serves before any model is promoted."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -28,14 +30,22 @@ def test_version_is_stable_and_names_the_feature_set():
     assert PopularityScorer(spec2).version == f"popularity-{spec2.version}"
 
 
-def test_columns_are_chosen_by_name_longest_window_first():
+def test_columns_are_chosen_by_name_lifetime_then_longest_window_first():
     s = PopularityScorer(DEFAULT_SPEC)
-    assert s.metadata["columns"] == ["count_bizsite_visit_28d", "count_call_28d", "count_directions_28d"]
-    assert s.metadata["tie_break_columns"][0] == ["count_bizsite_visit_7d", "count_call_7d", "count_directions_7d"]
-    # Another window layout: still the longest window, found by name.
+    # the lifetime counts (count_<kind>_all): exactly the trainer's all-time popularity
+    assert s.metadata["columns"] == ["count_bizsite_visit_all", "count_call_all", "count_directions_all"]
+    assert s.metadata["tie_break_columns"][0] == ["count_bizsite_visit_28d", "count_call_28d", "count_directions_28d"]
+    # Another window layout: the tie-breaks follow it, found by name.
     spec = FeatureSpec(windows_ms=(6 * HOUR_MS, 3 * DAY_MS, 90 * DAY_MS))
-    primary, _ = popularity_columns(spec, ("CALL",))
-    assert [spec.names[i] for i in primary] == ["count_call_90d"]
+    primary, tie = popularity_columns(spec, ("CALL",))
+    assert [spec.names[i] for i in primary] == ["count_call_all"]
+    assert [spec.names[i] for i in tie[0]] == ["count_call_90d"]
+    # A feature set without lifetime counts: the longest window.
+    no_lifetime = SimpleNamespace(
+        names=tuple(n for n in spec.names if not n.endswith("_all")), windows_ms=spec.windows_ms
+    )
+    primary, _ = popularity_columns(no_lifetime, ("CALL",))  # type: ignore[arg-type]
+    assert [no_lifetime.names[i] for i in primary] == ["count_call_90d"]
 
 
 def test_unknown_kinds_are_refused():
@@ -45,15 +55,15 @@ def test_unknown_kinds_are_refused():
         PopularityScorer(DEFAULT_SPEC, ())
 
 
-def test_scores_order_by_long_window_conversions_then_recency_deterministically():
+def test_scores_order_by_lifetime_conversions_then_recency_deterministically():
     s = PopularityScorer(DEFAULT_SPEC)
     X = np.stack(
         [
-            _row(count_call_28d=2),
-            _row(count_call_28d=1, count_directions_28d=2),  # 3 conversions
-            _row(count_call_28d=3, count_call_7d=3, count_call_1d=1),  # 3, more recent
-            _row(count_page_view_28d=500),  # views are not conversions
-            _row(count_bizsite_visit_28d=4),
+            _row(count_call_all=2, count_call_28d=2),
+            _row(count_call_all=1, count_directions_all=2, count_directions_28d=1),  # 3 conversions
+            _row(count_call_all=3, count_call_28d=3, count_call_7d=3, count_call_1d=1),  # 3, more recent
+            _row(count_page_view_all=500, count_page_view_28d=500),  # views are not conversions
+            _row(count_bizsite_visit_all=4),
         ]
     )
     scores = s.score(X)

@@ -111,6 +111,8 @@ def test_the_fit_never_sees_validation_rows(world, tmp_path, monkeypatch, exampl
     assert out.metadata["model"]["rounds"] == training["rounds"] == out.fit.booster.num_boosted_rounds()
     assert out.metadata["data"]["examples"] == examples and out.metadata["options"]["examples"] == examples
     assert out.metadata["data"]["training_examples"]["rows"] == len(ex)
+    report = (ModelRegistry(tmp_path).version_dir(out.version) / "report.md").read_text()
+    assert "chosen on the training period" in report
 
 
 def test_a_popularity_margin_is_recorded_and_served(world, tmp_path, monkeypatch):
