@@ -37,6 +37,13 @@ def register(sub: Any) -> None:
         help="training examples: every served business of a market at training snapshot times, scoring "
         "moments grouped by market x day, or both (default: models.train.TrainOptions.examples)",
     )
+    p.add_argument(
+        "--base-margin",
+        default=None,
+        choices=["popularity", "none"],
+        help="start every row from log1p(popularity) and learn corrections, or not "
+        "(default: models.train.TrainOptions.base_margin)",
+    )
     p.add_argument("--validation-days", type=common.positive_int, default=7)
     p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
     p.add_argument(
@@ -87,6 +94,8 @@ def train_and_print(args: argparse.Namespace, cfg: Config) -> int:
     )
     if args.examples is not None:
         options = options.with_(examples=args.examples)
+    if args.base_margin is not None:
+        options = options.with_(base_margin=args.base_margin)
     request = TrainRequest(options, from_file=args.from_file, serve_metrics=args.every is not None)
     # A failed run raises (``TrainingError`` and the rest of the project's errors): ``main`` prints
     # it on one line and exits 1; under --every, ``run_every`` logs it and retries next period.

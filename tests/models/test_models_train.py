@@ -57,6 +57,7 @@ def test_options_validated():
     with pytest.raises(TrainingError):
         TrainOptions(inner_validation_share=1.0)
     assert TrainOptions().sample_rate is None  # adapted to the log's size
+    assert TrainOptions().examples == "snapshots" and TrainOptions().base_margin == "popularity"
 
 
 @pytest.fixture(scope="module")
