@@ -22,6 +22,8 @@ TRANSPORTS = ("kafka-python", "confluent")
 LOG_FORMATS = ("auto", "json", "text")
 # What a worker serves while nothing is promoted (models.baseline); none: wait for a model.
 BASELINES = ("popularity", "none")
+# Delivery guarantee of the worker's outputs (consumer.runtime.checkpoint).
+GUARANTEES = ("at_least_once", "exactly_once")
 
 
 def _env_field(env: str, default: Any, doc: str, *, kind: type = str) -> Any:
@@ -98,6 +100,19 @@ class Config:
         20,
         "Longest a fetch waits at the broker for data. The embedded broker holds every fetch this long when any partition in it is idle",
         kind=int,
+    )
+    guarantee: str = _env_field(
+        "STREAMRANK_GUARANTEE",
+        "at_least_once",
+        "at_least_once: a crash re-emits up to a checkpoint of predictions (same ids); exactly_once: each checkpoint "
+        "is one Kafka transaction (outputs, changelog, input offsets), read_committed readers see every record once. "
+        "Needs Apache Kafka (refused on Tansu)",
+    )
+    transactional_id: str = _env_field(
+        "STREAMRANK_TRANSACTIONAL_ID",
+        "",
+        "exactly_once only: this worker's transactional.id, stable across its restarts and unique in the group "
+        "(empty: STREAMRANK_GROUP-host name; set it when several workers share a host)",
     )
     transport: str = _env_field(
         "STREAMRANK_TRANSPORT",
@@ -209,6 +224,8 @@ class Config:
             raise ConfigError(f"STREAMRANK_TRANSPORT={self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"STREAMRANK_LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if self.guarantee not in GUARANTEES:
+            raise ConfigError(f"STREAMRANK_GUARANTEE={self.guarantee!r} is not one of {', '.join(GUARANTEES)}")
         if self.baseline not in BASELINES:
             raise ConfigError(f"STREAMRANK_BASELINE={self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.horizon_ms <= 0:

@@ -97,6 +97,11 @@ class CorruptChangelog(StaleState):
     must not crash-loop it either: the rebuild replaces the entry)."""
 
 
+class ProducerFenced(ConsumerError):
+    """exactly_once: another worker started with this worker's transactional id and fenced it. The
+    worker stops (exit 1): two live workers with one id would fence each other forever."""
+
+
 class ProcessingHalted(ConsumerError):
     """Our own code failed on record after record: a bug, not bad input. The worker stops (exit 1)
     rather than dead-letter its whole input; the records stay uncommitted for the fixed version."""

@@ -34,6 +34,7 @@ The whole tree (module: class; an indented class subclasses the one above it)::
             StaleState                                a changelog entry this feature set cannot read
                 CorruptChangelog                      ... its bytes do not parse; both: rebuild
             UnprocessableBatch                        our code raised on a batch: re-run it record by record
+            ProducerFenced                            exactly_once: another worker took our transactional id: stop
             ProcessingHalted                          our code failed record after record: stop
             InputLogError                             the input topics could not be read to their end
             TimeLookupError                           records needed to resolve a time unreadable

@@ -89,6 +89,9 @@ def consumer_kwargs(cfg: Config, group_id: str | None, **overrides: Any) -> dict
         # means more frequent empty fetches while idle.
         fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         auto_offset_reset="earliest",
+        # Every reader skips aborted transactions (exactly_once workers write in transactions);
+        # without transactions it reads exactly what read_uncommitted would.
+        isolation_level="read_committed",
         max_poll_records=cfg.batch_size,
         # The per-partition limit times the partition count stays under the response limit, so
         # every assigned partition gets data in every fetch: the per-partition merge of the two

@@ -22,11 +22,13 @@ trainer reads use kafka-python.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 from typing import Any, NamedTuple, Protocol
 
 from consumer.config import TRANSPORTS, Config
-from consumer.errors import ConfigError, DeliveryError, TransportError
+from consumer.errors import CommitFailed, ConfigError, ConsumerError, DeliveryError, ProducerFenced, TransportError
 from consumer.io.clients import (
     GROUP_TIMING,
     consumer_kwargs,
@@ -52,6 +54,7 @@ class InputConsumer(Protocol):
     def seek(self, tp: Any, offset: int) -> None: ...
     def seek_to_beginning(self, *tps: Any) -> None: ...
     def assignment(self) -> set[Any]: ...
+    def group_metadata(self) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -69,6 +72,30 @@ class OutputProducer(Protocol):
         """Block until every send since the last flush is acknowledged; raise DeliveryError if not."""
 
     def close(self) -> None: ...
+
+
+class TransactionalOutput(OutputProducer, Protocol):
+    """exactly_once: every send belongs to a transaction, begun by the first send after a commit
+    or an abort; ``commit`` adds the consumed offsets (with the consumer's group metadata, so a
+    worker whose partitions moved is fenced by the group coordinator: KIP-447) and commits."""
+
+    in_transaction: bool
+
+    def commit(self, offsets: dict[Any, int], consumer: Any) -> None: ...
+    def abort(self) -> None: ...
+
+
+# How long a transaction may stay open before the coordinator aborts it. A transaction spans a
+# checkpoint interval, plus a broker outage it waits through; a crashed worker's open transaction
+# blocks read_committed readers of its partitions this long unless it restarts (with its stable
+# transactional id) sooner.
+TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def transactional_id(cfg: Config) -> str:
+    """``STREAMRANK_TRANSACTIONAL_ID``, else ``<group>-<host name>``: stable across restarts of a
+    worker (its restart aborts what it left open at once) and unique while one worker runs per host."""
+    return cfg.transactional_id or f"{cfg.group_id}-{socket.gethostname()}"
 
 
 def check_transport(name: str) -> str:
@@ -125,6 +152,26 @@ def output_producer(cfg: Config) -> OutputProducer:
     return KafkaPythonOutput(KafkaProducer(**producer_kwargs(cfg)))
 
 
+def transactional_output(cfg: Config, txn_id: str) -> TransactionalOutput:
+    """A transactional producer with ``txn_id``, initialised: a previous instance with the same
+    id is fenced and its open transaction aborted."""
+    if check_transport(cfg.transport) == CONFLUENT:
+        return ConfluentTransactions(cfg, txn_id)
+    return KafkaPythonTransactions(cfg, txn_id)
+
+
+def _fenced_or_expired(txn_id: str, begun: float, exc: BaseException) -> ConsumerError:
+    """The coordinator refused this producer's epoch: either it aborted our transaction for running
+    past the timeout (an outage: make a new producer and go on) or another worker initialised our
+    transactional id (stop: two live workers with one id would fence each other forever)."""
+    if time.monotonic() - begun >= TRANSACTION_TIMEOUT_MS / 1000:
+        return TransportError(f"transaction {txn_id} outlived the transaction timeout and was aborted: {exc}")
+    return ProducerFenced(
+        f"fenced: another worker started with transactional id {txn_id!r} ({exc}); "
+        "give each worker its own STREAMRANK_TRANSACTIONAL_ID"
+    )
+
+
 # ----------------------------------------------------------------------------- kafka-python
 class KafkaPythonOutput:
     """``KafkaProducer`` with its futures kept until the next flush. Takes any object with
@@ -158,6 +205,114 @@ class KafkaPythonOutput:
     def close(self) -> None:
         try:
             self.producer.flush(timeout=10)
+        finally:
+            self.producer.close(timeout=10)
+
+
+class KafkaPythonTransactions(KafkaPythonOutput):
+    """``KafkaProducer`` with a ``transactional_id`` (see :class:`TransactionalOutput`)."""
+
+    def __init__(self, cfg: Config, txn_id: str):
+        self._cfg = cfg
+        self.transactional_id = txn_id
+        super().__init__(self._new_producer())
+        self.in_transaction = False
+        self._begun = 0.0
+
+    def _new_producer(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        p = KafkaProducer(
+            **producer_kwargs(
+                self._cfg,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                delivery_timeout_ms=TRANSACTION_TIMEOUT_MS,  # a record cannot outlive its transaction
+            )
+        )
+        try:
+            p.init_transactions()
+        except KafkaError as exc:
+            p.close(timeout=1)
+            raise TransportError(f"init_transactions({self.transactional_id}): {exc}") from exc
+        return p
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        if not self.in_transaction:
+            self._begin()
+        self._futures.append(self.producer.send(topic, key=key, value=value, partition=partition, headers=headers))
+
+    def _begin(self) -> None:
+        self.producer.begin_transaction()
+        self.in_transaction = True
+        self._begun = time.monotonic()
+
+    def commit(self, offsets: dict[Any, int], consumer: Any) -> None:
+        from kafka import OffsetAndMetadata
+        from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
+
+        try:
+            if offsets:
+                meta = consumer.group_metadata()
+                if meta.generation_id < 0 or not meta.member_id:
+                    # kafka-python resets the generation when a stalled consumer leaves the group
+                    # (max.poll.interval); the broker accepts offsets without one unfenced, so a
+                    # zombie's commit would go through. Its partitions may have moved: abort.
+                    raise CommitFailed(
+                        f"transaction {self.transactional_id} not committed: this worker is no longer a member "
+                        "of its group (its partitions may have moved)"
+                    )
+                if not self.in_transaction:
+                    self._begin()
+                om = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+                self.producer.send_offsets_to_transaction(om, meta)
+            if self.in_transaction:
+                self.producer.commit_transaction()
+                self.in_transaction = False
+        except (ProducerFencedError, InvalidProducerEpochError) as exc:
+            raise _fenced_or_expired(self.transactional_id, self._begun, exc) from exc
+        except KafkaError as exc:
+            raise CommitFailed(
+                f"transaction {self.transactional_id} not committed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def abort(self) -> None:
+        from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
+
+        self._futures = []
+        if not self.in_transaction:
+            return
+        self.in_transaction = False
+        try:
+            self.producer.abort_transaction()
+        except (ProducerFencedError, InvalidProducerEpochError) as exc:
+            err = _fenced_or_expired(self.transactional_id, self._begun, exc)
+            if isinstance(err, ProducerFenced):
+                raise err from exc
+            self._replace_producer()
+        except KafkaError:
+            # The producer is in a fatal state: a new one with the same id aborts what is open.
+            self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        old, self.producer = self.producer, None
+        try:
+            old.close(timeout=1)
+        finally:
+            self.producer = self._new_producer()
+
+    def close(self) -> None:
+        try:
+            if self.in_transaction:  # stopped between checkpoints: nothing of it is committed
+                self.abort()
         finally:
             self.producer.close(timeout=10)
 
@@ -335,6 +490,14 @@ class ConfluentInput:
     def assignment(self) -> set[Any]:
         return {self._tp(p.topic, p.partition) for p in self._run("assignment", self._c.assignment)}
 
+    def group_metadata(self) -> Any:
+        return self._c.consumer_group_metadata()
+
+    def commit_transactional(self, producer: Any, offsets: dict[Any, int], timeout_s: float) -> None:
+        """``producer.send_offsets_to_transaction`` with this consumer's offsets and group metadata."""
+        parts = [self._CTP(tp.topic, tp.partition, o) for tp, o in offsets.items()]
+        producer.send_offsets_to_transaction(parts, self._c.consumer_group_metadata(), timeout_s)
+
     def close(self) -> None:
         self._run("close", self._c.close)
 
@@ -413,3 +576,100 @@ class ConfluentOutput:
 
     def close(self) -> None:
         self._p.flush(10)
+
+
+class ConfluentTransactions(ConfluentOutput):
+    """confluent-kafka's transactional ``Producer`` (see :class:`TransactionalOutput`)."""
+
+    TIMEOUT_S = 30.0
+
+    def __init__(self, cfg: Config, txn_id: str):
+        self._cfg = cfg
+        self.transactional_id = txn_id
+        self._failed: list[str] = []
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._p = self._new_producer()
+        self.in_transaction = False
+        self._begun = 0.0
+
+    def _new_producer(self) -> Any:
+        from confluent_kafka import KafkaException, Producer
+
+        conf = self.settings(self._cfg)
+        conf.update(
+            {
+                "transactional.id": self.transactional_id,
+                "enable.idempotence": True,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                # A record cannot outlive its transaction (librdkafka refuses a longer one).
+                "message.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            }
+        )
+        p = Producer(conf)
+        try:
+            p.init_transactions(self.TIMEOUT_S)
+        except KafkaException as exc:
+            raise TransportError(f"init_transactions({self.transactional_id}): {exc.args[0]}") from exc
+        return p
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        if not self.in_transaction:
+            self._begin()
+        super().send(topic, key, value, partition, headers)
+
+    def _begin(self) -> None:
+        self._p.begin_transaction()
+        self.in_transaction = True
+        self._begun = time.monotonic()
+
+    def commit(self, offsets: dict[Any, int], consumer: Any) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            if offsets:
+                if not self.in_transaction:
+                    self._begin()
+                consumer.commit_transactional(self._p, offsets, self.TIMEOUT_S)
+            if self.in_transaction:
+                self._p.commit_transaction(self.TIMEOUT_S)
+                self.in_transaction = False
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise _fenced_or_expired(self.transactional_id, self._begun, exc) from exc
+            raise CommitFailed(f"transaction {self.transactional_id} not committed: {err.str()}") from exc
+
+    def abort(self) -> None:
+        from confluent_kafka import KafkaException
+
+        self._pending = 0
+        with self._lock:
+            self._failed = []
+        if not self.in_transaction:
+            return
+        self.in_transaction = False
+        try:
+            self._p.abort_transaction(self.TIMEOUT_S)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.fatal():
+                raise TransportError(f"abort of transaction {self.transactional_id}: {err.str()}") from exc
+            fenced = _fenced_or_expired(self.transactional_id, self._begun, exc)
+            if isinstance(fenced, ProducerFenced):
+                raise fenced from exc
+            self._p = self._new_producer()
+
+    def close(self) -> None:
+        try:
+            if self.in_transaction:
+                self.abort()
+        finally:
+            self._p.flush(10)

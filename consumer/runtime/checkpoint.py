@@ -10,6 +10,14 @@ reflect, so a restored state never applies a record twice (see ``sink`` and
 ``consumer.pipeline.store``). The worker checkpoints after every batch while it is caught up, and
 at most every ``checkpoint_interval_ms`` while it works off a backlog.
 
+Exactly once (``STREAMRANK_GUARANTEE=exactly_once``): the same three steps are one Kafka
+transaction. Everything the worker sends since the last checkpoint (predictions, hold-out and
+shadow outputs, dead letters, changelog entries and tombstones) is in it, and the input offsets go in
+with ``send_offsets_to_transaction``; the commit makes all of it visible to ``read_committed``
+readers at once, or none of it. A failure anywhere aborts the transaction and the loop's rewind
+restores state from the (committed) changelog and re-reads from the committed offsets, so nothing
+is re-emitted: :meth:`Checkpoint.discard` is where the abort happens.
+
 Deletions (tombstones) are kept as markers in the changelog until the group's committed offsets
 are past them, then replaced by real tombstones (:meth:`Checkpoint.forget_committed_deletions`).
 """
@@ -42,6 +50,13 @@ class Checkpoint:
         self.committed: dict[Any, int] = {}  # TopicPartition -> offset committed by this worker
         self._at = time.monotonic()
         self._every_s = cfg.checkpoint_interval_ms / 1000
+        self.exactly_once = sink.transactions is not None
+
+    @property
+    def needed(self) -> bool:
+        """Something is processed but not committed (or, exactly once, a transaction is open: left
+        open, it would hold back every read_committed reader of its partitions)."""
+        return bool(self.uncommitted) or self._sink.in_transaction
 
     def processed(self, released: list[Any]) -> None:
         """``released`` (in offset order per topic-partition) is processed and its outputs sent."""
@@ -57,11 +72,18 @@ class Checkpoint:
     def run(self) -> tuple[float, float]:
         """Checkpoint everything processed so far. Returns seconds spent (flushes and changelog, commit)."""
         t0 = time.perf_counter()
-        self.write_state()
-        t1 = time.perf_counter()
-        self._commit()
+        if self.exactly_once:
+            # Tombstones first: they belong to this transaction (a later send would open another).
+            self.forget_committed_deletions(list(self._store))
+            self.write_state()
+            t1 = time.perf_counter()
+            self._commit_transaction()
+        else:
+            self.write_state()
+            t1 = time.perf_counter()
+            self._commit()
+            self.forget_committed_deletions(list(self._store))
         self._at = time.monotonic()
-        self.forget_committed_deletions(list(self._store))
         return t1 - t0, time.perf_counter() - t1
 
     def write_state(self) -> None:
@@ -86,9 +108,21 @@ class Checkpoint:
         self.committed.update(offsets)
         self._metrics.observe_commit(offsets)
 
-    def discard(self) -> None:
-        """Forget what was processed since the last commit (it will be re-read, or the changelog says it is applied)."""
+    def _commit_transaction(self) -> None:
+        offsets = {TopicPartition(t, p): o for (t, p), o in self.uncommitted.items()}
         self.uncommitted = {}
+        self._sink.commit(offsets, self._consumer)
+        self.committed.update(offsets)
+        self._metrics.observe_commit(offsets)
+
+    def discard(self) -> None:
+        """Forget what was processed since the last commit (it will be re-read, or the changelog says
+        it is applied). Exactly once: abort the open transaction; the offsets this worker remembers
+        committing are forgotten too (after a failed commit the broker's word is the only sure one)."""
+        self.uncommitted = {}
+        if self.exactly_once:
+            self.committed = {}
+            self._sink.abort()
 
     def committed_offset(self, tp: Any) -> int | None:
         """The group's committed offset of ``tp``: this worker's last commit, else the broker's."""

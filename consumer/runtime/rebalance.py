@@ -5,7 +5,11 @@ buffered input is dropped and each partition's fetch position is set back to its
 unprocessed record (the next owner re-reads it from the commit; this worker, if it keeps the
 partition, from there). Assignment: partitions new to this worker have their state restored from
 the changelog (by the loop, see ``partitions``); partitions it keeps keep their state (written to
-the changelog at the revocation).
+the changelog at the revocation). Exactly once, the revocation aborts the open transaction
+instead and drops every partition's state, which is restored from the changelog at the
+assignment: the records since the last checkpoint are processed again, by whoever owns them next.
+(Committing here would need the consumer's group metadata, which kafka-python guards with the
+coordinator's lock: taken inside this callback, it deadlocks the client's IO thread.)
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ class RebalanceListener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Any) -> None:
         parts = sorted({tp.partition for tp in revoked})
         self._ready.clear()
-        if self._checkpoint.uncommitted:
+        if self._checkpoint.exactly_once:
+            self._abort()
+        elif self._checkpoint.uncommitted:
             self._save_state()
         self._partitions.revoked(parts)
         self._isolation.forget(parts)
@@ -62,6 +68,13 @@ class RebalanceListener(ConsumerRebalanceListener):
             log.error("saving state at revocation failed; state will be restored", extra={"error": str(exc)})
             self._partitions.store.clear()
         self._checkpoint.discard()  # every partition is revoked (eager protocol); the changelog says what is applied
+
+    def _abort(self) -> None:
+        self._partitions.store.clear()
+        try:
+            self._checkpoint.discard()
+        except Exception as exc:  # noqa: BLE001 - must not escape into the client's poll; fenced or broker away: the next commit says so again
+            log.error("abort at revocation failed", extra={"error": repr(exc)})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         by_part: dict[int, set[str]] = {}

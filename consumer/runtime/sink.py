@@ -17,7 +17,14 @@ from typing import Any
 
 from consumer.config import Config
 from consumer.errors import DeliveryError
-from consumer.io.transport import KafkaPythonOutput, OutputProducer, output_producer
+from consumer.io.transport import (
+    KafkaPythonOutput,
+    OutputProducer,
+    TransactionalOutput,
+    output_producer,
+    transactional_id,
+    transactional_output,
+)
 from consumer.pipeline.decode import DeadLetter
 
 __all__ = ["DeliveryError", "Sink", "dead_letter_headers"]
@@ -41,8 +48,29 @@ class Sink:
         """``producer``: a kafka-python-style producer to use instead of the configured transport's."""
         self.cfg = cfg
         self.worker_id = worker_id
-        self.output: OutputProducer = KafkaPythonOutput(producer) if producer is not None else output_producer(cfg)
+        self.transactions: TransactionalOutput | None = None
+        if producer is not None:
+            self.output: OutputProducer = KafkaPythonOutput(producer)
+        elif cfg.guarantee == "exactly_once":
+            self.output = self.transactions = transactional_output(cfg, transactional_id(cfg))
+        else:
+            self.output = output_producer(cfg)
         self.send = self.output.send  # the hot path: one attribute lookup less per record
+
+    @property
+    def in_transaction(self) -> bool:
+        """exactly_once: records were sent since the last commit or abort."""
+        return self.transactions is not None and self.transactions.in_transaction
+
+    def commit(self, offsets: dict[Any, int], consumer: Any) -> None:
+        """exactly_once: outputs, changelog and ``offsets`` (TopicPartition -> next offset) committed together."""
+        assert self.transactions is not None
+        self.transactions.commit(offsets, consumer)
+
+    def abort(self) -> None:
+        """exactly_once: drop everything sent since the last commit (a no-op at least once: sent is sent)."""
+        if self.transactions is not None:
+            self.transactions.abort()
 
     def dead_letter(self, dl: DeadLetter, partition: int | None = None) -> None:
         self.send(

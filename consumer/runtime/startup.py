@@ -15,7 +15,7 @@ import threading
 import time
 
 from consumer.config import Config
-from consumer.errors import TopicLayoutError
+from consumer.errors import ConfigError, TopicLayoutError
 from consumer.io.clients import check_compacted, check_copartitioned, check_reachable, create_topics, partition_counts
 from consumer.pipeline.arms import ArmModels
 from consumer.pipeline.process import Scorer
@@ -50,6 +50,15 @@ def prepare_topics(cfg: Config, arms: ArmModels | None) -> set[str]:
             f"changelog {cfg.changelog_topic} has {counts[cfg.changelog_topic]} partitions, inputs have {n}: they must match"
         )
     if not check_compacted(cfg, cfg.changelog_topic, "changelog"):
+        if cfg.guarantee == "exactly_once":
+            # Refused rather than warned: the embedded Tansu (the broker that has no DescribeConfigs)
+            # accepts transactions but shows aborted records to read_committed readers, so the
+            # guarantee would be silently false.
+            raise ConfigError(
+                "STREAMRANK_GUARANTEE=exactly_once needs a broker that hides aborted transactions from "
+                "read_committed readers (Apache Kafka); this one does not answer DescribeConfigs, as the "
+                "embedded Tansu does not, and Tansu shows aborted records"
+            )
         log.info(
             "changelog compaction not verified: the broker does not answer DescribeConfigs",
             extra={"topic": cfg.changelog_topic},

@@ -182,7 +182,7 @@ class Worker:
             self.metrics.set_phase("running")
             tune_gc()
             self._loop(k)
-            if k.checkpoint.uncommitted:  # stopped by a signal between checkpoints
+            if k.checkpoint.needed:  # stopped by a signal between checkpoints
                 k.checkpoint.run()
         finally:
             self.models.stop()
@@ -306,7 +306,7 @@ class Worker:
         self._update_ready(k)
         released = k.inbox.release(self.cfg.batch_size)
         if not released:
-            if k.checkpoint.uncommitted:
+            if k.checkpoint.needed:
                 k.checkpoint.run()
             return False
         model = self.models.current

@@ -58,12 +58,16 @@ def expected_run(cfg: Config, registry_dir) -> tuple[dict[str, dict], dict[int, 
 
 
 def check_invariant(
-    cfg: Config, expected: Expected, injected_bad: dict[tuple[str, int, int], str] | set | None = None
+    cfg: Config,
+    expected: Expected,
+    injected_bad: dict[tuple[str, int, int], str] | set | None = None,
+    exactly_once: bool = False,
 ) -> dict[str, Any]:
     """Every input offset ended as a prediction, a dead letter or a documented non-scoring event;
     none is missing; the final changelog state is the fault-free one. ``injected_bad``: the
     coordinates (topic, partition, offset) of the bad records the test wrote, optionally mapped to
-    the dead-letter reason each must carry. Raises AssertionError; returns the tallies."""
+    the dead-letter reason each must carry. ``exactly_once``: besides, a read_committed reader sees
+    each prediction and each dead letter once. Raises AssertionError; returns the tallies."""
     injected = dict(injected_bad) if isinstance(injected_bad, dict) else {c: None for c in (injected_bad or ())}
     offsets = input_offsets(cfg)
 
@@ -78,12 +82,25 @@ def check_invariant(
         )[:12]
     )
     assert not unexpected, f"{len(unexpected)} predictions no fault-free run makes"
+    if exactly_once:
+        twice = [k for k, n in ids.items() if n > 1]
+        assert not twice, f"exactly once: {len(twice)} predictions seen more than once, e.g. {twice[:3]}"
     for p in got:  # a re-emitted prediction (at-least-once) is the same prediction
         e = expected.predictions[p["prediction_id"]]
         assert (p["score"], p["feature_hash"]) == (e["score"], e["feature_hash"]), p["prediction_id"]
     scored = {(p["source_topic"], p["source_partition"], p["source_offset"]) for p in expected.predictions.values()}
 
     dls = read_topic(cfg, cfg.dead_letter_topic)
+    if exactly_once:
+        seen = Counter(
+            (
+                dict(r.headers)["dlq.source.partition"],
+                dict(r.headers)["dlq.source.offset"],
+                dict(r.headers)["dlq.source.topic"],
+            )
+            for r in dls
+        )
+        assert all(n == 1 for n in seen.values()), "exactly once: a dead letter seen more than once"
     dead: dict[tuple[str, int, int], str] = {}
     for r in dls:
         h = dict(r.headers)
@@ -164,6 +181,8 @@ def worker_env(cfg: Config) -> dict[str, str]:
         STREAMRANK_TRANSPORT=cfg.transport,
         STREAMRANK_CHECKPOINT_INTERVAL_MS=str(cfg.checkpoint_interval_ms),
         STREAMRANK_BASELINE=cfg.baseline,
+        STREAMRANK_GUARANTEE=cfg.guarantee,
+        STREAMRANK_TRANSACTIONAL_ID=cfg.transactional_id,
     )
     return env
 

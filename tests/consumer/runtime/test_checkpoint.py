@@ -22,6 +22,9 @@ CFG = Config(bootstrap="unused:9092")
 
 
 class FakeSink:
+    transactions = None  # at least once
+    in_transaction = False
+
     def __init__(self, calls: list):
         self.calls = calls
 
@@ -81,6 +84,53 @@ def test_a_refused_commit_is_a_transport_error_and_keeps_nothing_as_committed():
         cp.run()
     assert isinstance(err.value, TransportError)  # the loop rewinds and retries, as for any Kafka failure
     assert not cp.committed
+
+
+class FakeTransactionalSink(FakeSink):
+    """exactly_once: the sink commits (outputs, changelog and offsets in one transaction) or aborts."""
+
+    def __init__(self, calls: list, fail: bool = False):
+        super().__init__(calls)
+        self.transactions = self
+        self.fail = fail
+
+    def commit(self, offsets, consumer):
+        if self.fail:
+            raise CommitFailed("test: the transaction is refused")
+        self.calls.append(("commit_transaction", {(tp.topic, tp.partition): o for tp, o in offsets.items()}))
+
+    def abort(self):
+        self.calls.append(("abort",))
+
+
+def test_exactly_once_a_checkpoint_is_one_transaction_and_the_consumer_commits_nothing():
+    calls: list = []
+    cp = Checkpoint(CFG, FakeConsumer(calls), FakeTransactionalSink(calls), {0: DirtyPartition()}, WorkerMetrics("t"))
+    cp.processed([SimpleNamespace(topic=CFG.activity_topic, partition=0, offset=41)])
+    cp.run()
+    assert calls == [
+        ("flush",),
+        ("send", CFG.changelog_topic, b"b1"),
+        ("flush",),
+        ("commit_transaction", {(CFG.activity_topic, 0): 42}),
+    ]
+    assert cp.committed == {TopicPartition(CFG.activity_topic, 0): 42}
+
+
+def test_exactly_once_a_failed_commit_aborts_at_the_rewind_and_forgets_what_was_committed():
+    calls: list = []
+    sink = FakeTransactionalSink(calls)
+    cp = Checkpoint(CFG, FakeConsumer(calls), sink, {}, WorkerMetrics("t"))
+    cp.processed([SimpleNamespace(topic=CFG.activity_topic, partition=0, offset=1)])
+    cp.run()
+    sink.fail = True
+    cp.processed([SimpleNamespace(topic=CFG.activity_topic, partition=0, offset=2)])
+    with pytest.raises(CommitFailed):
+        cp.run()
+    cp.discard()  # what the loop's rewind does
+    assert calls[-1] == ("abort",)
+    # After a failed commit only the broker knows what is committed: the rewind asks it.
+    assert not cp.committed and not cp.uncommitted
 
 
 class ListOrder:
