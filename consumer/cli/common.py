@@ -37,6 +37,7 @@ _OVERRIDES = {
     "group": "group_id",
     "batch_size": "batch_size",
     "transport": "transport",
+    "guarantee": "guarantee",
     "log_format": "log_format",
 }
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from consumer.cli import common
-from consumer.config import LOG_FORMATS, TRANSPORTS, Config
+from consumer.config import GUARANTEES, LOG_FORMATS, TRANSPORTS, Config
 
 
 def register(sub: Any) -> None:
@@ -23,6 +23,11 @@ def register(sub: Any) -> None:
         "--batch-size", type=common.positive_int, help="max records per batch (default: $STREAMRANK_BATCH_SIZE)"
     )
     p.add_argument("--transport", choices=TRANSPORTS, help="Kafka client (default: $STREAMRANK_TRANSPORT)")
+    p.add_argument(
+        "--guarantee",
+        choices=GUARANTEES,
+        help="at_least_once, or exactly_once: one Kafka transaction per checkpoint (default: $STREAMRANK_GUARANTEE)",
+    )
     p.add_argument("--summary", action="store_true", help="print a JSON summary on exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(

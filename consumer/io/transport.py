@@ -362,6 +362,7 @@ class ConfluentInput:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",  # librdkafka's default; as consumer_kwargs
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": GROUP_TIMING["session_timeout_ms"],
                 "heartbeat.interval.ms": GROUP_TIMING["heartbeat_interval_ms"],

@@ -14,6 +14,10 @@ installed transport (``consumer.io.transport``: kafka-python, confluent-kafka):
    client and the load generator leave. (At saturation, latency is the age of the backlog: not
    reported.)
 
+With ``--guarantee exactly_once`` (Apache Kafka only: ``--engine kafka`` or ``--bootstrap``), the
+worker runs 2 and 3 again with ``STREAMRANK_GUARANTEE=exactly_once``, same run, same input: the
+cost of a transaction per checkpoint in throughput and latency.
+
 and once per run:
 
 4. **state**: bytes per business (latest changelog value); restore rate, per transport, from a
@@ -133,6 +137,7 @@ def _transport_run(
     partitions: int,
     half_load_s: float,
     label: str,
+    guarantees: tuple[str, ...] = ("at_least_once",),
 ) -> dict[str, Any]:
     """With one transport: passthrough and worker at saturation (throughput, on the preloaded
     input), then both at half the worker's rate (latency: the passthrough's is the floor that
@@ -159,6 +164,11 @@ def _transport_run(
     out["ratio"] = (out["worker"]["events_per_s"] or 0) / (out["passthrough"]["msgs_per_s"] or float("inf"))
 
     rate = 0.5 * (out["worker"]["events_per_s"] or 1000.0)
+    for g in guarantees:
+        if g != "at_least_once":
+            out[g] = _guarantee_run(
+                base, cfg, transport, f"{tag}-{g}", encoded, work, partitions, rate, half_load_s, g, label
+            )
     for kind in ("passthrough", "worker"):
         print(f"{label} {kind} (half load)", file=sys.stderr)
         out[f"half_load_{kind}"] = _paced_run(
@@ -186,6 +196,42 @@ def _transport_run(
     return out
 
 
+def _guarantee_run(
+    base: Config,
+    cfg: Config,
+    transport: str,
+    tag: str,
+    encoded: list[tuple[bool, bytes, bytes]],
+    work: Path,
+    partitions: int,
+    rate: float,
+    half_load_s: float,
+    guarantee: str,
+    label: str,
+) -> dict[str, Any]:
+    """The worker at saturation and at the at-least-once half-load rate, under ``guarantee``."""
+    print(f"{label} worker {guarantee} (saturation)", file=sys.stderr)
+    wcfg = _outputs(cfg, f"{tag}-{transport}", transport).with_overrides(guarantee=guarantee)
+    wk = Child("worker", wcfg.with_overrides(transactional_id=wcfg.group_id), work).result()
+    n = wk["consumed"]
+    out: dict[str, Any] = {
+        "worker": {**wk, "events_per_s": n / wk["seconds"] if wk["seconds"] else None},
+    }
+    print(f"{label} worker {guarantee} (half load)", file=sys.stderr)
+    out["half_load_worker"] = _paced_run(
+        base,
+        f"{tag}h-{transport}",
+        transport,
+        "worker",
+        rate,
+        encoded[: max(1000, int(rate * half_load_s))],
+        work,
+        partitions,
+        guarantee=guarantee,
+    )
+    return out
+
+
 def _paced_run(
     base: Config,
     tag: str,
@@ -195,12 +241,14 @@ def _paced_run(
     events: list[tuple[bool, bytes, bytes]],
     work: Path,
     partitions: int,
+    guarantee: str = "at_least_once",
 ) -> dict[str, Any]:
     """Fresh topics; ``kind`` (passthrough or worker) started and fetching; ``events`` produced at
     ``rate`` per second; latency from each input record to its output record."""
     from consumer.io.clients import create_topics
 
     cfg = _topics(base, tag).with_overrides(transport=transport)
+    cfg = cfg.with_overrides(guarantee=guarantee, transactional_id=cfg.group_id)
     create_topics(cfg)
     copies = f"{cfg.predictions_topic}-copy"
     if kind == "passthrough":
@@ -249,10 +297,13 @@ def run_bench(
     train_businesses: int = TRAIN_BUSINESSES,
     transports: list[str] | None = None,
     restore_entities: int = 50_000,
+    engine: str = "tansu",
+    guarantees: tuple[str, ...] = ("at_least_once",),
 ) -> dict[str, Any]:
-    """``transports``: the Kafka clients to measure (default: every one installed, kafka-python first)."""
+    """``transports``: the Kafka clients to measure (default: every one installed, kafka-python first).
+    ``engine``: the broker started when no ``bootstrap`` is given (tansu or kafka)."""
     from consumer import logsetup
-    from consumer.io.brokers.tansu import EmbeddedBroker
+    from consumer.io.brokers import start_broker
     from consumer.io.clients import create_topics
     from consumer.tools.replay import Position, replay
     from models.bench import simulated_records
@@ -273,7 +324,11 @@ def run_bench(
     n_biz = businesses or max(20, round(events / (days * 40)) + 1)
     world = WorldConfig(businesses=n_biz, days=days, seed=seed, cities=3, categories=4)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "runs": []}
-    broker_ctx = EmbeddedBroker() if bootstrap is None else None
+    if engine == "tansu" and bootstrap is None and set(guarantees) - {"at_least_once"}:
+        raise SystemExit("exactly_once needs Apache Kafka: --engine kafka, or --bootstrap an Apache Kafka cluster")
+    report["machine"]["engine"] = engine if bootstrap is None else "external"
+    report["machine"]["guarantees"] = list(guarantees)
+    broker_ctx = start_broker(engine) if bootstrap is None else None
     try:
         if broker_ctx is not None:
             bootstrap = broker_ctx.__enter__().bootstrap
@@ -341,6 +396,7 @@ def run_bench(
                     partitions,
                     half_load_s,
                     label=f"[run {run + 1}/{runs}] {tr}",
+                    guarantees=guarantees,
                 )
             # State figures from the default transport's changelog (the state does not depend on the client).
             r["state"] = _state_figures(
@@ -365,7 +421,7 @@ def run_bench(
     finally:
         if broker_ctx is not None:
             broker_ctx.__exit__(None, None, None)
-    report["summary"] = _summary(report["runs"], transports)
+    report["summary"] = _summary(report["runs"], transports, guarantees)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1, default=float))
     return report
 
@@ -382,10 +438,16 @@ def _run_line(run: int, r: dict[str, Any]) -> str:
 Figure = tuple[str, tuple[str, ...], str, str]  # label, path in a run, unit, target
 
 
-def figures(transports: list[str] | tuple[str, ...]) -> list[Figure]:
+def figures(transports: list[str] | tuple[str, ...], guarantees: list[str] | tuple[str, ...] = ()) -> list[Figure]:
     per: list[Figure] = []
     for tr in transports:
         t = ("transports", tr)
+        for g in (g for g in guarantees if g != "at_least_once"):
+            per += [
+                (f"{tr}: worker, {g}", (*t, g, "worker", "events_per_s"), "events/s", ""),
+                (f"{tr}: {g} latency p50, half load", (*t, g, "half_load_worker", "latency_ms", "p50"), "ms", ""),
+                (f"{tr}: {g} latency p99, half load", (*t, g, "half_load_worker", "latency_ms", "p99"), "ms", ""),
+            ]
         per += [
             (f"{tr}: passthrough (ceiling)", (*t, "passthrough", "msgs_per_s"), "msgs/s", ""),
             (f"{tr}: worker", (*t, "worker", "events_per_s"), "events/s", ""),
@@ -429,9 +491,9 @@ def _get(d: Any, path: tuple[str, ...]) -> Any:
     return d
 
 
-def _summary(runs: list[dict[str, Any]], transports: list[str]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], transports: list[str], guarantees: tuple[str, ...] = ()) -> dict[str, Any]:
     out = {}
-    for label, path, unit, target in figures(transports):
+    for label, path, unit, target in figures(transports, guarantees):
         vals = [v for v in (_get(r, path) for r in runs) if v is not None]
         out[".".join(path)] = {
             "label": label.strip(),
@@ -452,7 +514,7 @@ def format_table(report: dict[str, Any]) -> str:
         return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"
 
     lines = [f"{'figure':<40} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} target", "-" * 94]
-    for label, path, unit, target in figures(report["machine"]["transports"]):
+    for label, path, unit, target in figures(report["machine"]["transports"], report["machine"].get("guarantees", ())):
         s = report["summary"][".".join(path)]
         lines.append(f"{label:<40} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target}")
     m = report.get("model", {})
@@ -478,6 +540,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--transport", action="append", choices=TRANSPORTS, help="repeatable; default: every installed transport"
     )
+    ap.add_argument("--engine", choices=["tansu", "kafka"], default="tansu", help="broker to start (no --bootstrap)")
+    ap.add_argument(
+        "--guarantee",
+        action="append",
+        choices=["at_least_once", "exactly_once"],
+        help="repeatable; exactly_once adds the worker's runs in that mode (Apache Kafka only)",
+    )
     ap.add_argument(
         "--metrics-cost",
         action="store_true",
@@ -496,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=a.batch_size,
         transports=a.transport,
         restore_entities=a.restore_entities,
+        engine=a.engine,
+        guarantees=tuple(a.guarantee or ["at_least_once"]),
     )
     print(format_table(report))
     print(f"JSON: {Path(a.out) / 'bench.json'}")

@@ -134,6 +134,7 @@ def test_a_zombie_commits_nothing_after_its_partitions_moved(cfg, monkeypatch):
     assert len(read_predictions(cfg)) == len(expected.predictions)
 
 
+@pytest.mark.tansu_smoke  # the refusal is what this test checks on Tansu
 def test_exactly_once_is_refused_where_aborted_records_would_show(kafka_config, broker):
     cfg = kafka_config.with_overrides(guarantee="exactly_once")
     if not broker.is_real_kafka:
