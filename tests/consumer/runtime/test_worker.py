@@ -282,7 +282,8 @@ def test_hot_swap_and_bad_model_refused(cfg):
 
     meta = json.loads((registry.version_dir(first) / "metadata.json").read_text())
     second = registry.register(
-        (registry.version_dir(first) / "model.ubj").read_bytes(), {"feature_set": meta["feature_set"]}
+        (registry.version_dir(first) / "model.ubj").read_bytes(),
+        {"feature_set": meta["feature_set"], "model": meta["model"]},  # the margin record too
     )
     registry.promote(second, "test: a good model")
     time.sleep(1.0)  # the watcher polls every 0.2 s; the swap happens at the next batch
@@ -306,7 +307,8 @@ def _promote_copy_of(trained_registry, registry_dir):
     meta = json.loads((source.version_dir(first) / "metadata.json").read_text())
     target = ModelRegistry(registry_dir)
     version = target.register(
-        (source.version_dir(first) / "model.ubj").read_bytes(), {"feature_set": meta["feature_set"]}
+        (source.version_dir(first) / "model.ubj").read_bytes(),
+        {"feature_set": meta["feature_set"], "model": meta["model"]},  # the margin record too
     )
     target.promote(version, "test: the first model")
     return version
