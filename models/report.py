@@ -77,7 +77,7 @@ def _header(meta: Mapping[str, Any]) -> list[str]:
         f"# Model {meta.get('version', '(unregistered)')}",
         "",
         f"- created: {meta.get('created_at', 'n/a')}",
-        f"- objective: `{meta.get('options', {}).get('objective', 'n/a')}`",
+        f"- objective: {_objective(meta)}",
         f"- feature set: `{fs.get('version', 'n/a')}` ({len(fs.get('spec', {}).get('names', []))} features)",
         f"- code: streamrank {code.get('package', 'n/a')}, git `{code.get('git_sha') or 'n/a'}`",
         "",
@@ -391,3 +391,10 @@ def importance_chart(meta: Mapping[str, Any], path: Path) -> None:
     ax.set_title(f"Feature importance (top {len(names)})")
     fig.tight_layout()
     fig.savefig(path, format="png")
+
+
+def _objective(meta: Mapping[str, Any]) -> str:
+    """The objective trained, and whether the inner split chose it (``objective="auto"``)."""
+    asked = meta.get("options", {}).get("objective", "n/a")
+    trained = meta.get("model", {}).get("objective") or asked
+    return f"`{trained}` (chosen by the inner split)" if asked == "auto" else f"`{trained}`"

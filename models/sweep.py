@@ -3,7 +3,7 @@
 Each world (``sim.world``: dense, the CLI's ``generate`` defaults, or sparse, the Yelp-like
 ``WorldConfig.sparse`` preset) is generated in memory and trained exactly as ``streamrank train``
 trains: :func:`models.trainer.train_and_register` with the CLI's default ``TrainOptions``
-(``rank:ndcg``, snapshot examples, 7 validation days; ``--option KEY=VALUE`` changes a field) into a throw-away registry, labels as
+(objective chosen by the inner split, snapshot examples, 7 validation days; ``--option KEY=VALUE`` changes a field) into a throw-away registry, labels as
 ``--conversion-kinds``/``--horizon`` would set them (dense: BIZSITE_VISIT, CALL, DIRECTIONS in 1 day;
 sparse: REVIEW, TIP, CHECKIN in 30 days, the command of issue 17). One row per world: events,
 examples, validation rows, validation conversions, AUC / top-k capture / NDCG@10 for the model,
@@ -133,7 +133,7 @@ def train_options(**overrides: Any) -> Any:
     ``TrainOptions`` defaults), with ``overrides`` (``--option KEY=VALUE``)."""
     from models.train import TrainOptions
 
-    return TrainOptions(objective="rank:ndcg", start_ms=None, validation_days=7).with_(**overrides)
+    return TrainOptions(objective="auto", start_ms=None, validation_days=7).with_(**overrides)
 
 
 def parse_option(text: str) -> tuple[str, Any]:

@@ -20,17 +20,22 @@ sampled moment of the day (the evaluation frame of ``models.evaluate``; ``frame=
 moment). On sparse data those groups are nearly all single businesses, which gives ``rank:ndcg``
 no pairs; a snapshot query holds the whole market. ``"both"``: the two sets, query ids kept apart.
 
-**Fit.** ``rank:ndcg`` by default, one query per group (``qid``, rows sorted by it as XGBoost
+**Fit.** Two objectives: ``rank:ndcg``, one query per group (``qid``, rows sorted by it as XGBoost
 requires), linear gains on the conversion count (``ndcg_exp_gain=False``: the DCG then weighs
-conversions, like the business metric, and large counts cannot overflow the exponential gain).
-``binary:logistic`` is the alternative (label = converted > 0). ``hist``, depth 6, eta 0.1.
-Deterministic: fixed ``seed`` and ``nthread``.
+conversions, like the business metric, and large counts cannot overflow the exponential gain); and
+``binary:logistic`` (label = converted > 0), pointwise, so its scores compare across markets. The
+default ``objective="auto"`` lets the inner split below choose between them: ``rank:ndcg`` orders
+within a market but leaves scores of different markets on arbitrary offsets, which costs the
+snapshot AUC (markets pooled) on sparse worlds; ``binary:logistic`` wins there and loses on some
+small dense ones (``python -m models.sweep``). ``hist``, depth 6, eta 0.1. Deterministic: fixed
+``seed`` and ``nthread``.
 
 **Rounds are chosen on the training period only** (:func:`choose_rounds`): an inner time split of
 the training examples - the last ``inner_validation_share`` of their days as inner validation, a gap
 ``>= H`` before it, as above - grows up to ``num_boost_round`` trees on the inner training rows and
-stops ``early_stopping_rounds`` after the best inner top-k capture + AUC; the model is then refit on
-every training row with that many rounds. The gates' validation data is never passed to the fit, so
+stops ``early_stopping_rounds`` after the best inner top-k capture + AUC (with ``auto``, for each
+objective; the better criterion wins, ``rank:ndcg`` on a tie or when the inner split cannot judge);
+the model is then refit on every training row with that objective and that many rounds. The gates' validation data is never passed to the fit, so
 their metrics are honest estimates (no early stopping on them).
 
 **Base margin** (``base_margin="popularity"``, the default): every row starts from ``log1p`` of its popularity
@@ -55,6 +60,7 @@ from models.evaluate import evaluation_frame
 from models.snapshots import SnapshotFrame
 
 OBJECTIVES = ("rank:ndcg", "binary:logistic")
+AUTO = "auto"  # the inner split chooses among OBJECTIVES
 FRAMES = ("latest", "all")
 EXAMPLES = ("snapshots", "events", "both")
 BASE_MARGINS = ("none", "popularity")
@@ -64,7 +70,7 @@ BASE_MARGINS = ("none", "popularity")
 class TrainOptions:
     """Every knob of a training run (recorded in the model's metadata)."""
 
-    objective: str = "rank:ndcg"
+    objective: str = AUTO  # or one of OBJECTIVES (see the module doc)
     # Training examples: "snapshots" (every served business of a market at training snapshot
     # times), "events" (scoring moments, grouped by market x day) or "both". See the module doc.
     examples: str = "snapshots"
@@ -106,8 +112,8 @@ class TrainOptions:
     min_validation_groups: int = 5
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise TrainingError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective not in (AUTO, *OBJECTIVES):
+            raise TrainingError(f"objective must be {AUTO} or one of {OBJECTIVES}, got {self.objective!r}")
         if self.frame not in FRAMES:
             raise TrainingError(f"frame must be one of {FRAMES}, got {self.frame!r}")
         if self.validation_days < 1:
@@ -134,6 +140,8 @@ class TrainOptions:
             raise TrainingError("nthread must be >= 1")
 
     def xgb_params(self) -> dict[str, Any]:
+        if self.objective == AUTO:
+            raise TrainingError("objective 'auto' is resolved by fit (the inner split) before any booster is trained")
         p: dict[str, Any] = {
             "objective": self.objective,
             "tree_method": "hist",
@@ -303,6 +311,8 @@ class FitResult:
     inner: dict[str, Any] = field(default_factory=dict)  # the inner split and how rounds were chosen
     examples: dict[str, Any] = field(default_factory=dict)  # FitSet.summary() of the training rows
     base_margin: dict[str, Any] | None = None  # PopularityMargin.to_dict(), recorded for serving
+    objective: str = ""  # the objective trained (what "auto" resolved to)
+    objectives: dict[str, float] = field(default_factory=dict)  # with "auto": inner criterion per objective
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -315,6 +325,8 @@ class FitResult:
             "inner_split": self.inner,
             "examples": self.examples,
             "base_margin": self.base_margin,
+            "objective": self.objective,
+            "inner_criterion_by_objective": self.objectives,
             "eval_metric_history": self.history,
         }
 
@@ -449,9 +461,11 @@ def fit(
 
     if len(examples) < options.min_train_examples:
         raise TrainingError(f"{len(examples)} training examples, need at least {options.min_train_examples}")
-    params = options.xgb_params()
     t0 = time.perf_counter()
-    rounds, score, rounds_run, inner, history = choose_rounds(examples, options, horizon_ms, margin)
+    options, (rounds, score, rounds_run, inner, history), by_objective = _choose_objective(
+        examples, options, horizon_ms, margin
+    )
+    params = options.xgb_params()
     booster = xgb.train(
         params, dmatrix(examples, options.objective, margin), num_boost_round=rounds, verbose_eval=False
     )
@@ -468,4 +482,25 @@ def fit(
         inner=inner,
         examples=examples.summary(),
         base_margin=margin.to_dict() if margin is not None else None,
+        objective=options.objective,
+        objectives=by_objective,
     )
+
+
+def _choose_objective(
+    examples: FitSet, options: TrainOptions, horizon_ms: int, margin: PopularityMargin | None
+) -> tuple[TrainOptions, tuple[int, float, int, dict[str, Any], dict[str, list[float]]], dict[str, float]]:
+    """``options`` with its objective resolved, that objective's :func:`choose_rounds` result, and
+    the inner criterion of every candidate (empty unless ``objective="auto"``)."""
+    if options.objective != AUTO:
+        return options, choose_rounds(examples, options, horizon_ms, margin), {}
+    best: tuple[TrainOptions, Any] | None = None
+    scores: dict[str, float] = {}
+    for objective in OBJECTIVES:  # rank:ndcg first: it keeps ties and unjudged splits
+        o = options.with_(objective=objective)
+        chosen = choose_rounds(examples, o, horizon_ms, margin)
+        scores[objective] = chosen[1]
+        if best is None or chosen[1] > best[1][1] + 1e-12:
+            best = (o, chosen)
+    assert best is not None
+    return best[0], best[1], scores

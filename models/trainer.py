@@ -227,7 +227,7 @@ def train_and_register(
         "promotion": {"promoted": promote, "reason": reason},
         "decisions": decide.items,
         "model": {
-            "objective": options.objective,
+            "objective": fr.objective,
             "best_iteration": fr.best_iteration,
             "rounds": fr.rounds,
             "n_features": len(spec.names),

@@ -22,7 +22,12 @@ def register(sub: Any) -> None:
         help="make training examples from this time on (ISO-8601 or epoch ms); the state is still built from "
         "the whole log, as the worker's; default: earliest",
     )
-    p.add_argument("--objective", default="rank:ndcg", choices=["rank:ndcg", "binary:logistic"])
+    p.add_argument(
+        "--objective",
+        default="auto",
+        choices=["auto", "rank:ndcg", "binary:logistic"],
+        help="auto (default): the one that does better on an inner split of the training period",
+    )
     p.add_argument(
         "--sample-rate",
         type=float,

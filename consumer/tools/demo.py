@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("[3/6] training from the event log")
         try:
-            result = train_once(
-                cfg, TrainRequest(TrainOptions(objective="rank:ndcg", sample_rate=0.2, validation_days=5))
-            )
+            result = train_once(cfg, TrainRequest(TrainOptions(sample_rate=0.2, validation_days=5)))
         except TrainingError as exc:
             print(f"      training failed: {exc}", file=sys.stderr)
             return 1

@@ -97,6 +97,20 @@ def test_rounds_are_chosen_on_an_inner_split_of_the_training_period(split_sets):
     assert fr.examples["rows"] == len(ex)
 
 
+def test_auto_objective_is_the_better_one_on_the_inner_split_and_is_what_is_trained(split_sets):
+    train, _ = split_sets
+    ex = event_examples(train)
+    fr = fit(ex, TrainOptions(objective="auto"), DAY)
+    assert set(fr.objectives) == {"rank:ndcg", "binary:logistic"}
+    assert fr.objective == max(fr.objectives, key=lambda o: (fr.objectives[o], o == "rank:ndcg"))
+    assert fr.best_score == fr.objectives[fr.objective]
+    assert fr.params["objective"] == fr.objective
+    assert xgb.Booster(model_file=bytearray(fr.booster.save_raw("json"))).save_config().count(fr.objective) > 0
+    # an explicit objective is trained as asked, nothing else tried
+    fixed = fit(ex, TrainOptions(objective="binary:logistic"), DAY)
+    assert fixed.objective == "binary:logistic" and fixed.objectives == {}
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     times=st.lists(st.integers(0, 60 * DAY), min_size=2, max_size=200),
