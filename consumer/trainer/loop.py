@@ -82,14 +82,27 @@ def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], 
     return TrainResult(outcome, time.perf_counter() - t0, str(report))
 
 
+def _fit_line(fit: Any) -> str:
+    """What the model was fitted on (the examples the fit saw, by source), its objective and trees."""
+    ex = getattr(fit, "examples", {}) or {}
+    parts = [
+        f"{src} {d['rows']:,} rows in {d['groups']:,} groups ({d['groups_with_pairs']:,} with pairs)"
+        for src in ("snapshots", "events")
+        if (d := ex.get(src))
+    ]
+    objective = getattr(fit, "objective", "") or "?"
+    return f"{'; '.join(parts) or 'n/a'}; {objective}, {fit.rounds} trees chosen on the inner split; {fit.seconds:.2f}s"
+
+
 def describe(result: TrainResult) -> list[str]:
     """The run in a few human lines: decision, data, metrics against the baselines, gates, report."""
     o, dt = result.outcome, result.seconds
     ev, b = o.evaluation, o.build
     lines = [
         f"model {o.version}: {'PROMOTED' if o.promoted else 'not promoted'} ({o.reason})",
-        f"  training set: {b.records:,} events -> {b.examples:,} examples in {dt:.1f}s "
-        f"({b.records / dt:,.0f} events/s overall); fit {o.fit.seconds:.2f}s",
+        f"  log: {b.records:,} events, {b.examples:,} scoring moments sampled, in {dt:.1f}s "
+        f"({b.records / dt:,.0f} events/s overall)",
+        f"  fit: {_fit_line(o.fit)}",
     ]
     sn = getattr(o, "snapshot", None)
     if sn is not None:

@@ -33,7 +33,12 @@ def _outcome(markets: int):
         reason="r",
         evaluation=SimpleNamespace(k=3, model=ms, popularity=ms, random=ms),
         build=SimpleNamespace(records=1000, examples=100),
-        fit=SimpleNamespace(seconds=0.1),
+        fit=SimpleNamespace(
+            seconds=0.1,
+            rounds=12,
+            objective="binary:logistic",
+            examples={"rows": 500, "snapshots": {"rows": 500, "groups": 40, "groups_with_pairs": 38}},
+        ),
         snapshot=snapshot,
         gates=gates,
         shifts=[],
@@ -51,6 +56,8 @@ def test_describe_prints_snapshot_metrics_with_intervals_and_baselines():
         assert f"{name} " in cap
     assert "AUC:" in text and "NDCG@10:" in text and "model - popularity: capture" in text
     assert "enough data to decide" in text and "event frame:" in text
+    # what the fit saw: the snapshot examples, with pairs, and the objective the inner split chose
+    assert "fit: snapshots 500 rows in 40 groups (38 with pairs); binary:logistic, 12 trees" in text
 
 
 def test_describe_says_insufficient_data():
