@@ -15,7 +15,8 @@ import consumer.errors
 import features.errors
 import models.errors
 from consumer.cli import generate, main
-from features.errors import StreamrankError
+from consumer.errors import ConfigError
+from features.errors import SpecError, StreamrankError
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS_MODULES = (features.errors, models.errors, consumer.errors)
@@ -111,3 +112,18 @@ def test_a_periodic_trainer_retries_a_failed_training_run():
 
     run_every(0.0, once, stop, errors.append)
     assert len(calls) == 3 and all(isinstance(e, models.errors.TrainingError) for e in errors)
+
+
+@pytest.mark.parametrize("error", [ConfigError("STREAMRANK_HORIZON_MS must be > 0"), SpecError("bad spec")])
+def test_a_periodic_trainer_stops_on_a_settings_mistake(error):
+    from consumer.trainer.loop import run_every
+
+    stop, calls, errors = threading.Event(), [], []
+
+    def once():
+        calls.append(1)
+        raise error
+
+    with pytest.raises(type(error)):
+        run_every(0.0, once, stop, errors.append)
+    assert len(calls) == 1 and not errors

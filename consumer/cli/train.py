@@ -103,7 +103,8 @@ def train_and_print(args: argparse.Namespace, cfg: Config) -> int:
         options = options.with_(base_margin=args.base_margin)
     request = TrainRequest(options, from_file=args.from_file, serve_metrics=args.every is not None)
     # A failed run raises (``TrainingError`` and the rest of the project's errors): ``main`` prints
-    # it on one line and exits 1; under --every, ``run_every`` logs it and retries next period.
+    # it on one line and exits 1; under --every, ``run_every`` logs it and retries next period (a
+    # settings mistake, ConfigError or SpecError, still ends it).
     result = train_once(cfg, request, progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     print("\n".join(describe(result)))
     return 0

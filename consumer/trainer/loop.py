@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.config import Config, label_config
-from consumer.errors import StreamrankError
+from consumer.errors import ConfigError, StreamrankError
 from consumer.io.eventfiles import read_log
 from consumer.io.inputlog import LogRange, LogRecord, read_input_log
 from consumer.trainer.metrics import TrainingRun
-from features.errors import InvalidEvent
+from features.errors import InvalidEvent, SpecError
 from features.events import ActivityEvent, BusinessEvent
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
 
@@ -149,11 +149,17 @@ def _gate_result(g: Any) -> str:
 def run_every(
     period_s: float, once: Callable[[], Any], stop: threading.Event, on_error: Callable[[StreamrankError], None]
 ) -> None:
-    """Call ``once`` every ``period_s`` seconds (start to start) until ``stop`` is set."""
+    """Call ``once`` every ``period_s`` seconds (start to start) until ``stop`` is set.
+
+    A failed run (a broker hiccup, too little data) is reported and retried at the next period; a
+    mistake in the settings (``ConfigError``, ``SpecError``) raises: it would fail every period
+    the same way, and a periodic trainer that never trains should not look alive."""
     while not stop.is_set():
         started = time.monotonic()
         try:
             once()
-        except StreamrankError as exc:  # a broker hiccup or a failed run must not end a periodic trainer
+        except (ConfigError, SpecError):
+            raise
+        except StreamrankError as exc:
             on_error(exc)
         stop.wait(max(0.0, period_s - (time.monotonic() - started)))
