@@ -52,6 +52,7 @@ import numpy as np
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from models.baseline import PopularityMargin
 from models.dataset import DAY_MS, BuildStats, LabelConfig, TrainingSet, build_training_set
+from models.drift import build_reference
 from models.errors import ModelRefused, RegistryError, TrainingError
 from models.evaluate import (
     Evaluation,
@@ -186,6 +187,9 @@ def train_and_register(
     current, current_model = _current_model(registry, spec, val, options, decide)
     snapshot = _evaluate_snapshots(candidate, current_model, frame, current, options, decide)
     importance = gain_importance(fr.booster, spec.names)
+    # What serving should look like: the training period's scoring moments (the rows a worker
+    # scores), with the candidate's scores on them (models.drift; the workers' drift metrics).
+    drift_reference = build_reference(train.X, spec.names, candidate.score(train.X), seed=options.seed).to_dict()
     previous_version, previous_importance = _previous_importance(registry)
     shifts = _importance_shifts(importance, previous_version, previous_importance, options, decide)
     sanity_failures = check_sanity(candidate, label_kinds=label_cfg.kinds)
@@ -216,6 +220,7 @@ def train_and_register(
         "snapshot_frame": frame.summary(),
         "current_model": current,
         "importance": importance,
+        "drift_reference": drift_reference,
         "importance_shifts": {
             "against": previous_version,
             "threshold": options.importance_threshold,

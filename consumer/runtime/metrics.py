@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from consumer.runtime.drift import DriftWatch
 from consumer.runtime.health import MetricsServer
 
 log = logging.getLogger("streamrank.metrics")
@@ -284,6 +285,7 @@ class WorkerMetrics:
             p + "last_commit_timestamp_seconds", "Wall time of the last committed batch", registry=r
         )
         Gauge(p + "worker_info", "This worker (value 1)", ["worker_id"], registry=r).labels(worker_id).set(1)
+        self.drift = DriftWatch(r)  # feature and score PSI against the serving model's training data
         CallbackCollector(
             r,
             self._scrape_time_families,
@@ -434,6 +436,9 @@ class WorkerMetrics:
                 self.scores.observe_many([p["score"] for p in published if p["model_version"] == version], (version,))
         if not preds:
             return
+        self.drift.observe(
+            getattr(out, "features", None), np.fromiter((p["score"] for p in preds), np.float64, len(preds))
+        )
         now = self._wall() if published_at is None else published_at
         event_ms = np.fromiter((p["event_time"] for p in preds), dtype=np.float64, count=len(preds))
         self.event_to_publish.observe_many(now - event_ms / 1000.0)
@@ -556,6 +561,7 @@ class WorkerMetrics:
         if self._model_created_s is not None:
             self.model_created.set(self._model_created_s)
         self.model_swaps.inc()
+        self.drift.on_model(model, tuple(getattr(getattr(model, "spec", None), "names", ())))
 
     def model_refused(self, version: str, reason: str) -> None:
         self.model_refusals.inc()

@@ -10,6 +10,7 @@ import pytest
 
 import models.trainer as trainer_mod
 from features.spec import DEFAULT_SPEC
+from models.drift import DriftReference
 from models.errors import TrainingError
 from models.registry import ModelRegistry
 from models.train import TrainOptions
@@ -82,6 +83,10 @@ def test_metadata_and_report(runs):
     events = [d["event"] for d in meta["decisions"]]
     assert {"built", "split", "fitted", "evaluated", "gate", "promotion"} <= set(events)
     assert meta["created_at"]
+    # drift reference: every feature and the score, binned on the training period's scoring moments
+    ref = DriftReference.from_dict(meta["drift_reference"])
+    assert set(ref.features) == set(DEFAULT_SPEC.names) and 0 < ref.rows
+    assert all(h.shares.sum() == pytest.approx(1.0) for h in (*ref.features.values(), ref.score))
     folder = reg.version_dir(first.version)
     report = (folder / "report.md").read_text()
     assert "PROMOTED" in report and "top-3 capture" in report and "popularity" in report

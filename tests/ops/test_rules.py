@@ -8,13 +8,16 @@ import subprocess
 from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import yaml
 from kafka import TopicPartition
 from prometheus_client import generate_latest
 
+from consumer.runtime import drift
 from consumer.runtime.metrics import WorkerMetrics
 from consumer.trainer.metrics import TrainerMetrics
+from models.drift import build_reference
 from tests.kit.ops import OPS, ROOT
 
 RULES = OPS / "alerts.yml"
@@ -28,6 +31,8 @@ REQUIRED = {
     "StreamrankModelRefused",  # a bad promoted model, as the workers see it
     "StreamrankScoreDistributionShift",
     "StreamrankWorkerNotLive",
+    "StreamrankFeatureDrift",  # a top-10 feature's PSI against the model's training data
+    "StreamrankScoreDrift",
 }
 
 
@@ -111,10 +116,19 @@ def test_every_alert_links_a_runbook_section_that_says_what_how_and_what_to_do()
 def _exported_names() -> set[str]:
     """Every sample name the worker and the trainer expose once they have done some work."""
     m = WorkerMetrics("w", topics=["business-events", "activity-events"])
-    model = SimpleNamespace(version="v20260101000000-abcdef12", feature_set_version="fs1", metadata={})
+    X = np.zeros((drift.MAX_ROWS, 2))
+    reference = build_reference(X[:100], ("f0", "f1"), np.zeros(100)).to_dict()
+    model = SimpleNamespace(
+        version="v20260101000000-abcdef12",
+        feature_set_version="fs1",
+        metadata={"drift_reference": reference, "importance": {"f0": 1.0}},
+        spec=SimpleNamespace(names=("f0", "f1")),
+    )
     m.model_swapped(model)
     preds = [{"arm": "default", "model_version": model.version, "score": 0.5, "event_time": 0}]
-    out = SimpleNamespace(predictions=preds, dead_letters=[], outcomes=Counter(scored=1), score_seconds=0.0)
+    out = SimpleNamespace(
+        predictions=preds, dead_letters=[], outcomes=Counter(scored=1), score_seconds=0.0, features=X
+    )  # a full drift window: the PSI gauges are set
     m.observe_batch(out, model.version, state_s=0.0, produce_s=0.0, commit_s=0.0)
     m.batch_failed("DeliveryError")
     tp = TopicPartition("activity-events", 0)
