@@ -82,8 +82,13 @@ def kafka_home(version: str = KAFKA_VERSION) -> Path:
 
 
 def random_cluster_id() -> str:
-    """A KRaft cluster id: a UUID in URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a UUID in URL-safe base64 without padding (22 characters), never
+    starting with "-" (as Kafka's own ``Uuid.randomUuid``): the storage tool's argument parser
+    would read such an id as an option, and formatting fails (1 start in 64)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _die_with_parent() -> None:
@@ -304,8 +309,7 @@ class KafkaBroker:
                 libs,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                self.cluster_id,
+                f"--cluster-id={self.cluster_id}",  # one token: an id given by the user may start with "-"
                 "-c",
                 str(config),
                 "--ignore-formatted",

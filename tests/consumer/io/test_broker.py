@@ -174,3 +174,17 @@ def test_cli_kafka_engine_without_java_is_one_clear_line(tmp_path):
     assert lines == ["error: Apache Kafka needs Java 17+: no java on PATH or in $JAVA_HOME (use --engine tansu)"], (
         out.stderr
     )
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch):
+    """A base64 id starting with "-" (first byte 0xF8-0xFB, 1 in 64) read as an option made the
+    storage tool fail: `kafka-storage: error: argument --cluster-id/-t: expected one argument`."""
+    import uuid as uuid_mod
+
+    from consumer.io.brokers import apache
+
+    ids = iter([uuid_mod.UUID(bytes=b"\xf8" + bytes(15)), uuid_mod.UUID(bytes=b"\x01" + bytes(15))])
+    monkeypatch.setattr(apache.uuid, "uuid4", lambda: next(ids))
+    cid = apache.random_cluster_id()
+    assert len(cid) == 22 and not cid.startswith("-")
+    assert cid == "AQAAAAAAAAAAAAAAAAAAAA"  # the second draw: the first began with "-"
