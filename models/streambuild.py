@@ -1,0 +1,353 @@
+"""The streaming build: examples from the log one partition at a time, in bounded memory.
+
+``models.dataset`` and ``models.snapshots`` read a whole log into memory and fold it twice. This
+module folds each partition once, in log order, as it is read, and writes every example out as
+soon as its label is known (``models.shards``). Memory holds the partition's business states,
+the examples still waiting for their label and the conversions those labels can still count - not
+the log. Everything it keeps is saved (``models.buildstore``) so the next run reads only the
+records after it: incremental retraining.
+
+Per partition, :class:`PartitionBuild` applies the rules of the in-memory build, item by item in
+the worker's merge order (``features.order``; the business records of a run are read first - a
+compacted topic, small - and the activity stream is merged against them as it arrives, which gives
+``merge_finished``'s order while holding at most one activity record):
+
+* **Scoring moments** (``features.scoring.apply``): each one the sampling hash keeps
+  (``sample_rate``, fixed for a build) becomes an *event row* as of the state's clock.
+* **Snapshot rows** on a fixed grid (UTC midnights by default): at each grid time T, just before
+  the first item stamped after T, one row per business that has been scored and is scorable
+  (the ``models.snapshots`` cut rule). The trainer chooses its training and validation snapshot
+  times from this grid when it trains.
+* **Labels by a streaming look-ahead**: a row waits with its window ``(T, T + H]``; conversions
+  (distinct event ids) of its business are remembered while some window can still count them.
+  A row is labelled once the partition's newest activity time has passed ``T + H`` by the allowed
+  lateness (``FeatureSpec.allowed_lateness_ms``): no conversion the worker would still accept can
+  land in its window. A conversion that arrives later than that is late for the worker too and is
+  not counted (the in-memory build counted any conversion of the whole log).
+* **End of a run** (:meth:`PartitionBuild.finish`): rows due by the *global* data end (the
+  in-memory build's completeness rule) and the grid times up to it that the partition's stream has
+  not passed are labelled from what was read and written as the partition's *tail* - used by this
+  run, replaced by the next: the checkpoint keeps them pending, so the same log gives the same
+  rows whether it was built in one run or in ten.
+
+Increments are cut where a run stops reading (the high-water marks at its start). The merge treats
+each run's log as finished, as a live worker treats a caught-up stream: a business record stamped
+earlier than activity already applied in an earlier run is applied after it, which is also what
+the worker did. A one-run build equals an incremental one whenever no business record crosses a
+cut that way (business events published in time order).
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features.events import ActivityEvent
+from features.extract import extract_into, group_key
+from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
+from features.scoring import SCORED, apply
+from features.spec import DEFAULT_SPEC, FeatureSpec
+from features.state import BusinessState, is_scorable
+from models.dataset import _GOLD, DAY_MS, LabelConfig, Tombstone, _sample_threshold, _seed_crc, record_key
+from models.shards import EVENT, SNAPSHOT, RowBuffer, Rows
+from models.snapshots import DEFAULT_HALF_LIFE_MS, _add_decayed
+
+BUILD_FORMAT = 1  # bump when the checkpoint or shard layout changes: old work directories are rebuilt
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What a build's rows depend on; a checkpoint made under another one is rebuilt."""
+
+    spec: FeatureSpec = DEFAULT_SPEC
+    label_cfg: LabelConfig = LabelConfig()
+    sample_rate: float = 1.0  # share of scoring moments kept as event rows (by event id hash)
+    seed: int = 0
+    every_ms: int = DAY_MS  # the snapshot grid
+    half_life_ms: int = DEFAULT_HALF_LIFE_MS  # recent popularity's decay (models.snapshots)
+
+    def __post_init__(self) -> None:
+        _sample_threshold(self.sample_rate)
+        if self.every_ms <= 0 or self.half_life_ms <= 0:
+            raise ValueError("every_ms and half_life_ms must be > 0")
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "format": BUILD_FORMAT,
+            "feature_set_version": self.spec.version,
+            "state_tag": self.spec.layout.state_tag,
+            "label": self.label_cfg.to_dict(),
+            "sample_rate": float(self.sample_rate),
+            "seed": int(self.seed),
+            "every_ms": int(self.every_ms),
+            "half_life_ms": int(self.half_life_ms),
+        }
+
+
+@dataclass
+class PartitionCounts:
+    """What one partition's build has seen, summed over its runs (kept in its checkpoint)."""
+
+    records: int = 0
+    business_records: int = 0
+    activity_records: int = 0
+    tombstones: int = 0
+    unkeyed_tombstones: int = 0
+    conversions: int = 0  # distinct conversion events counted into label memory
+    scoring_moments: int = 0
+    sampled: int = 0
+    rows_written: int = 0
+
+    def add(self, other: PartitionCounts) -> None:
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class PartitionBuild:
+    """One partition's fold, pending rows and label memory; :meth:`run` feeds it a run's records."""
+
+    partition: int
+    cfg: BuildConfig
+    states: dict[str, BusinessState] = field(default_factory=dict)
+    scored: set[str] = field(default_factory=set)
+    decayed: dict[str, list[float]] = field(default_factory=dict)  # business -> [value, at time]
+    active: set[str] = field(default_factory=set)  # businesses with activity
+    conv: dict[str, dict[str, int]] = field(default_factory=dict)  # business -> {event id: time}
+    pending: list[tuple[int, int, int]] = field(default_factory=list)  # heap of (T, seq, slot)
+    slots: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
+    next_t: int | None = None  # the next grid time to snapshot
+    max_time: int | None = None  # newest activity time folded
+    min_time: int | None = None
+    prev_business_time: int = 0  # a keyless-time tombstone takes the time of the record before it
+    offsets: list[int] = field(default_factory=lambda: [0, 0])  # next offset to read, per rank
+    first_offsets: list[int | None] = field(default_factory=lambda: [None, None])
+    shard_seq: int = 0
+    pruned_step: int | None = None  # the grid step of the last forgetting of conversions
+    counts: PartitionCounts = field(default_factory=PartitionCounts)
+    _seq: int = 0
+
+    # ------------------------------------------------------------------------------ a run
+    def run(self, business: Iterable[Any], activity: Iterable[Any], out: RowBuffer) -> None:
+        """Fold a run's records (business records first, then the activity stream), writing
+        labelled rows into ``out`` as they become final."""
+        for item in self._merged(business, activity):
+            self._step(item, out)
+
+    def _merged(self, business: Iterable[Any], activity: Iterable[Any]) -> Iterator[Any]:
+        merger: HeadMerger[Any] = HeadMerger()
+        for r in business:
+            entry = self._business_entry(r)
+            if entry is not None:
+                merger.push(BUSINESS_RANK, *entry)
+        for r in activity:
+            if r.event is None:
+                raise ValueError(f"activity record without an event at partition {r.partition} offset {r.offset}")
+            self._observe(ACTIVITY_RANK, r.offset)
+            merger.push(ACTIVITY_RANK, r.event.event_time, r.offset, r.event)
+            yield from merger.pop_ready(True, False)
+        yield from merger.pop_ready(True, True)
+
+    def _business_entry(self, r: Any) -> tuple[int, int, Any] | None:
+        self._observe(BUSINESS_RANK, r.offset)
+        self.counts.business_records += 1
+        ev = r.event
+        if ev is not None:
+            self.prev_business_time = ev.event_time
+            return ev.event_time, r.offset, ev
+        self.counts.tombstones += 1
+        bid = record_key(r)
+        if bid is None:
+            self.counts.unkeyed_tombstones += 1
+            return None
+        t = getattr(r, "time", None)
+        return (self.prev_business_time if t is None else t), r.offset, Tombstone(bid)
+
+    def _observe(self, rank: int, offset: int) -> None:
+        self.counts.records += 1
+        if self.first_offsets[rank] is None:
+            self.first_offsets[rank] = offset
+        self.offsets[rank] = max(self.offsets[rank], offset + 1)
+
+    def _step(self, item: Any, out: RowBuffer) -> None:
+        if type(item) is Tombstone:
+            bid: str = item.business_id  # type: ignore[assignment]  # keyless tombstones never reach the merge
+            self.scored.discard(bid)
+            self.decayed.pop(bid, None)
+            self.states.pop(bid, None)
+            return
+        self._snapshots_before(item.event_time)
+        if type(item) is ActivityEvent:
+            self._activity(item, out)
+        else:
+            self.states[item.business_id], _ = apply(self.states.get(item.business_id), item, self.cfg.spec)
+
+    def _activity(self, ev: ActivityEvent, out: RowBuffer) -> None:
+        c = self.counts
+        c.activity_records += 1
+        bid, et = ev.business_id, ev.event_time
+        self.active.add(bid)
+        self.min_time = et if self.min_time is None else min(self.min_time, et)
+        label = self.cfg.label_cfg
+        is_conv = ev.kind in label.kinds
+        if is_conv:
+            self._remember_conversion(bid, ev.event_id, et)
+        st, outcome = apply(self.states.get(bid), ev, self.cfg.spec)
+        self.states[bid] = st
+        if outcome is SCORED:
+            self.scored.add(bid)
+            if is_conv:
+                _add_decayed(self.decayed, bid, et, _decay_rate(self.cfg))
+            self._moment(ev, st)
+        if self.max_time is None or et > self.max_time:
+            self.max_time = et
+            self._settle(out)
+
+    # --------------------------------------------------------------------------- rows
+    def _moment(self, ev: ActivityEvent, st: BusinessState) -> None:
+        self.counts.scoring_moments += 1
+        u = (zlib.crc32(ev.event_id.encode(), _seed_crc(self.cfg.seed)) * _GOLD) & 0xFFFFFFFF
+        if self.cfg.sample_rate < 1.0 and u >= _sample_threshold(self.cfg.sample_rate):
+            return
+        self.counts.sampled += 1
+        as_of = st.max_event_ms
+        self._wait(as_of, st, EVENT, as_of, offset=0, u=u)
+
+    def _snapshots_before(self, t: int) -> None:
+        every = self.cfg.every_ms
+        if self.next_t is None:
+            self.next_t = (t // every) * every
+        while self.next_t < t:
+            for x, values in self._snapshot_rows(self.next_t):
+                self._park(x, values)
+            self.next_t += every
+
+    def _snapshot_rows(self, t: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        for bid in sorted(self.scored):
+            st = self.states.get(bid)
+            if st is None or not is_scorable(st):
+                continue
+            yield self._row(t, st, SNAPSHOT, offset=-1, u=0)
+
+    def _wait(self, t: int, st: BusinessState, kind: int, as_of: int, offset: int, u: int) -> None:
+        x, values = self._row(t, st, kind, offset, u)
+        self._park(x, values)
+
+    def _row(self, t: int, st: BusinessState, kind: int, offset: int, u: int) -> tuple[np.ndarray, dict[str, Any]]:
+        spec = self.cfg.spec
+        x = np.empty(len(spec.names), dtype=np.float32)
+        as_of = st.max_event_ms
+        extract_into(st, as_of, x, spec)
+        bid = st.business_id
+        conv_idx = [spec.layout.kind_index[k] for k in self.cfg.label_cfg.kinds]
+        d = self.decayed.get(bid)
+        recent = d[0] * float(np.exp(-_decay_rate(self.cfg) * (t - d[1]))) if d else 0.0
+        values = {
+            "kind": kind,
+            "time": t,
+            "as_of": as_of,
+            "business": bid,
+            "market": group_key(st),
+            "popularity": float(sum(st.totals[i] for i in conv_idx)),
+            "recent": recent if kind == SNAPSHOT else 0.0,
+            "partition": self.partition,
+            "offset": offset,
+            "u": u,
+        }
+        return x, values
+
+    def _park(self, x: np.ndarray, values: dict[str, Any]) -> None:
+        self._seq += 1
+        self.slots[self._seq] = (x, values)
+        heapq.heappush(self.pending, (int(values["time"]), self._seq, self._seq))
+
+    # ------------------------------------------------------------------------- labels
+    def _remember_conversion(self, bid: str, event_id: str, t: int) -> None:
+        if t <= self._forget_before():
+            return  # no window still open, nor one still to come, can count it
+        seen = self.conv.setdefault(bid, {})
+        if event_id not in seen:
+            seen[event_id] = t
+            self.counts.conversions += 1
+
+    def _due(self) -> int:
+        """Rows with T at or before this are labelled: the newest activity is past T + H by the lateness."""
+        if self.max_time is None:
+            return -(2**62)
+        return self.max_time - int(self.cfg.label_cfg.horizon_ms) - int(self.cfg.spec.allowed_lateness_ms)
+
+    def _forget_before(self) -> int:
+        """Conversions at or before this can count in no window: every pending row's and every
+        future snapshot's window starts later."""
+        cut = self._due()
+        if self.pending:
+            cut = min(cut, self.pending[0][0])
+        if self.next_t is not None:
+            cut = min(cut, self.next_t)
+        return cut
+
+    def _settle(self, out: RowBuffer) -> None:
+        """Label the rows whose window no accepted conversion can still reach; now and then (once
+        per grid step) forget the conversions no window can count."""
+        due = self._due()
+        while self.pending and self.pending[0][0] <= due:
+            _, _, slot = heapq.heappop(self.pending)
+            x, values = self.slots.pop(slot)
+            out.add(x, y=self._label(values), **values)
+            self.counts.rows_written += 1
+        step = due // self.cfg.every_ms
+        if step != self.pruned_step:
+            self.pruned_step = step
+            self._forget(self._forget_before())
+
+    def _forget(self, cut: int) -> None:
+        for bid in list(self.conv):
+            kept = {k: t for k, t in self.conv[bid].items() if t > cut}
+            if kept:
+                self.conv[bid] = kept
+            else:
+                del self.conv[bid]
+
+    def _label(self, values: dict[str, Any]) -> float:
+        seen = self.conv.get(values["business"])
+        if not seen:
+            return 0.0
+        t = int(values["time"])
+        end = t + int(self.cfg.label_cfg.horizon_ms)
+        return float(sum(1 for c in seen.values() if t < c <= end))
+
+    # --------------------------------------------------------------------------- finish
+    def _wait_ms(self) -> int:
+        return int(self.cfg.label_cfg.horizon_ms) + int(self.cfg.spec.allowed_lateness_ms)
+
+    def finish(self, data_end: int) -> Rows:
+        """The run's tail: the rows due by ``data_end`` (the global data end) that the partition
+        has not labelled yet, and its grid snapshots up to it, labelled from what was read. The
+        build itself is not changed: the next run starts from the same pending rows."""
+        last_ok = data_end - self._wait_ms()
+        tail = RowBuffer(len(self.cfg.spec.names))
+        for due, _, slot in sorted(self.pending):
+            if due > last_ok:
+                break
+            x, values = self.slots[slot]
+            tail.add(x, y=self._label(values), **values)
+        t = self.next_t
+        while t is not None and t <= last_ok:
+            for x, values in self._snapshot_rows(t):
+                tail.add(x, y=self._label(values), **values)
+            t += self.cfg.every_ms
+        return tail.rows()
+
+    def waiting(self, data_end: int) -> int:
+        """Rows still waiting for a label after :meth:`finish` at ``data_end``."""
+        last_ok = data_end - self._wait_ms()
+        return sum(1 for t, _, _ in self.pending if t > last_ok)
+
+
+def _decay_rate(cfg: BuildConfig) -> float:
+    return float(np.log(2.0)) / float(cfg.half_life_ms)
