@@ -26,6 +26,32 @@ BASELINES = ("popularity", "none")
 GUARANTEES = ("at_least_once", "exactly_once")
 
 
+UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"7d"`` (or plain milliseconds) → milliseconds."""
+    t = text.strip()
+    if t.isdigit() and int(t) > 0:
+        return int(t)
+    if len(t) < 2 or t[-1] not in UNITS or not t[:-1].isdigit() or int(t[:-1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 15m, 1h or 7d")
+    return int(t[:-1]) * UNITS[t[-1]]
+
+
+def parse_windows(text: str) -> tuple[tuple[str, int], ...]:
+    """``"1h,24h,7d"`` → ``(("1h", 3600000), ...)``, in the order given, names as written."""
+    out = []
+    for part in text.split(","):
+        if part.strip():
+            out.append((part.strip(), parse_duration_ms(part)))
+    if not out:
+        raise ValueError("no windows")
+    if len({n for n, _ in out}) != len(out):
+        raise ValueError(f"{text!r} names a window twice")
+    return tuple(out)
+
+
 def _env_field(env: str, default: Any, doc: str, *, kind: type = str) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc, "kind": kind})
 
@@ -168,6 +194,41 @@ class Config:
         "STREAMRANK_SHADOW_TOPIC", "predictions-shadow", "Output: predictions of the shadow model"
     )
 
+    # Business-metric monitor (consumer.monitor, `streamrank monitor`)
+    monitor_group: str = _env_field(
+        "STREAMRANK_MONITOR_GROUP",
+        "streamrank-monitor",
+        "Consumer group the monitor commits its positions under (lag tools see it; it reads every partition itself)",
+    )
+    monitor_windows: str = _env_field(
+        "STREAMRANK_MONITOR_WINDOWS", "1h,24h,7d", "Sliding event-time windows of the monitor's metrics (s, m, h, d)"
+    )
+    monitor_buckets: int = _env_field(
+        "STREAMRANK_MONITOR_BUCKETS",
+        24,
+        "Buckets per monitor window: memory, and how smoothly a window slides",
+        kind=int,
+    )
+    monitor_top_k: int = _env_field(
+        "STREAMRANK_MONITOR_TOP_K", 3, "k of the monitor's online top-k capture (report's default too)", kind=int
+    )
+    monitor_top_markets: int = _env_field(
+        "STREAMRANK_MONITOR_TOP_MARKETS",
+        20,
+        "Markets the monitor labels by name (most conversions in its largest window); the rest are `other`",
+        kind=int,
+    )
+    monitor_settle_ms: int = _env_field(
+        "STREAMRANK_MONITOR_SETTLE_MS",
+        60_000,
+        "Event time the monitor waits behind its slowest partition before it counts a conversion (predictions "
+        "published after that for earlier events are applied late)",
+        kind=int,
+    )
+    monitor_refresh_s: float = _env_field(
+        "STREAMRANK_MONITOR_REFRESH_S", 15.0, "How often the monitor recomputes its metrics", kind=float
+    )
+
     def __repr__(self) -> str:
         return f"Config({self.describe()})"
 
@@ -230,6 +291,16 @@ class Config:
             raise ConfigError(f"STREAMRANK_BASELINE={self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
+        if min(self.monitor_buckets, self.monitor_top_k, self.monitor_top_markets) < 1 or self.monitor_settle_ms < 0:
+            raise ConfigError(
+                "STREAMRANK_MONITOR_BUCKETS, _TOP_K and _TOP_MARKETS must be >= 1, STREAMRANK_MONITOR_SETTLE_MS >= 0"
+            )
+        if self.monitor_refresh_s <= 0:
+            raise ConfigError("STREAMRANK_MONITOR_REFRESH_S must be > 0")
+        try:
+            parse_windows(self.monitor_windows)
+        except ValueError as exc:
+            raise ConfigError(f"STREAMRANK_MONITOR_WINDOWS={self.monitor_windows!r}: {exc}") from exc
         from consumer.pipeline.arms import ArmConfig
 
         ArmConfig.from_config(self)  # raises ConfigError naming the bad setting

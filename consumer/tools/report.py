@@ -146,6 +146,21 @@ class Report:
         }
 
 
+MIN_EXPOSURE_DAYS = 0.5  # a business first seen at the very end says little
+
+
+def conversions_per_day(conversions: float, start_ms: int, end_ms: int) -> float:
+    """A business's conversion rate over its exposure ``(start_ms, end_ms]``: the unit of the uplift
+    (``report`` and ``monitor`` both use it)."""
+    return conversions / max((end_ms - start_ms) / DAY_MS, MIN_EXPOSURE_DAYS)
+
+
+def uplift(rates: np.ndarray, versus_rates: np.ndarray, versus: str) -> Uplift:
+    """The uplift estimator of ``report`` and ``monitor``: difference of the mean per-business rates,
+    businesses as units, Welch normal 95 % interval."""
+    return Uplift(versus, *welch(rates, versus_rates), len(rates), len(versus_rates))
+
+
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """mean(a) - mean(b) and its normal 95 % interval (unequal variances)."""
     if len(a) < 2 or len(b) < 2:
@@ -221,8 +236,8 @@ def build_report(
                 first[b] = ti
         rates = []
         for b, t0 in first.items():
-            days = max((log_end_ms - t0) / DAY_MS, 0.5)  # a business first seen at the very end says little
-            rates.append(float(_count_after(conversions.get(b), np.array([t0]), np.array([log_end_ms]))[0]) / days)
+            n = float(_count_after(conversions.get(b), np.array([t0]), np.array([log_end_ms]))[0])
+            rates.append(conversions_per_day(n, t0, log_end_ms))
         rates_a = np.asarray(rates)
         pre_a = np.zeros(len(first))
         if start_ms is not None:
@@ -276,10 +291,10 @@ def build_report(
     hold_rates = np.concatenate([c.rates for c in hold]) if hold else None
     for c in serving:
         if hold_rates is not None:
-            c.uplift_vs_holdout = Uplift("holdout", *welch(c.rates, hold_rates), len(c.rates), len(hold_rates))
+            c.uplift_vs_holdout = uplift(c.rates, hold_rates, "holdout")
         if c is not serving[0]:
             base = serving[0]
-            c.uplift_vs_first = Uplift(base.label, *welch(c.rates, base.rates), len(c.rates), len(base.rates))
+            c.uplift_vs_first = uplift(c.rates, base.rates, base.label)
     n_conv = int(sum(len(v) for v in conversions.values()))
     return Report(cells, k, horizon_ms, log_end_ms, first_ms, n_conv, start_ms)
 
