@@ -2,7 +2,7 @@
 
 Reading order: ``common`` (argument types, the shared flags, ``config(args)``), then the commands
 in the order a user meets them: ``broker``, ``topics``, ``generate``, ``publish``, ``train``,
-``run``, ``replay``, ``diff``, ``report``, ``parity``, ``bench``, ``import_yelp``.
+``run``, ``replay``, ``diff``, ``report``, ``monitor``, ``parity``, ``bench``, ``import_yelp``.
 
 Configuration is read from the environment once (``Config.from_env``), flags override it, and the
 frozen ``Config`` is passed down. Expected failures (bad arguments, an unreachable broker, a
@@ -23,6 +23,7 @@ from consumer.cli import (
     diff,
     generate,
     import_yelp,
+    monitor,
     parity,
     publish,
     replay,
@@ -33,7 +34,7 @@ from consumer.cli import (
 )
 from consumer.errors import StreamrankError
 
-COMMANDS = (broker, topics, generate, publish, train, run, replay, diff, report, parity, bench, import_yelp)
+COMMANDS = (broker, topics, generate, publish, train, run, replay, diff, report, monitor, parity, bench, import_yelp)
 
 
 def build_parser() -> argparse.ArgumentParser:
