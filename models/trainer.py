@@ -42,16 +42,20 @@ import datetime as _dt
 import json
 import logging
 import math
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from models.baseline import PopularityMargin
-from models.dataset import DAY_MS, BuildStats, LabelConfig, TrainingSet, build_training_set
+from models.buildstore import BuildResult, PartitionSummary, RecordsLog, build
+from models.dataset import DAY_MS, BuildStats, LabelConfig, TrainingSet
 from models.drift import build_reference
 from models.errors import ModelRefused, RegistryError, TrainingError
 from models.evaluate import (
@@ -65,14 +69,15 @@ from models.evaluate import (
 )
 from models.registry import LoadedModel, ModelRegistry, code_version
 from models.report import write_report
+from models.rowsets import event_set, read_rate, snapshot_frame
 from models.sanity import check_sanity
 from models.snapshots import (
     SnapshotFrame,
-    build_snapshot_frame,
     last_complete_time,
     snapshot_times,
     training_snapshot_times,
 )
+from models.streambuild import BuildConfig
 from models.train import (
     FitResult,
     FitSet,
@@ -161,22 +166,42 @@ def train_and_register(
     label_cfg: LabelConfig = LabelConfig(),
     options: TrainOptions = TrainOptions(),
     data_range: Any = None,
+    *,
+    work_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: Callable[[PartitionSummary, int, int], None] | None = None,
 ) -> TrainOutcome:
     """Train on ``records`` and register the model in ``registry``; promote it if the gates pass.
 
+    ``records``: a :class:`~models.buildstore.PartitionLog` (read partition by partition, as the
+    trainer's Kafka reader does), or any iterable of log records (held in memory).
+    ``work_dir``: the build's checkpoint and shards (``models.buildstore``): a run reads only what
+    the log holds after the last run's checkpoint; ``None`` builds in a temporary directory.
+    ``workers``: processes building partitions in parallel.
     ``data_range``: what the records cover (``consumer.io.inputlog.LogRange``, or its ``to_dict()``,
     or any mapping), recorded as is; the observed offsets and event-time span are recorded too.
     Raises :class:`TrainingError` when the data cannot support a train/validation split.
     """
+    with _work_dir(work_dir) as wd:
+        built = _build(records, wd, spec, label_cfg, options, workers, progress)
+        return _train(built, registry, spec, label_cfg, options, data_range)
+
+
+def _train(
+    built: BuildResult,
+    registry: ModelRegistry,
+    spec: FeatureSpec,
+    label_cfg: LabelConfig,
+    options: TrainOptions,
+    data_range: Any,
+) -> TrainOutcome:
     decide = _Decisions()
     started = time.time()
-    # Folded twice (the examples, then the snapshots): keep the records.
-    records = records if isinstance(records, (list, tuple)) else list(records)
-    ts = _build(records, spec, label_cfg, options, decide)
+    ts = _event_set(built, options, decide)
     split, train, val = _split(ts, label_cfg, options, decide)
-    # One fold for both snapshot frames: the training snapshots (before split.train_end_ms, when
-    # the examples use them) and the validation snapshots the gates judge (from split.val_start_ms).
-    train_frame, frame = _snapshot_frames(records, spec, label_cfg, ts.stats, split, options, decide)
+    # Both snapshot frames from the build's grid rows: the training snapshots (before
+    # split.train_end_ms, when the examples use them) and the validation snapshots the gates judge.
+    train_frame, frame = _snapshot_frames(built, spec, label_cfg, ts.stats, split, options, decide)
     examples = _examples(train, train_frame, options, decide)
     margin = PopularityMargin(spec, label_cfg.kinds) if options.base_margin == "popularity" else None
     fr = _fit(examples, label_cfg, options, margin, decide)
@@ -260,10 +285,36 @@ def train_and_register(
 
 
 # --------------------------------------------------------------------------------- steps
+@contextmanager
+def _work_dir(work_dir: str | Path | None) -> Iterator[Path]:
+    if work_dir is not None:
+        yield Path(work_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="streamrank-build-") as tmp:
+        yield Path(tmp)
+
+
 def _build(
-    records: Iterable[Any], spec: FeatureSpec, label_cfg: LabelConfig, options: TrainOptions, decide: _Decisions
-) -> TrainingSet:
-    ts = build_training_set(records, spec, label_cfg, options.sample_rate, options.seed, start_ms=options.start_ms)
+    records: Any,
+    work_dir: Path,
+    spec: FeatureSpec,
+    label_cfg: LabelConfig,
+    options: TrainOptions,
+    workers: int,
+    progress: Callable[[PartitionSummary, int, int], None] | None,
+) -> BuildResult:
+    source = records if hasattr(records, "partitions") else RecordsLog(records)
+    rate = 1.0 if options.sample_rate is None else float(options.sample_rate)
+    cfg = BuildConfig(spec=spec, label_cfg=label_cfg, sample_rate=rate, seed=options.seed)
+    return build(source, work_dir, cfg, workers=workers, progress=progress)
+
+
+def _event_set(built: BuildResult, options: TrainOptions, decide: _Decisions) -> TrainingSet:
+    window = None
+    if options.window_days is not None and built.data_end_ms is not None:
+        window = built.data_end_ms - options.window_days * DAY_MS
+    ts = event_set(built, options.sample_rate, options.start_ms, window)
+    ts.stats.sample_rate = built.cfg.sample_rate * read_rate(built, options.sample_rate)
     decide(
         "built",
         examples=len(ts),
@@ -271,6 +322,9 @@ def _build(
         events=ts.stats.records,
         events_per_s=_finite(ts.stats.events_per_s),
         seconds=round(ts.stats.seconds, 3),
+        incremental=built.incremental,
+        rebuilt=built.rebuilt,
+        partitions=len(built.partitions),
     )
     if len(ts) == 0:
         raise TrainingError("no training examples: the log has no complete scoring moments")
@@ -296,7 +350,7 @@ def _split(
 
 
 def _snapshot_frames(
-    records: Iterable[Any],
+    built: BuildResult,
     spec: FeatureSpec,
     label_cfg: LabelConfig,
     stats: BuildStats,
@@ -305,7 +359,7 @@ def _snapshot_frames(
     decide: _Decisions,
 ) -> tuple[SnapshotFrame | None, SnapshotFrame]:
     """The training snapshots (``None`` unless ``options.examples`` uses them) and the validation
-    snapshots, from one fold of the log.
+    snapshots, from the build's grid rows.
 
     Validation: daily from the first validation day to the last one whose horizon is complete
     (``snapshot_times``). Training: ``training_snapshot_times`` from the first full day of data
@@ -320,8 +374,10 @@ def _snapshot_frames(
         first = (stats.data_min_ms // DAY_MS + 1) * DAY_MS
         if options.start_ms is not None:
             first = max(first, int(options.start_ms))
+        if options.window_days is not None and end is not None:
+            first = max(first, end - options.window_days * DAY_MS)
         train_times = training_snapshot_times(first, split.train_end_ms, stats.active_businesses, options.snapshot_rows)
-    both = build_snapshot_frame(records, times=train_times + val_times, spec=spec, label_cfg=label_cfg)
+    both = snapshot_frame(built, train_times + val_times, last_ok)
     frame = both.between(split.val_start_ms, None)
     decide("snapshot_frame", **frame.summary())
     if options.examples == "events":

@@ -27,14 +27,14 @@ def world():
 
 
 @pytest.fixture(scope="module")
-def frames(world):
+def frames(world, tmp_path_factory):
     """The trainer's split and its two snapshot frames (training, validation)."""
     opts = TrainOptions(validation_days=5, examples="both")
-    ts = build_training_set(world, label_cfg=LABEL, sample_rate=None)
+    decide = trainer_mod._Decisions()
+    built = trainer_mod._build(world, tmp_path_factory.mktemp("build"), DEFAULT_SPEC, LABEL, opts, 1, None)
+    ts = trainer_mod._event_set(built, opts, decide)
     split = time_split(ts.as_of, H, opts.validation_days)
-    train_frame, val_frame = trainer_mod._snapshot_frames(
-        world, DEFAULT_SPEC, LABEL, ts.stats, split, opts, trainer_mod._Decisions()
-    )
+    train_frame, val_frame = trainer_mod._snapshot_frames(built, DEFAULT_SPEC, LABEL, ts.stats, split, opts, decide)
     return split, train_frame, val_frame
 
 

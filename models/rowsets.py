@@ -1,0 +1,115 @@
+"""A build's rows as the trainer uses them: the event examples and the snapshot frames.
+
+``models.buildstore`` keeps every labelled row on disk; a training run picks from them:
+
+* :func:`event_set` - the event rows (scoring moments) as a ``models.dataset.TrainingSet``, thinned
+  by the sampling hash to the run's sample rate (``auto_sample_rate`` of the log when not given:
+  the same rows the in-memory build would sample), from ``start_ms``;
+* :func:`snapshot_frame` - the snapshot rows at chosen grid times as a ``models.snapshots.SnapshotFrame``.
+
+Both read the shards memory-mapped and copy only the rows they keep, so a run's memory is the
+rows it trains and judges on, not the build. Rows come back in a canonical order (events by
+partition and moment, snapshots by time, market, business): how many runs built them, and in
+which order their labels closed, does not show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.spec import FeatureSpec
+from models.buildstore import BuildResult
+from models.dataset import DAY_MS, TrainingSet, _sample_threshold, auto_sample_rate
+from models.shards import EVENT, SNAPSHOT, Rows
+from models.snapshots import SnapshotFrame
+
+
+def read_rate(built: BuildResult, sample_rate: float | None) -> float:
+    """The share of stored event rows a run keeps: all when the build already sampled at a fixed
+    rate, else ``auto_sample_rate`` of the log's activity records."""
+    if sample_rate is not None or built.cfg.sample_rate < 1.0:
+        return 1.0
+    return auto_sample_rate(built.stats.activity_records)
+
+
+def event_set(
+    built: BuildResult,
+    sample_rate: float | None = None,
+    start_ms: int | None = None,
+    window_start_ms: int | None = None,
+) -> TrainingSet:
+    """The event rows from ``max(start_ms, window_start_ms)`` on, thinned to the run's rate."""
+    threshold = _sample_threshold(read_rate(built, sample_rate))
+    lo = max(v for v in (start_ms, window_start_ms, -(2**62)) if v is not None)
+
+    def pick(r: Rows) -> np.ndarray:
+        keep = (r["kind"] == EVENT) & (r["time"] >= lo)
+        if threshold < 2**32:
+            keep &= r["u"] < threshold
+        return np.flatnonzero(keep)
+
+    rows = built.rows(pick)
+    order = np.lexsort((rows["offset"], rows["partition"]))
+    return _training_set(rows.take(order), built)
+
+
+def _training_set(rows: Rows, built: BuildResult) -> TrainingSet:
+    spec: FeatureSpec = built.cfg.spec
+    n = len(rows)
+    business = rows["business"].astype(str)
+    business_table = sorted(set(business.tolist()))
+    code = {b: i for i, b in enumerate(business_table)}
+    as_of = rows["as_of"].astype(np.int64)
+    gids: dict[tuple[str, int], int] = {}
+    keys = zip(rows["market"].astype(str).tolist(), (as_of // DAY_MS).tolist(), strict=True)
+    groups = np.fromiter((gids.setdefault(k, len(gids)) for k in keys), dtype=np.int64, count=n)
+    built.stats.examples = n
+    return TrainingSet(
+        X=np.ascontiguousarray(rows["X"], dtype=np.float32),
+        y=rows["y"].astype(np.float32),
+        groups=groups,
+        business=np.fromiter((code[b] for b in business.tolist()), dtype=np.int64, count=n),
+        as_of=as_of,
+        popularity=rows["popularity"].astype(np.float64),
+        group_table=list(gids),
+        business_table=business_table,
+        feature_names=tuple(spec.names),
+        feature_set_version=spec.version,
+        label_cfg=built.cfg.label_cfg,
+        stats=built.stats,
+    )
+
+
+def snapshot_frame(built: BuildResult, times: list[int], last_ok: int | None) -> SnapshotFrame:
+    """The snapshot rows at ``times`` (grid times; others have no rows), sorted by (T, market,
+    business). Times after ``last_ok`` (their horizon is not complete) are dropped."""
+    wanted = sorted({int(t) for t in times})
+    kept = [t for t in wanted if last_ok is not None and t <= last_ok]
+    dropped = [t for t in wanted if t not in set(kept)]
+    want = np.array(kept, dtype=np.int64)
+
+    def pick(r: Rows) -> np.ndarray:
+        return np.flatnonzero((r["kind"] == SNAPSHOT) & np.isin(r["time"], want))
+
+    rows = built.rows(pick)
+    market = rows["market"].astype(str)
+    business = rows["business"].astype(str)
+    order = np.lexsort((business, market, rows["time"]))
+    rows, market, business = rows.take(order), market[order], business[order]
+    market_table = sorted(set(market.tolist()))
+    mcode = {m: i for i, m in enumerate(market_table)}
+    return SnapshotFrame(
+        X=np.ascontiguousarray(rows["X"], dtype=np.float32),
+        y=rows["y"].astype(np.float64),
+        snapshot=rows["time"].astype(np.int64),
+        market=np.fromiter((mcode[m] for m in market.tolist()), dtype=np.int64, count=len(rows)),
+        business=business.astype(object),
+        as_of=rows["as_of"].astype(np.int64),
+        popularity=rows["popularity"].astype(np.float64),
+        recent_popularity=rows["recent"].astype(np.float64),
+        market_table=market_table,
+        times=kept,
+        dropped_times=dropped,
+        half_life_ms=built.cfg.half_life_ms,
+        data_end_ms=built.data_end_ms,
+    )
