@@ -18,6 +18,7 @@ The whole tree (module: class; an indented class subclasses the one above it)::
             ModelRefused                              a registered model must not be served
             RegistryError                             the registry directory is unusable
             TrainingError                             training cannot produce a model
+                SplitGroupError                       ... a ranking group would be cut across batches or workers
         ConsumerError                consumer.errors  root of the Kafka side's errors
             ConfigError                               a setting is missing, malformed or inconsistent
             BrokerUnavailable                         no broker answered at the bootstrap address

@@ -22,3 +22,8 @@ class RegistryError(ModelError):
 
 class TrainingError(ModelError):
     """Training cannot produce a model: not enough data for a train/validation split, bad options."""
+
+
+class SplitGroupError(TrainingError):
+    """A ranking group (qid) would be cut across external-memory batches or Dask partitions:
+    XGBoost would silently count each piece as a query of its own, so the fit refuses."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -57,6 +58,20 @@ from models.baseline import PopularityMargin
 from models.dataset import DAY_MS, TrainingSet
 from models.errors import TrainingError
 from models.evaluate import evaluation_frame
+from models.fitdata import (
+    DASK,
+    ENGINES,
+    EXTERNAL_MEMORY,
+    MEMORY,
+    ChunkLoader,
+    Engine,
+    ExternalMemoryEngine,
+    FitData,
+    MemoryData,
+    Scorer,
+    feature_bytes,
+    fit_order,
+)
 from models.snapshots import SnapshotFrame
 
 OBJECTIVES = ("rank:ndcg", "binary:logistic")
@@ -98,11 +113,17 @@ class TrainOptions:
     max_bin: int = 256
     seed: int = 0
     nthread: int = 2
+    # Fit engine (fit(engine="auto")): above this many bytes of float32 features (rows x features x 4)
+    # the fit runs in external memory (models.fitdata); None: always in memory.
+    memory_budget_bytes: int | None = None
     # Data
     # share of event scoring moments kept (deterministic, by event id); None: adapted to the log's
     # size (models.dataset.auto_sample_rate: all of a log up to 100k activity records)
     sample_rate: float | None = None
     start_ms: int | None = None  # examples from here; the state is folded from the log's start (as the worker's)
+    # Rolling window: train and judge on the rows of the last N days of data (None: all of it).
+    # The state is still folded from the log's start; the window bounds the rows, not the fold.
+    window_days: int | None = None
     # Evaluation and gates
     top_k: int = 3
     tolerance: float = 0.02  # a candidate may trail the promoted model's capture by this much
@@ -122,6 +143,8 @@ class TrainOptions:
             raise TrainingError("gap_ms must be >= 0")
         if self.num_boost_round < 1 or self.early_stopping_rounds < 1:
             raise TrainingError("num_boost_round and early_stopping_rounds must be >= 1")
+        if self.window_days is not None and self.window_days < 1:
+            raise TrainingError("window_days must be >= 1 (or None: all of the data)")
         if self.sample_rate is not None and not 0.0 < self.sample_rate <= 1.0:
             raise TrainingError("sample_rate must be in (0, 1] (or None: adapted to the log's size)")
         if self.examples not in EXAMPLES:
@@ -138,6 +161,8 @@ class TrainOptions:
             raise TrainingError("top_k must be >= 1")
         if self.nthread < 1:
             raise TrainingError("nthread must be >= 1")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes < 1:
+            raise TrainingError("memory_budget_bytes must be >= 1 (or None: no budget)")
 
     def xgb_params(self) -> dict[str, Any]:
         if self.objective == AUTO:
@@ -313,6 +338,8 @@ class FitResult:
     base_margin: dict[str, Any] | None = None  # PopularityMargin.to_dict(), recorded for serving
     objective: str = ""  # the objective trained (what "auto" resolved to)
     objectives: dict[str, float] = field(default_factory=dict)  # with "auto": inner criterion per objective
+    engine: str = "memory"  # where the rows were trained on: "memory" | "external_memory" | "dask"
+    engine_detail: dict[str, Any] = field(default_factory=dict)  # FitData.describe(): batches, workers...
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -327,6 +354,8 @@ class FitResult:
             "base_margin": self.base_margin,
             "objective": self.objective,
             "inner_criterion_by_objective": self.objectives,
+            "engine": self.engine,
+            "engine_detail": self.engine_detail,
             "eval_metric_history": self.history,
         }
 
@@ -387,7 +416,10 @@ def _criterion(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int) ->
 
 
 def choose_rounds(
-    examples: FitSet, options: TrainOptions, horizon_ms: int, margin: PopularityMargin | None = None
+    examples: FitSet | FitData,
+    options: TrainOptions,
+    horizon_ms: int,
+    margin: PopularityMargin | None = None,
 ) -> tuple[int, float, int, dict[str, Any], dict[str, list[float]]]:
     """Rounds by early stopping on the inner split of ``examples`` (the training period only).
 
@@ -396,79 +428,107 @@ def choose_rounds(
     (:func:`_criterion`); it stops ``early_stopping_rounds`` rounds after the best. With a base
     margin, 0 rounds (the margin alone: popularity) is a candidate too. When the inner split has
     too few rows or no conversion to judge by, ``options.fallback_rounds`` are used (recorded).
+    ``examples`` is a FitSet (fitted in memory) or any engine's :class:`~models.fitdata.FitData`.
     """
-    import xgboost as xgb
-
-    sp = inner_split(examples.time, horizon_ms, options)
-    tr, va = examples.take(sp.train_idx), examples.take(sp.val_idx)
+    data = _as_data(examples)
+    rows = data.rows
+    sp = inner_split(rows.time, horizon_ms, options)
+    tr_y, va_y = rows.y[sp.train_idx], rows.y[sp.val_idx]
     inner: dict[str, Any] = {
         "share": options.inner_validation_share,
-        "train_rows": len(tr),
-        "validation_rows": len(va),
-        "validation_conversions": float(va.y.sum()) if len(va) else 0.0,
+        "train_rows": len(sp.train_idx),
+        "validation_rows": len(sp.val_idx),
+        "validation_conversions": float(va_y.sum()) if len(va_y) else 0.0,
         "val_start_ms": sp.val_start_ms,
         "train_end_ms": sp.train_end_ms,
         "gap_ms": sp.gap_ms,
     }
     if (
-        len(tr) < max(1, options.min_train_examples // 2)
-        or len(va) == 0
-        or not (va.y > 0).any()
-        or not (tr.y > 0).any()
+        len(tr_y) < max(1, options.min_train_examples // 2)
+        or len(va_y) == 0
+        or not (va_y > 0).any()
+        or not (tr_y > 0).any()
     ):
         inner["rounds_from"] = "fallback: the inner split is too small to judge rounds by"
         return min(options.fallback_rounds, options.num_boost_round), float("nan"), 0, inner, {}
     params = options.xgb_params()
-    dtr = dmatrix(tr, options.objective, margin)
-    order = np.argsort(va.groups, kind="stable") if options.objective.startswith("rank:") else np.arange(len(va))
-    va = va.take(order)
-    dva = dmatrix(va, options.objective)  # already in qid order; its margin is added below
-    base = margin.values(va.X) if margin is not None else np.zeros(len(va))
+    dtr = data.matrix(sp.train_idx, params, margin)
+    va_idx = fit_order(rows.groups, sp.val_idx, options.objective)
+    scorer = data.scorer(va_idx, options.objective, margin)
+    va = (rows.y[va_idx], rows.groups[va_idx])  # labels and query ids of the scored rows, in their order
+    rounds, best, done, history = _early_stopping(data, params, dtr, scorer, va, options, margin)
+    inner["rounds_from"] = "early stopping on the inner validation (top-k capture + AUC)"
+    return rounds, best, done, inner, history
+
+
+def _early_stopping(
+    data: FitData,
+    params: dict[str, Any],
+    dtr: Any,
+    scorer: Scorer,
+    va: tuple[np.ndarray, np.ndarray],
+    options: TrainOptions,
+    margin: PopularityMargin | None,
+) -> tuple[int, float, int, dict[str, list[float]]]:
+    """Grow trees on ``dtr`` checkpoint by checkpoint, judging each on the inner validation rows
+    ``va`` (labels and groups; ``scorer`` scores them). Returns (rounds, criterion, run, history)."""
+    va_y, va_groups = va
     k = options.top_k
     history: dict[str, list[float]] = {"inner_validation:rounds": [], "inner_validation:capture+auc": []}
     best_r, best = -1, -math.inf
     if margin is not None:
-        best_r, best = 0, _criterion(va.y, base, va.groups, k)
+        best_r, best = 0, _criterion(va_y, scorer.base, va_groups, k)
         history["inner_validation:rounds"].append(0)
         history["inner_validation:capture+auc"].append(best)
     booster = None
     done = 0
     for r in _checkpoints(options.num_boost_round):
-        booster = xgb.train(params, dtr, num_boost_round=r - done, xgb_model=booster, verbose_eval=False)
+        booster = data.train(params, dtr, r - done, booster)
         done = r
-        s = booster.predict(dva, output_margin=True) + base
-        c = _criterion(va.y, s, va.groups, k)
+        s = scorer.margins(booster) + scorer.base
+        c = _criterion(va_y, s, va_groups, k)
         history["inner_validation:rounds"].append(r)
         history["inner_validation:capture+auc"].append(c)
         if c > best + 1e-12:
             best_r, best = r, c
         elif r - best_r >= options.early_stopping_rounds:
             break
-    inner["rounds_from"] = "early stopping on the inner validation (top-k capture + AUC)"
-    return max(best_r, 0), best, done, inner, history
+    return max(best_r, 0), best, done, history
 
 
 def fit(
-    examples: FitSet,
+    examples: FitSet | Sequence[ChunkLoader],
     options: TrainOptions = TrainOptions(),
     horizon_ms: int = DAY_MS,
     margin: PopularityMargin | None = None,
+    engine: str | Engine = "auto",
 ) -> FitResult:
     """Choose the rounds on the inner split of ``examples`` (:func:`choose_rounds`), then refit on
     every row of ``examples`` with that many rounds. ``examples`` must be training-period rows only:
-    nothing here looks at the gates' validation data."""
-    import xgboost as xgb
+    nothing here looks at the gates' validation data.
 
-    if len(examples) < options.min_train_examples:
-        raise TrainingError(f"{len(examples)} training examples, need at least {options.min_train_examples}")
+    ``examples``: a FitSet, or chunk loaders (callables returning FitSet chunks; their rows in order
+    are the training rows, group ids shared). ``engine``: ``"auto"`` (in memory unless the features
+    exceed ``options.memory_budget_bytes``, then ``"external_memory"``), ``"memory"``,
+    ``"external_memory"``, ``"dask"`` (the default ``distributed`` client) or an engine object
+    (``models.fitdata.ExternalMemoryEngine``, ``models.daskfit.DaskEngine``). The protocol is the
+    same whatever the engine; ``FitResult.engine`` records which one ran."""
+    data = open_data(examples, options, engine)
+    try:
+        return _fit(data, options, horizon_ms, margin)
+    finally:
+        data.close()
+
+
+def _fit(data: FitData, options: TrainOptions, horizon_ms: int, margin: PopularityMargin | None) -> FitResult:
+    if len(data.rows) < options.min_train_examples:
+        raise TrainingError(f"{len(data.rows)} training examples, need at least {options.min_train_examples}")
     t0 = time.perf_counter()
     options, (rounds, score, rounds_run, inner, history), by_objective = _choose_objective(
-        examples, options, horizon_ms, margin
+        data, options, horizon_ms, margin
     )
     params = options.xgb_params()
-    booster = xgb.train(
-        params, dmatrix(examples, options.objective, margin), num_boost_round=rounds, verbose_eval=False
-    )
+    booster = data.train(params, data.matrix(None, params, margin), rounds)
     seconds = time.perf_counter() - t0
     return FitResult(
         booster,
@@ -480,15 +540,57 @@ def fit(
         params,
         rounds=rounds,
         inner=inner,
-        examples=examples.summary(),
+        examples=data.rows.summary(),
         base_margin=margin.to_dict() if margin is not None else None,
         objective=options.objective,
         objectives=by_objective,
+        engine=data.engine,
+        engine_detail=data.describe(),
     )
 
 
+def _as_data(examples: FitSet | FitData) -> FitData:
+    return MemoryData(examples) if isinstance(examples, FitSet) else examples
+
+
+def open_data(examples: FitSet | Sequence[ChunkLoader], options: TrainOptions, engine: str | Engine) -> FitData:
+    """The engine's :class:`~models.fitdata.FitData` for ``examples`` (see :func:`fit`)."""
+    if not isinstance(engine, str):
+        return engine.open(examples, options)
+    if engine not in ("auto", *ENGINES):
+        raise TrainingError(f"engine must be 'auto' or one of {ENGINES} (or an engine object), got {engine!r}")
+    if engine == DASK:
+        from models.daskfit import DaskEngine  # dask only when asked for
+
+        return DaskEngine().open(examples, options)
+    if engine == EXTERNAL_MEMORY:
+        return ExternalMemoryEngine().open(examples, options)
+    if isinstance(examples, FitSet):
+        if engine == MEMORY or not _over_budget(len(examples), examples.X.shape[1], options):
+            return MemoryData(examples)
+        return ExternalMemoryEngine().open(examples, options)
+    ext = ExternalMemoryEngine().open(examples, options)
+    if engine == MEMORY or not _over_budget(len(ext.rows), ext.n_features, options):
+        ext.close()
+        return MemoryData(load_chunks(examples))
+    return ext
+
+
+def _over_budget(rows: int, features: int, options: TrainOptions) -> bool:
+    budget = options.memory_budget_bytes
+    return budget is not None and feature_bytes(rows, features) > budget
+
+
+def load_chunks(chunks: Sequence[ChunkLoader]) -> FitSet:
+    """The chunks' rows in one in-memory FitSet (group ids kept as they are: shared across chunks)."""
+    parts = [load() for load in chunks]
+    if not parts:
+        raise TrainingError("no chunks to fit on")
+    return FitSet(*(np.concatenate([getattr(p, col) for p in parts]) for col in ("X", "y", "groups", "time", "source")))
+
+
 def _choose_objective(
-    examples: FitSet, options: TrainOptions, horizon_ms: int, margin: PopularityMargin | None
+    examples: FitData, options: TrainOptions, horizon_ms: int, margin: PopularityMargin | None
 ) -> tuple[TrainOptions, tuple[int, float, int, dict[str, Any], dict[str, list[float]]], dict[str, float]]:
     """``options`` with its objective resolved, that objective's :func:`choose_rounds` result, and
     the inner criterion of every candidate (empty unless ``objective="auto"``)."""
