@@ -14,6 +14,8 @@ import yaml
 from kafka import TopicPartition
 from prometheus_client import generate_latest
 
+from consumer.monitor.core import MonitorCore, MonitorSettings
+from consumer.monitor.exposition import MonitorMetrics
 from consumer.runtime import drift
 from consumer.runtime.metrics import WorkerMetrics
 from consumer.trainer.metrics import TrainerMetrics
@@ -33,6 +35,9 @@ REQUIRED = {
     "StreamrankWorkerNotLive",
     "StreamrankFeatureDrift",  # a top-10 feature's PSI against the model's training data
     "StreamrankScoreDrift",
+    "StreamrankCaptureBelowPopularity",  # the business metrics (streamrank monitor)
+    "StreamrankUpliftBelowZero",
+    "StreamrankPredictionLatencyHigh",
 }
 
 
@@ -114,7 +119,7 @@ def test_every_alert_links_a_runbook_section_that_says_what_how_and_what_to_do()
 
 
 def _exported_names() -> set[str]:
-    """Every sample name the worker and the trainer expose once they have done some work."""
+    """Every sample name the worker, the trainer and the monitor expose once they have done some work."""
     m = WorkerMetrics("w", topics=["business-events", "activity-events"])
     X = np.zeros((drift.MAX_ROWS, 2))
     reference = build_reference(X[:100], ("f0", "f1"), np.zeros(100)).to_dict()
@@ -146,7 +151,29 @@ def _exported_names() -> set[str]:
             "gates": [{"name": "sanity", "passed": True}],
         }
     )
-    text = (generate_latest(m.registry) + generate_latest(t.registry)).decode()
+    mon = MonitorMetrics()
+    core = MonitorCore(
+        MonitorSettings(windows=(("24h", 86_400_000), ("7d", 604_800_000)), conversion_kinds=frozenset({"CALL"}))
+    )
+    for arm, score in (("a", 1.0), ("holdout", 1.0)):
+        core.add_prediction(
+            {"business_id": arm, "score": score, "event_time": 0, "group_key": "m", "arm": arm, "model_version": "v"}
+        )
+        core.add_prediction(
+            {
+                "business_id": arm + "2",
+                "score": 0.0,
+                "event_time": 0,
+                "group_key": "m",
+                "arm": arm,
+                "model_version": "v",
+            }
+        )
+    for i, b in enumerate(("a", "a2", "holdout", "holdout2")):
+        core.add_activity(b, "CALL", f"e{i}", 1000 + i)
+    core.release()
+    mon.snapshot.set(core.snapshot())
+    text = (generate_latest(m.registry) + generate_latest(t.registry) + generate_latest(mon.registry)).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
@@ -177,7 +204,7 @@ def test_compose_runs_prometheus_with_the_rules():
     prom = compose["services"]["prometheus"]
     assert "./ops/prometheus:/etc/prometheus:ro" in prom["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
-    for svc in ("worker", "trainer"):  # what prometheus.yml scrapes on port 9100
+    for svc in ("worker", "trainer", "monitor"):  # what prometheus.yml scrapes on port 9100
         assert compose["services"][svc]["environment"]["STREAMRANK_METRICS_PORT"] == "9100"
 
 
