@@ -213,3 +213,13 @@ def test_install_script_is_a_no_op_when_installed(script, promtool, prometheus_b
     r = _run("bash", str(ROOT / script))
     assert r.returncode == 0, r.stderr
     assert "apt-get" not in r.stderr
+
+
+def test_grafana_dashboard_reads_only_exported_metrics():
+    import json
+
+    dash = json.loads((ROOT / "ops" / "grafana" / "streamrank-business.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    read = {n for e in exprs for n in re.findall(r"(?<![\w:])(streamrank_[a-z_]+)", e)}
+    assert any(n.startswith("streamrank_monitor_") for n in read)
+    assert read <= _exported_names(), read - _exported_names()
