@@ -167,6 +167,23 @@ class Config:
         "STREAMRANK_HORIZON_MS", 86_400_000, "Label horizon H: conversions in (t, t+H]", kind=int
     )
 
+    # Trainer (consumer.trainer, models.buildstore)
+    train_dir: str = _env_field(
+        "STREAMRANK_TRAIN_DIR",
+        "",
+        "Trainer's working directory: its build checkpoint and example shards, so a run reads only the log "
+        "after the last one (empty: STREAMRANK_REGISTRY/.train-build)",
+    )
+    train_workers: int = _env_field(
+        "STREAMRANK_TRAIN_WORKERS", 1, "Processes building the trainer's partitions in parallel", kind=int
+    )
+    train_window_days: int = _env_field(
+        "STREAMRANK_TRAIN_WINDOW_DAYS",
+        0,
+        "Train and judge on the last N days of data (the state still folds the whole log); 0: all of it",
+        kind=int,
+    )
+
     # Experiments (consumer.pipeline.arms)
     arms: str = _env_field(
         "STREAMRANK_ARMS",
@@ -291,6 +308,8 @@ class Config:
             raise ConfigError(f"STREAMRANK_BASELINE={self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
+        if self.train_workers < 1 or self.train_window_days < 0:
+            raise ConfigError("STREAMRANK_TRAIN_WORKERS must be >= 1 and STREAMRANK_TRAIN_WINDOW_DAYS >= 0")
         if min(self.monitor_buckets, self.monitor_top_k, self.monitor_top_markets) < 1 or self.monitor_settle_ms < 0:
             raise ConfigError(
                 "STREAMRANK_MONITOR_BUCKETS, _TOP_K and _TOP_MARKETS must be >= 1, STREAMRANK_MONITOR_SETTLE_MS >= 0"
@@ -322,6 +341,12 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     print(markdown_table())
+
+
+def train_dir(cfg: Config) -> str:
+    """Where the trainer keeps its build (``STREAMRANK_TRAIN_DIR``, default inside the registry,
+    which lists only version directories)."""
+    return cfg.train_dir or os.path.join(cfg.registry_dir, ".train-build")
 
 
 def label_config(cfg: Config) -> Any:

@@ -50,6 +50,25 @@ def register(sub: Any) -> None:
         "(default: models.train.TrainOptions.base_margin)",
     )
     p.add_argument("--validation-days", type=common.positive_int, default=7)
+    p.add_argument(
+        "--window-days",
+        type=common.positive_int,
+        default=None,
+        help="train and judge on the last N days of data; the state still folds the whole log "
+        "(default: $STREAMRANK_TRAIN_WINDOW_DAYS, 0 = all)",
+    )
+    p.add_argument(
+        "--workers",
+        type=common.positive_int,
+        default=None,
+        help="processes building partitions in parallel (default: $STREAMRANK_TRAIN_WORKERS)",
+    )
+    p.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="the build's checkpoint and example shards; a run reads only the log after the last run's "
+        "(default: $STREAMRANK_TRAIN_DIR, else REGISTRY/.train-build)",
+    )
     p.add_argument("--from-file", metavar="FILE", help="train from an event-log file (generate --out) instead of Kafka")
     p.add_argument(
         "--conversion-kinds",
@@ -75,7 +94,11 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     logsetup.setup("WARNING", cfg.log_format)
     # The label flags override the environment's STREAMRANK_CONVERSION_KINDS / STREAMRANK_HORIZON_MS.
     cfg = cfg.with_overrides(
-        conversion_kinds=args.conversion_kinds, horizon_ms=None if args.horizon is None else round(args.horizon * 1000)
+        conversion_kinds=args.conversion_kinds,
+        horizon_ms=None if args.horizon is None else round(args.horizon * 1000),
+        train_dir=args.work_dir,
+        train_workers=args.workers,
+        train_window_days=args.window_days,
     )
     if args.every is None:
         return train_and_print(args, cfg)

@@ -10,7 +10,7 @@ reader of the log drops what the worker dead-letters and applies the worker's pe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from consumer.config import Config
@@ -147,3 +147,70 @@ def read_input_log(
             raise InputLogError(f"reading the input log: {exc}") from exc
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class KafkaPartitionLog:
+    """The input topics as a ``models.buildstore.PartitionLog``: the trainer's streaming build reads
+    one partition at a time, its business records first (a compacted topic: small), then its
+    activity records as a stream, each from the offset the build's checkpoint names up to the
+    high-water mark of the read's first fetch. Records pass the worker's order step, as in
+    :func:`read_input_log`. Picklable: a build process gets ``part(p)`` and opens its own consumers.
+    """
+
+    cfg: Config
+    only: tuple[int, ...] | None = None
+    idle_timeout_s: float = 30.0
+
+    def partitions(self) -> list[int]:
+        if self.only is not None:
+            return list(self.only)
+        from kafka import KafkaConsumer
+
+        check_reachable(self.cfg.bootstrap)
+        consumer = KafkaConsumer(**consumer_kwargs(self.cfg, None))
+        try:
+            found = []
+            for topic in self.cfg.input_topics:
+                parts = consumer.partitions_for_topic(topic)
+                if not parts:
+                    raise TopicNotFound(topic, "run `streamrank topics create`")
+                found.append(sorted(parts))
+        finally:
+            consumer.close()
+        if found[0] != found[1]:
+            raise InputLogError(
+                f"the input topics are not co-partitioned: {self.cfg.input_topics[0]} has {len(found[0])} "
+                f"partitions, {self.cfg.input_topics[1]} {len(found[1])}; a business's events must share a partition"
+            )
+        return found[1]
+
+    def part(self, partition: int) -> KafkaPartitionLog:
+        return replace(self, only=(partition,))
+
+    def read(self, partition: int, start: tuple[int, int]) -> tuple[list[LogRecord], Iterator[LogRecord]]:
+        return list(self._records(0, partition, start[0])), self._records(1, partition, start[1])
+
+    def _records(self, rank: int, partition: int, start: int) -> Iterator[LogRecord]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        topics = self.cfg.input_topics
+        order = RecordOrder(Decoder(self.cfg, FileSchemaRegistry(self.cfg.schema_registry or None)), topics)
+        consumer = KafkaConsumer(**consumer_kwargs(self.cfg, None, max_poll_records=5000))
+        tp = TopicPartition(topics[rank], partition)
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            records = iter_to_highwater(
+                consumer, [tp], poll_ms=500, max_records=5000, idle_timeout_s=self.idle_timeout_s
+            )
+            for p, (r, t, off, item) in ordered(records, order):
+                if type(item) is Decoded:
+                    yield LogRecord(r, p, off, item.event, item.event.business_id, t)
+                elif type(item) is Tombstone:
+                    yield LogRecord(r, p, off, None, item.business_id, t)
+                # else: what the worker dead-letters; every reader of the log skips it
+        except TimeoutError as exc:
+            raise InputLogError(f"reading {tp.topic}[{partition}] from offset {start}: {exc}") from exc
+        finally:
+            consumer.close()

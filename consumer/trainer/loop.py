@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.config import Config, label_config
+from consumer.config import Config, label_config, train_dir
 from consumer.errors import ConfigError, StreamrankError
 from consumer.io.eventfiles import read_log
-from consumer.io.inputlog import LogRange, LogRecord, read_input_log
+from consumer.io.inputlog import KafkaPartitionLog, LogRange, LogRecord
 from consumer.trainer.metrics import TrainingRun
 from features.errors import InvalidEvent, SpecError
 from features.events import ActivityEvent, BusinessEvent
@@ -32,6 +32,7 @@ class TrainRequest:
     options: Any  # models.train.TrainOptions
     from_file: str | None = None
     serve_metrics: bool = False
+    workers: int | None = None  # None: STREAMRANK_TRAIN_WORKERS
 
 
 @dataclass(frozen=True)
@@ -61,25 +62,53 @@ def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], 
     from models.registry import ModelRegistry
     from models.trainer import train_and_register
 
-    rng = LogRange()
+    rng: LogRange | None = None
     if request.from_file:
         records: Any = file_log_records(request.from_file)
+        work_dir = None  # a file is not a log that grows: nothing to resume
     else:
-
-        def on_read(n: int, pending: int) -> None:
-            if progress and n and n % 200_000 < 5000:
-                progress(f"read {n:,} records ({pending} partitions to go)")
-
-        records = read_input_log(cfg, rng, progress=on_read)
+        records = KafkaPartitionLog(cfg)
+        work_dir = train_dir(cfg)
     registry = ModelRegistry(cfg.registry_dir)
     t0 = time.perf_counter()
+    options = request.options
+    if cfg.train_window_days and options.window_days is None:
+        options = options.with_(window_days=cfg.train_window_days)
     # The run's facts go to the log and the metrics textfile, failures included.
     with TrainingRun(cfg, rng, serve=request.serve_metrics) as run:
         outcome = run.done(
-            train_and_register(records, registry, label_cfg=label_config(cfg), options=request.options, data_range=rng)
+            train_and_register(
+                records,
+                registry,
+                label_cfg=label_config(cfg),
+                options=options,
+                work_dir=work_dir,
+                workers=request.workers or cfg.train_workers,
+                progress=_partition_progress(progress),
+            )
         )
     report = registry.version_dir(outcome.version) / "report.md"
     return TrainResult(outcome, time.perf_counter() - t0, str(report))
+
+
+def _partition_progress(progress: Callable[[str], None] | None) -> Callable[[Any, int, int], None] | None:
+    """A progress line per built partition: records, events/s, the ETA and memory so far."""
+    if progress is None:
+        return None
+    t0 = time.perf_counter()
+    total_records = [0]
+
+    def on_partition(s: Any, done: int, total: int) -> None:
+        total_records[0] += s.run_counts.records
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / done * (total - done)
+        progress(
+            f"partition {s.partition} built ({done}/{total}): {s.run_counts.records:,} new records in {s.seconds:.1f}s "
+            f"({s.run_counts.records / max(s.seconds, 1e-9):,.0f} events/s); all: {total_records[0]:,} records, "
+            f"ETA {eta:.0f}s, peak RSS {s.peak_rss_mb:,.0f} MB"
+        )
+
+    return on_partition
 
 
 def _fit_line(fit: Any) -> str:
