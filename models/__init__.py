@@ -10,7 +10,9 @@ the worker takes a :class:`~models.registry.ModelRegistry`. Reading order:
 2. ``train``    - time split with a gap >= the label horizon, the training examples (snapshot
    examples of the training period, event examples or both), the XGBoost fit (``rank:ndcg`` or
    ``binary:logistic``) with its rounds chosen on an inner split of the training period, an
-   optional popularity base margin;
+   optional popularity base margin; it runs on an engine of ``fitdata`` (in memory, external
+   memory: ``xgb.ExtMemQuantileDMatrix`` over group-whole batches) or ``daskfit`` (``xgboost.dask``
+   on a ``distributed`` cluster; the optional ``distributed`` extra, never imported by default);
 3. ``evaluate`` - NDCG@10, AUC, top-k conversion capture (model vs popularity vs random), lift,
    gain importance and its shifts;
 4. ``sanity``   - the hand-written sanity set (``models/sanity/*.json``) and ``check_sanity``;
@@ -21,5 +23,6 @@ the worker takes a :class:`~models.registry.ModelRegistry`. Reading order:
 
 Errors: ``models.errors`` (root ``ModelError``, under the project's root
 ``features.errors.StreamrankError``). ``python -m models.bench`` measures the build throughput and
-the fit on a simulated world.
+the fit on a simulated world; ``python -m models.benchfit`` the fit time and peak RSS in memory vs
+in external memory.
 """

@@ -119,8 +119,12 @@ def check_whole_groups(parts: Sequence[np.ndarray], ordered: bool = True) -> Non
         g = np.asarray(g)
         if not len(g):
             continue
-        if ordered and (np.any(np.diff(g) < 0) or (last is not None and g[0] <= last)):
-            raise SplitGroupError(f"part {i}: group ids out of order (a ranking group must not be cut)")
+        if ordered and np.any(np.diff(g) < 0):
+            raise SplitGroupError(f"part {i}: group ids out of order within it (a ranking group must be contiguous)")
+        if ordered and last is not None and g[0] <= last:
+            raise SplitGroupError(
+                f"part {i} starts with group {g[0]} after group {last}: a group cut or parts out of order"
+            )
         for gid in np.unique(g).tolist():
             if seen.setdefault(gid, i) != i:
                 raise SplitGroupError(f"group {gid} is in parts {seen[gid]} and {i}: it would count as two queries")
