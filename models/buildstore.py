@@ -44,7 +44,7 @@ from models.streambuild import BuildConfig, PartitionBuild, PartitionCounts
 
 log = logging.getLogger("streamrank.models.build")
 
-SHARD_ROWS = 50_000  # rows per shard file set: ~16 MB of features at 80 features
+SHARD_ROWS = 16_384  # rows per shard: ~5 MB of features at 80 features, the most a build holds before writing
 
 
 class PartitionLog(Protocol):
