@@ -44,6 +44,7 @@ ChunkLoader = Callable[[], "FitSet"]  # one shard of examples, loaded on demand
 MEMORY, EXTERNAL_MEMORY, DASK = "memory", "external_memory", "dask"
 ENGINES = (MEMORY, EXTERNAL_MEMORY, DASK)
 DEFAULT_BATCH_BYTES = 64 * 2**20  # features of one external-memory batch
+MIN_BATCH_BYTES = 2**20
 
 
 class Scorer(Protocol):
@@ -278,14 +279,16 @@ class ExternalMemoryData:
 class ExternalMemoryEngine:
     """Opens rows as :class:`ExternalMemoryData`: chunk loaders as they are, an in-memory FitSet cut
     into chunks. ``batch_bytes``: features per batch; by default a quarter of the options' memory
-    budget, at most :data:`DEFAULT_BATCH_BYTES` (XGBoost holds a batch and its quantized page)."""
+    budget, between :data:`MIN_BATCH_BYTES` and :data:`DEFAULT_BATCH_BYTES` (XGBoost holds a batch
+    and its quantized page)."""
 
     def __init__(self, workdir: str | Path | None = None, batch_bytes: int | None = None):
         self.workdir, self.batch_bytes = workdir, batch_bytes
 
     def open(self, examples: FitSet | Sequence[ChunkLoader], options: Any) -> ExternalMemoryData:
         budget = getattr(options, "memory_budget_bytes", None)
-        batch = self.batch_bytes or min(DEFAULT_BATCH_BYTES, budget // 4 if budget else DEFAULT_BATCH_BYTES)
+        # a floor: tiny batches cost a page and an iterator round-trip each (a 10 kB budget took 30x longer)
+        batch = self.batch_bytes or max(MIN_BATCH_BYTES, min(DEFAULT_BATCH_BYTES, (budget or DEFAULT_BATCH_BYTES) // 4))
         if not isinstance(examples, Sequence):
             examples = chunks_of(examples, rows_for(batch, examples.X.shape[1]))
         return ExternalMemoryData(examples, self.workdir, batch)

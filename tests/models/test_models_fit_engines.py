@@ -195,7 +195,7 @@ def test_external_memory_fit_matches_the_in_memory_fit(chunked, tmp_path):
 def test_auto_engine_goes_to_external_memory_above_the_budget(chunked):
     train, _, paths = chunked
     opts = TrainOptions(objective="binary:logistic", num_boost_round=5)
-    small = opts.with_(memory_budget_bytes=10_000)  # well under 2400 rows x 80 features x 4 bytes
+    small = opts.with_(memory_budget_bytes=200_000)  # under 2400 rows x 80 features x 4 bytes
     assert fit(train, small, DAY_MS).engine == "external_memory"
     assert fit(loaders(paths), small, DAY_MS).engine == "external_memory"
     # under the budget, chunks are loaded into memory: the very same booster as the FitSet's
