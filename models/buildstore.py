@@ -27,8 +27,9 @@ import resource
 import shutil
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -103,6 +104,7 @@ class PartitionSummary:
     peak_rss_mb: float
     tail_rows: int = 0
     waiting: int = 0
+    pid: int = field(default_factory=os.getpid)  # the process that built it
 
 
 @dataclass
@@ -126,11 +128,14 @@ def build(
     cfg: BuildConfig,
     *,
     workers: int = 1,
+    client: Any = None,
     end_ms: int | None = None,
     progress: Callable[[PartitionSummary, int, int], None] | None = None,
 ) -> BuildResult:
     """Bring ``work_dir``'s build up to the end of ``source`` and write every partition's tail.
 
+    ``workers``: processes on this machine; ``client``: a ``dask.distributed.Client`` instead
+    (each partition a task on the cluster; ``work_dir`` must then be a path every worker sees).
     ``end_ms``: the data's end for the tails' completeness (default: the newest activity time of
     any partition). ``progress(summary, done, total)`` after each partition's phase 1.
     """
@@ -138,35 +143,42 @@ def build(
     root = Path(work_dir)
     rebuilt, resumed = _open(root, cfg)
     parts = source.partitions()
-    summaries = _map(_phase1, [(source.part(p), root, cfg, p) for p in parts], workers, progress, len(parts))
-    ends = [s.max_time for s in summaries if s.max_time is not None]
-    data_end = int(end_ms) if end_ms is not None else (max(ends) if ends else None)
-    if data_end is not None:
-        tails = _map(_phase2, [(root, cfg, p, data_end) for p in parts], workers, None, len(parts))
-        for s, (n_tail, n_wait) in zip(summaries, tails, strict=True):
-            s.tail_rows, s.waiting = n_tail, n_wait
+    with _runner(workers, client) as run:
+        summaries = []
+        for s in run(_phase1, [(source.part(p), root, cfg, p) for p in parts]):
+            summaries.append(s)
+            if progress is not None:
+                progress(s, len(summaries), len(parts))
+        ends = [s.max_time for s in summaries if s.max_time is not None]
+        data_end = int(end_ms) if end_ms is not None else (max(ends) if ends else None)
+        if data_end is not None:
+            tails = run(_phase2, [(root, cfg, p, data_end) for p in parts])
+            for s, (n_tail, n_wait) in zip(summaries, tails, strict=True):
+                s.tail_rows, s.waiting = n_tail, n_wait
     stats = _stats(summaries, data_end, time.perf_counter() - t0, cfg)
     result = BuildResult(root, cfg, stats, data_end, summaries, rebuilt, resumed)
     log.info("build done", extra={"build": {"records": stats.records, "seconds": round(stats.seconds, 3)}})
     return result
 
 
-def _map(fn: Callable[..., Any], args: list[tuple], workers: int, progress: Any, total: int) -> list[Any]:
-    if workers <= 1 or len(args) <= 1:
-        out = []
-        for a in args:
-            out.append(fn(*a))
-            if progress is not None:
-                progress(out[-1], len(out), total)
-        return out
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(fn, *a) for a in args]
-        out = []
-        for f in futures:
-            out.append(f.result())
-            if progress is not None:
-                progress(out[-1], len(out), total)
-        return out
+Run = Callable[[Callable[..., Any], list[tuple]], Iterator[Any]]
+
+
+@contextmanager
+def _runner(workers: int, client: Any) -> Iterator[Run]:
+    """How partition tasks run: here, in a pool of processes, or on a Dask cluster. Results come
+    back in task order."""
+    if client is not None:
+        yield lambda fn, args: (f.result() for f in [client.submit(fn, *a, pure=False) for a in args])
+    elif workers <= 1:
+        yield lambda fn, args: (fn(*a) for a in args)
+    else:
+        # forkserver: children fork from a server that imported the build once (spawn would pay
+        # the imports per process; plain fork would copy the caller's threads' locks).
+        ctx = get_context("forkserver")
+        ctx.set_forkserver_preload(["models.buildstore"])
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            yield lambda fn, args: (f.result() for f in [pool.submit(fn, *a) for a in args])
 
 
 def _phase1(source: PartitionLog, root: Path, cfg: BuildConfig, p: int) -> PartitionSummary:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import shutil
 
@@ -136,3 +137,16 @@ def test_memory_holds_pending_rows_not_the_log(tmp_path):
         pb = load_partition(tmp_path, BuildConfig(), p)
         assert pb.counts.rows_written > 20 * len(pb.pending)
         assert all(t > pb.max_time - 2 * 86_400_000 for t, _, _ in pb.pending)
+
+
+def test_a_dask_cluster_builds_the_same_rows(world, one_shot, tmp_path):
+    """Partitions as tasks on a local Dask cluster of two worker processes (the sources and
+    summaries cross process boundaries, as on a real cluster)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        res = build(RecordsLog(world), tmp_path, BuildConfig(), client=client)
+    assert {s.pid for s in res.partitions}.isdisjoint({os.getpid()})  # built on the cluster's workers
+    assert canon(res.rows()) == canon(one_shot.rows())
