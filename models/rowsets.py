@@ -5,7 +5,10 @@
 * :func:`event_set` - the event rows (scoring moments) as a ``models.dataset.TrainingSet``, thinned
   by the sampling hash to the run's sample rate (``auto_sample_rate`` of the log when not given:
   the same rows the in-memory build would sample), from ``start_ms``;
-* :func:`snapshot_frame` - the snapshot rows at chosen grid times as a ``models.snapshots.SnapshotFrame``.
+* :func:`snapshot_frame` - the snapshot rows at chosen grid times as a ``models.snapshots.SnapshotFrame``;
+* :func:`snapshot_chunks` - the same rows left on disk, a chunk loader per shard, for a fit out of
+  core (``models.fitdata``: XGBoost's external memory, or a Dask cluster) when they would not fit
+  in ``TrainOptions.memory_budget_bytes``.
 
 Both read the shards memory-mapped and copy only the rows they keep, so a run's memory is the
 rows it trains and judges on, not the build. Rows come back in a canonical order (events by
@@ -15,13 +18,17 @@ which order their labels closed, does not show.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from features.spec import FeatureSpec
-from models.buildstore import BuildResult
+from models.buildstore import BuildResult, shard_paths
 from models.dataset import DAY_MS, TrainingSet, _sample_threshold, auto_sample_rate
-from models.shards import EVENT, SNAPSHOT, Rows
+from models.shards import EVENT, SNAPSHOT, Rows, read_shard
 from models.snapshots import SnapshotFrame
+from models.train import FitSet
 
 
 def read_rate(built: BuildResult, sample_rate: float | None) -> float:
@@ -113,3 +120,79 @@ def snapshot_frame(built: BuildResult, times: list[int], last_ok: int | None) ->
         half_life_ms=built.cfg.half_life_ms,
         data_end_ms=built.data_end_ms,
     )
+
+
+# -------------------------------------------------------------------- out of core: by shard
+@dataclass(frozen=True)
+class ShardSnapshots:
+    """A chunk loader (``models.fitdata.ChunkLoader``): one shard's snapshot rows at ``times`` as a
+    ``FitSet``. Group ids are global - (index of T in ``times``) x markets + market code - so the
+    chunks of one build share them. Picklable (a Dask worker can load it)."""
+
+    path: str
+    times: tuple[int, ...]
+    markets: tuple[str, ...]
+
+    def __call__(self) -> FitSet:
+        want = np.array(self.times, dtype=np.int64)
+        rows = read_shard(Path(self.path), lambda r: _snapshots_at(r, want))
+        code = {m: i for i, m in enumerate(self.markets)}
+        market = np.fromiter((code[m] for m in rows["market"].astype(str).tolist()), dtype=np.int64, count=len(rows))
+        t = rows["time"].astype(np.int64)
+        groups = np.searchsorted(want, t).astype(np.int64) * len(self.markets) + market
+        return FitSet(
+            np.ascontiguousarray(rows["X"], dtype=np.float32),
+            rows["y"].astype(np.float32),
+            groups,
+            t,
+            np.full(len(rows), "snapshots"),
+        )
+
+
+@dataclass
+class SnapshotChunks:
+    """The training snapshots left on disk: a loader per shard holding some, and their count."""
+
+    loaders: list[ShardSnapshots]
+    rows: int
+    times: list[int]
+
+    def summary(self) -> dict[str, int | None]:
+        return {
+            "rows": self.rows,
+            "snapshots": len(self.times),
+            "first_snapshot_ms": self.times[0] if self.times else None,
+            "last_snapshot_ms": self.times[-1] if self.times else None,
+            "shards": len(self.loaders),
+        }
+
+
+def _snapshots_at(r: Rows, want: np.ndarray) -> np.ndarray:
+    return np.flatnonzero((r["kind"] == SNAPSHOT) & np.isin(r["time"], want))
+
+
+def snapshot_rows(built: BuildResult, times: list[int]) -> int:
+    """How many snapshot rows the build holds at ``times`` (reads the small columns only)."""
+    want = np.array(sorted(times), dtype=np.int64)
+    return sum(len(_snapshots_at(_small(p), want)) for p in shard_paths(built.work_dir))
+
+
+def snapshot_chunks(built: BuildResult, times: list[int]) -> SnapshotChunks:
+    """The snapshot rows at ``times`` as chunk loaders, one per shard holding any."""
+    want = np.array(sorted({int(t) for t in times}), dtype=np.int64)
+    markets: set[str] = set()
+    holding: list[tuple[Path, int]] = []
+    for p in shard_paths(built.work_dir):
+        small = _small(p)
+        idx = _snapshots_at(small, want)
+        if len(idx):
+            markets.update(np.unique(small["market"][idx]).astype(str).tolist())
+            holding.append((p, len(idx)))
+    table = tuple(sorted(markets))
+    loaders = [ShardSnapshots(str(p), tuple(want.tolist()), table) for p, _ in holding]
+    return SnapshotChunks(loaders, sum(n for _, n in holding), want.tolist())
+
+
+def _small(path: Path) -> Rows:
+    """A shard's columns that choose rows (memory-mapped; no features)."""
+    return Rows({k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in ("kind", "time", "market")})

@@ -67,9 +67,10 @@ from models.evaluate import (
     gain_importance,
     importance_shifts,
 )
+from models.fitdata import ChunkLoader, chunks_of, feature_bytes
 from models.registry import LoadedModel, ModelRegistry, code_version
 from models.report import write_report
-from models.rowsets import event_set, read_rate, snapshot_frame
+from models.rowsets import SnapshotChunks, event_set, read_rate, snapshot_chunks, snapshot_frame, snapshot_rows
 from models.sanity import check_sanity
 from models.snapshots import (
     SnapshotFrame,
@@ -169,6 +170,8 @@ def train_and_register(
     *,
     work_dir: str | Path | None = None,
     workers: int = 1,
+    client: Any = None,
+    engine: Any = "auto",
     progress: Callable[[PartitionSummary, int, int], None] | None = None,
 ) -> TrainOutcome:
     """Train on ``records`` and register the model in ``registry``; promote it if the gates pass.
@@ -177,14 +180,18 @@ def train_and_register(
     trainer's Kafka reader does), or any iterable of log records (held in memory).
     ``work_dir``: the build's checkpoint and shards (``models.buildstore``): a run reads only what
     the log holds after the last run's checkpoint; ``None`` builds in a temporary directory.
-    ``workers``: processes building partitions in parallel.
+    ``workers``: processes building partitions in parallel; ``client``: a ``dask.distributed.Client``
+    that builds them instead (``work_dir`` on storage its workers share).
+    ``engine``: where the fit runs (``models.train.fit``): ``"auto"`` (in memory, or out of core from
+    the shards when the training snapshots exceed ``options.memory_budget_bytes``), ``"memory"``,
+    ``"external_memory"``, ``"dask"`` or an engine object (``models.daskfit.DaskEngine(client)``).
     ``data_range``: what the records cover (``consumer.io.inputlog.LogRange``, or its ``to_dict()``,
     or any mapping), recorded as is; the observed offsets and event-time span are recorded too.
     Raises :class:`TrainingError` when the data cannot support a train/validation split.
     """
     with _work_dir(work_dir) as wd:
-        built = _build(records, wd, spec, label_cfg, options, workers, progress)
-        return _train(built, registry, spec, label_cfg, options, data_range)
+        built = _build(records, wd, spec, label_cfg, options, workers, client, progress)
+        return _train(built, registry, spec, label_cfg, options, data_range, engine)
 
 
 def _train(
@@ -194,6 +201,7 @@ def _train(
     label_cfg: LabelConfig,
     options: TrainOptions,
     data_range: Any,
+    engine: Any = "auto",
 ) -> TrainOutcome:
     decide = _Decisions()
     started = time.time()
@@ -204,7 +212,7 @@ def _train(
     train_frame, frame = _snapshot_frames(built, spec, label_cfg, ts.stats, split, options, decide)
     examples = _examples(train, train_frame, options, decide)
     margin = PopularityMargin(spec, label_cfg.kinds) if options.base_margin == "popularity" else None
-    fr = _fit(examples, label_cfg, options, margin, decide)
+    fr = _fit(examples, label_cfg, options, margin, engine, decide)
     # evaluate: the candidate, the promoted model on the same validation rows, the importance shifts
     model_record = {"base_margin": fr.base_margin} if fr.base_margin is not None else {}
     candidate = LoadedModel("candidate", spec, fr.booster, {"model": model_record})
@@ -301,12 +309,13 @@ def _build(
     label_cfg: LabelConfig,
     options: TrainOptions,
     workers: int,
+    client: Any,
     progress: Callable[[PartitionSummary, int, int], None] | None,
 ) -> BuildResult:
     source = records if hasattr(records, "partitions") else RecordsLog(records)
     rate = 1.0 if options.sample_rate is None else float(options.sample_rate)
     cfg = BuildConfig(spec=spec, label_cfg=label_cfg, sample_rate=rate, seed=options.seed)
-    return build(source, work_dir, cfg, workers=workers, progress=progress)
+    return build(source, work_dir, cfg, workers=workers, client=client, progress=progress)
 
 
 def _event_set(built: BuildResult, options: TrainOptions, decide: _Decisions) -> TrainingSet:
@@ -357,8 +366,9 @@ def _snapshot_frames(
     split: Split,
     options: TrainOptions,
     decide: _Decisions,
-) -> tuple[SnapshotFrame | None, SnapshotFrame]:
-    """The training snapshots (``None`` unless ``options.examples`` uses them) and the validation
+) -> tuple[SnapshotFrame | SnapshotChunks | None, SnapshotFrame]:
+    """The training snapshots (``None`` unless ``options.examples`` uses them; left on disk as
+    :class:`~models.rowsets.SnapshotChunks` when they exceed the memory budget) and the validation
     snapshots, from the build's grid rows.
 
     Validation: daily from the first validation day to the last one whose horizon is complete
@@ -377,40 +387,72 @@ def _snapshot_frames(
         if options.window_days is not None and end is not None:
             first = max(first, end - options.window_days * DAY_MS)
         train_times = training_snapshot_times(first, split.train_end_ms, stats.active_businesses, options.snapshot_rows)
-    both = snapshot_frame(built, train_times + val_times, last_ok)
+    chunked = options.examples != "events" and _out_of_core(built, train_times, spec, options)
+    both = snapshot_frame(built, val_times if chunked else train_times + val_times, last_ok)
     frame = both.between(split.val_start_ms, None)
     decide("snapshot_frame", **frame.summary())
     if options.examples == "events":
         return None, frame
-    train_frame = both.between(None, split.train_end_ms)
-    decide("training_snapshots", **train_frame.summary())
-    return train_frame, frame
+    train_part: SnapshotFrame | SnapshotChunks
+    if chunked:
+        train_part = snapshot_chunks(built, [t for t in train_times if last_ok is not None and t <= last_ok])
+    else:
+        train_part = both.between(None, split.train_end_ms)
+    decide("training_snapshots", **train_part.summary(), out_of_core=chunked)
+    return train_part, frame
+
+
+def _out_of_core(built: BuildResult, times: list[int], spec: FeatureSpec, options: TrainOptions) -> bool:
+    """Whether the training snapshots stay on disk: their features exceed the memory budget."""
+    budget = options.memory_budget_bytes
+    return budget is not None and feature_bytes(snapshot_rows(built, times), len(spec.names)) > budget
 
 
 def _examples(
-    train: TrainingSet, train_frame: SnapshotFrame | None, options: TrainOptions, decide: _Decisions
-) -> FitSet:
-    """The fit's rows: event examples, snapshot examples or both (``options.examples``)."""
+    train: TrainingSet, train_part: SnapshotFrame | SnapshotChunks | None, options: TrainOptions, decide: _Decisions
+) -> FitSet | list[ChunkLoader]:
+    """The fit's rows: event examples, snapshot examples or both (``options.examples``); chunk
+    loaders when the training snapshots stay on disk."""
+    if isinstance(train_part, SnapshotChunks):
+        return _chunked_examples(train, train_part, options, decide)
     parts = []
     if options.examples in ("events", "both"):
         parts.append(event_examples(train, options.frame))
-    if options.examples in ("snapshots", "both") and train_frame is not None:
-        parts.append(snapshot_examples(train_frame))
+    if options.examples in ("snapshots", "both") and train_part is not None:
+        parts.append(snapshot_examples(train_part))
     examples = concat(*parts) if parts else event_examples(train, options.frame)
     decide("training_examples", how=options.examples, **examples.summary())
     return examples
 
 
+def _chunked_examples(
+    train: TrainingSet, chunks: SnapshotChunks, options: TrainOptions, decide: _Decisions
+) -> list[ChunkLoader]:
+    loaders: list[ChunkLoader] = list(chunks.loaders)
+    rows = chunks.rows
+    if options.examples == "both":
+        ev = event_examples(train, options.frame)
+        # event groups after every snapshot group id (ShardSnapshots: times x markets)
+        offset = len(chunks.times) * max(1, len(chunks.loaders[0].markets) if chunks.loaders else 1)
+        ev = FitSet(ev.X, ev.y, ev.groups + offset, ev.time, ev.source)
+        loaders += chunks_of(ev, max(1, len(ev)))
+        rows += len(ev)
+    decide("training_examples", how=options.examples, rows=rows, chunks=len(loaders), out_of_core=True)
+    return loaders
+
+
 def _fit(
-    examples: FitSet,
+    examples: FitSet | list[ChunkLoader],
     label_cfg: LabelConfig,
     options: TrainOptions,
     margin: PopularityMargin | None,
+    engine: Any,
     decide: _Decisions,
 ) -> FitResult:
-    fr = fit(examples, options, label_cfg.horizon_ms, margin)
+    fr = fit(examples, options, label_cfg.horizon_ms, margin, engine=engine)
     decide(
         "fitted",
+        engine=fr.engine,
         rounds=fr.rounds,
         rounds_run=fr.rounds_run,
         inner_split=fr.inner,

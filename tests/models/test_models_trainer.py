@@ -38,9 +38,9 @@ def runs(world, tmp_path_factory):
 
     real_fit = trainer_mod.fit
 
-    def fit_on_shuffled_labels(examples, options, horizon_ms, margin=None):
+    def fit_on_shuffled_labels(examples, options, horizon_ms, margin=None, **kw):
         examples.y = np.random.default_rng(0).permutation(examples.y)
-        return real_fit(examples, options, horizon_ms, margin)
+        return real_fit(examples, options, horizon_ms, margin, **kw)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(trainer_mod, "fit", fit_on_shuffled_labels)

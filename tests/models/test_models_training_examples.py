@@ -31,7 +31,7 @@ def frames(world, tmp_path_factory):
     """The trainer's split and its two snapshot frames (training, validation)."""
     opts = TrainOptions(validation_days=5, examples="both")
     decide = trainer_mod._Decisions()
-    built = trainer_mod._build(world, tmp_path_factory.mktemp("build"), DEFAULT_SPEC, LABEL, opts, 1, None)
+    built = trainer_mod._build(world, tmp_path_factory.mktemp("build"), DEFAULT_SPEC, LABEL, opts, 1, None, None)
     ts = trainer_mod._event_set(built, opts, decide)
     split = time_split(ts.as_of, H, opts.validation_days)
     train_frame, val_frame = trainer_mod._snapshot_frames(built, DEFAULT_SPEC, LABEL, ts.stats, split, opts, decide)
@@ -93,9 +93,9 @@ def test_the_fit_never_sees_validation_rows(world, tmp_path, monkeypatch, exampl
     seen = {}
     real_fit = trainer_mod.fit
 
-    def spy(ex, options, horizon_ms, margin=None):
+    def spy(ex, options, horizon_ms, margin=None, **kw):
         seen["examples"] = ex
-        return real_fit(ex, options, horizon_ms, margin)
+        return real_fit(ex, options, horizon_ms, margin, **kw)
 
     monkeypatch.setattr(trainer_mod, "fit", spy)
     monkeypatch.setattr(trainer_mod, "check_sanity", lambda *a, **k: [])
