@@ -46,8 +46,9 @@ class SnapshotCollector(Collector):
         capture = GaugeMetricFamily(
             P + "topk_capture",
             "Share of the window's conversions (of businesses the arm had scored) that went to the market's top-k "
-            "at the moment of the conversion; ranking=served: the arm's latest scores, ranking=popularity: "
-            "conversions so far",
+            "at the moment of the conversion; ranking=served: the arm's latest scores (arm=holdout: the promoted "
+            "model's scores of businesses never served, free of feedback: what StreamrankCaptureBelowPopularity "
+            "judges), ranking=popularity: conversions so far",
             labels=[*amw, "ranking"],
         )
         conversions = GaugeMetricFamily(

@@ -118,6 +118,34 @@ def test_every_alert_links_a_runbook_section_that_says_what_how_and_what_to_do()
             assert part in body, f"RUNBOOK.md#{anchor} lacks {part}"
 
 
+def _monitor_metrics() -> MonitorMetrics:
+    """The monitor's registry after two arms ("a" and the hold-out) scored two businesses each and
+    each business converted once."""
+    mon = MonitorMetrics()
+    core = MonitorCore(
+        MonitorSettings(windows=(("24h", 86_400_000), ("7d", 604_800_000)), conversion_kinds=frozenset({"CALL"}))
+    )
+    for arm, score in (("a", 1.0), ("holdout", 1.0)):
+        core.add_prediction(
+            {"business_id": arm, "score": score, "event_time": 0, "group_key": "m", "arm": arm, "model_version": "v"}
+        )
+        core.add_prediction(
+            {
+                "business_id": arm + "2",
+                "score": 0.0,
+                "event_time": 0,
+                "group_key": "m",
+                "arm": arm,
+                "model_version": "v",
+            }
+        )
+    for i, b in enumerate(("a", "a2", "holdout", "holdout2")):
+        core.add_activity(b, "CALL", f"e{i}", 1000 + i)
+    core.release()
+    mon.snapshot.set(core.snapshot())
+    return mon
+
+
 def _exported_names() -> set[str]:
     """Every sample name the worker, the trainer and the monitor expose once they have done some work."""
     m = WorkerMetrics("w", topics=["business-events", "activity-events"])
@@ -151,28 +179,7 @@ def _exported_names() -> set[str]:
             "gates": [{"name": "sanity", "passed": True}],
         }
     )
-    mon = MonitorMetrics()
-    core = MonitorCore(
-        MonitorSettings(windows=(("24h", 86_400_000), ("7d", 604_800_000)), conversion_kinds=frozenset({"CALL"}))
-    )
-    for arm, score in (("a", 1.0), ("holdout", 1.0)):
-        core.add_prediction(
-            {"business_id": arm, "score": score, "event_time": 0, "group_key": "m", "arm": arm, "model_version": "v"}
-        )
-        core.add_prediction(
-            {
-                "business_id": arm + "2",
-                "score": 0.0,
-                "event_time": 0,
-                "group_key": "m",
-                "arm": arm,
-                "model_version": "v",
-            }
-        )
-    for i, b in enumerate(("a", "a2", "holdout", "holdout2")):
-        core.add_activity(b, "CALL", f"e{i}", 1000 + i)
-    core.release()
-    mon.snapshot.set(core.snapshot())
+    mon = _monitor_metrics()
     text = (generate_latest(m.registry) + generate_latest(t.registry) + generate_latest(mon.registry)).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
@@ -223,3 +230,19 @@ def test_grafana_dashboard_reads_only_exported_metrics():
     read = {n for e in exprs for n in re.findall(r"(?<![\w:])(streamrank_[a-z_]+)", e)}
     assert any(n.startswith("streamrank_monitor_") for n in read)
     assert read <= _exported_names(), read - _exported_names()
+
+
+def test_monitor_exports_the_holdout_capture_the_capture_alert_reads():
+    """The capture alert judges the promoted model on the hold-out: the monitor must export the
+    hold-out's capture by both rankings and its conversions (market all and per market)."""
+    text = generate_latest(_monitor_metrics().registry).decode()
+    samples = {line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    for market in ("all", "m"):
+        for ranking in ("served", "popularity"):
+            want = (
+                f'streamrank_monitor_topk_capture{{arm="holdout",market="{market}",ranking="{ranking}",window="24h"}}'
+            )
+            assert want in samples, want
+        assert f'streamrank_monitor_conversions{{arm="holdout",market="{market}",window="24h"}}' in samples
+    rule = next(a for a in _alerts() if a["alert"] == "StreamrankCaptureBelowPopularity")
+    assert 'arm="holdout"' in rule["expr"] and 'ranking="served"' in rule["expr"]

@@ -61,14 +61,18 @@ def _http(url: str) -> tuple[int, bytes]:
 
 
 class Prometheus:
-    def __init__(self, binary: str, tmp, target: str):
+    """A real Prometheus (1 s scrapes and rule evaluations) on ``tmp``: ``rules`` is the rule file's
+    text (the real ``alerts.yml`` by default), ``jobs`` maps scrape job names to targets."""
+
+    def __init__(self, binary: str, tmp, target: str | None = None, *, rules: str | None = None, jobs=None):
         self.port = free_port()
-        (tmp / "alerts.yml").write_text((OPS / "alerts.yml").read_text())
+        jobs = dict(jobs or {"streamrank-worker": target})
+        (tmp / "alerts.yml").write_text(rules if rules is not None else (OPS / "alerts.yml").read_text())
         (tmp / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s}\n"
             "rule_files: [alerts.yml]\n"
             "scrape_configs:\n"
-            f"  - job_name: streamrank-worker\n    static_configs: [{{targets: ['{target}']}}]\n"
+            + "".join(f"  - job_name: {job}\n    static_configs: [{{targets: ['{t}']}}]\n" for job, t in jobs.items())
         )
         self.log = open(tmp / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
