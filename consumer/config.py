@@ -177,6 +177,19 @@ class Config:
     train_workers: int = _env_field(
         "STREAMRANK_TRAIN_WORKERS", 1, "Processes building the trainer's partitions in parallel", kind=int
     )
+    train_memory_mb: int = _env_field(
+        "STREAMRANK_TRAIN_MEMORY_MB",
+        0,
+        "Training snapshots whose features exceed this many MB stay on disk and are fitted out of core "
+        "(XGBoost external memory); 0: always in memory",
+        kind=int,
+    )
+    dask_scheduler: str = _env_field(
+        "STREAMRANK_DASK_SCHEDULER",
+        "",
+        "Build and fit on a Dask cluster: its scheduler address (tcp://host:8786), or local[:N] for a local "
+        "cluster of N processes; empty: this machine (pip install 'streamrank[distributed]')",
+    )
     train_window_days: int = _env_field(
         "STREAMRANK_TRAIN_WINDOW_DAYS",
         0,
@@ -308,8 +321,11 @@ class Config:
             raise ConfigError(f"STREAMRANK_BASELINE={self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.horizon_ms <= 0:
             raise ConfigError("STREAMRANK_HORIZON_MS must be > 0")
-        if self.train_workers < 1 or self.train_window_days < 0:
-            raise ConfigError("STREAMRANK_TRAIN_WORKERS must be >= 1 and STREAMRANK_TRAIN_WINDOW_DAYS >= 0")
+        local = self.dask_scheduler.partition(":")
+        if local[0] == "local" and local[2] and not local[2].isdigit():
+            raise ConfigError(f"STREAMRANK_DASK_SCHEDULER={self.dask_scheduler!r}: local:N needs a number of workers")
+        if self.train_workers < 1 or min(self.train_window_days, self.train_memory_mb) < 0:
+            raise ConfigError("STREAMRANK_TRAIN_WORKERS must be >= 1, STREAMRANK_TRAIN_WINDOW_DAYS and _MEMORY_MB >= 0")
         if min(self.monitor_buckets, self.monitor_top_k, self.monitor_top_markets) < 1 or self.monitor_settle_ms < 0:
             raise ConfigError(
                 "STREAMRANK_MONITOR_BUCKETS, _TOP_K and _TOP_MARKETS must be >= 1, STREAMRANK_MONITOR_SETTLE_MS >= 0"

@@ -64,6 +64,20 @@ def register(sub: Any) -> None:
         help="processes building partitions in parallel (default: $STREAMRANK_TRAIN_WORKERS)",
     )
     p.add_argument(
+        "--memory-budget",
+        type=int,
+        metavar="MB",
+        default=None,
+        help="fit the training snapshots out of core when their features exceed MB (default: "
+        "$STREAMRANK_TRAIN_MEMORY_MB, 0 = always in memory)",
+    )
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="build and fit on a Dask cluster: tcp://scheduler:8786, or local[:N] (default: $STREAMRANK_DASK_SCHEDULER)",
+    )
+    p.add_argument(
         "--work-dir",
         metavar="DIR",
         help="the build's checkpoint and example shards; a run reads only the log after the last run's "
@@ -99,6 +113,8 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
         train_dir=args.work_dir,
         train_workers=args.workers,
         train_window_days=args.window_days,
+        train_memory_mb=args.memory_budget,
+        dask_scheduler=args.dask,
     )
     if args.every is None:
         return train_and_print(args, cfg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,10 @@ def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], 
     options = request.options
     if cfg.train_window_days and options.window_days is None:
         options = options.with_(window_days=cfg.train_window_days)
+    if cfg.train_memory_mb and options.memory_budget_bytes is None:
+        options = options.with_(memory_budget_bytes=cfg.train_memory_mb * 2**20)
     # The run's facts go to the log and the metrics textfile, failures included.
-    with TrainingRun(cfg, rng, serve=request.serve_metrics) as run:
+    with TrainingRun(cfg, rng, serve=request.serve_metrics) as run, dask_client(cfg.dask_scheduler) as client:
         outcome = run.done(
             train_and_register(
                 records,
@@ -84,11 +87,48 @@ def train_once(cfg: Config, request: TrainRequest, *, progress: Callable[[str], 
                 options=options,
                 work_dir=work_dir,
                 workers=request.workers or cfg.train_workers,
+                client=client,
+                engine=_engine(client),
                 progress=_partition_progress(progress),
             )
         )
     report = registry.version_dir(outcome.version) / "report.md"
     return TrainResult(outcome, time.perf_counter() - t0, str(report))
+
+
+@contextmanager
+def dask_client(address: str) -> Iterator[Any]:
+    """A client of ``STREAMRANK_DASK_SCHEDULER`` for one run (None when it is empty): a scheduler
+    address, or ``local[:N]`` for a local cluster of N worker processes (default 2)."""
+    if not address:
+        yield None
+        return
+    try:
+        from models.daskfit import connect
+    except ImportError as exc:
+        raise ConfigError(
+            f"STREAMRANK_DASK_SCHEDULER={address!r} needs dask: pip install 'streamrank[distributed]' ({exc})"
+        ) from exc
+    if address == "local" or address.startswith("local:"):
+        n = int(address.partition(":")[2] or 2)
+        client = connect(n_workers=n, threads_per_worker=1, processes=True)
+    else:
+        client = connect(address)
+    try:
+        yield client
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _engine(client: Any) -> Any:
+    if client is None:
+        return "auto"
+    from models.daskfit import DaskEngine
+
+    return DaskEngine(client)
 
 
 def _partition_progress(progress: Callable[[str], None] | None) -> Callable[[Any, int, int], None] | None:
