@@ -45,6 +45,7 @@ from models.streambuild import BuildConfig, PartitionBuild, PartitionCounts
 
 log = logging.getLogger("streamrank.models.build")
 
+PROGRESS_S = 30.0  # a long partition's progress line, this often
 SHARD_ROWS = 16_384  # rows per shard: ~5 MB of features at 80 features, the most a build holds before writing
 
 
@@ -196,11 +197,26 @@ def _phase1(source: PartitionLog, root: Path, cfg: BuildConfig, p: int) -> Parti
 
 
 def _flushing(activity: Iterable[Any], out: RowBuffer, pb: PartitionBuild, root: Path) -> Iterable[Any]:
-    """The activity stream, writing a shard whenever ``SHARD_ROWS`` labelled rows are waiting."""
+    """The activity stream, writing a shard whenever ``SHARD_ROWS`` labelled rows are waiting, and
+    saying how far a long partition has got every ``PROGRESS_S`` seconds."""
+    t0 = last = time.perf_counter()
+    n = 0
     for r in activity:
         yield r
+        n += 1
         if len(out) >= SHARD_ROWS:
             _write(root, pb, out)
+        if n % 4096 == 0 and time.perf_counter() - last >= PROGRESS_S:
+            last = time.perf_counter()
+            log.info(
+                "partition %d: %d activity records this run (%.0f/s), %d rows written, event time %s, peak RSS %.0f MB",
+                pb.partition,
+                n,
+                n / (last - t0),
+                pb.counts.rows_written,
+                pb.max_time,
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            )
 
 
 def _write(root: Path, pb: PartitionBuild, out: RowBuffer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -106,6 +107,8 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     from consumer.trainer.loop import run_every
 
     logsetup.setup("WARNING", cfg.log_format)
+    # A long partition's progress (records/s, rows written, memory) every 30 s of its build.
+    logging.getLogger("streamrank.models.build").setLevel(logging.INFO)
     # The label flags override the environment's STREAMRANK_CONVERSION_KINDS / STREAMRANK_HORIZON_MS.
     cfg = cfg.with_overrides(
         conversion_kinds=args.conversion_kinds,
