@@ -43,6 +43,7 @@ import heapq
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,14 @@ class BuildConfig:
         _sample_threshold(self.sample_rate)
         if self.every_ms <= 0 or self.half_life_ms <= 0:
             raise ValueError("every_ms and half_life_ms must be > 0")
+
+    @cached_property
+    def constants(self) -> tuple[int, int, float, tuple[int, ...]]:
+        """What the per-event steps read: (sampling threshold, seed CRC, decay rate, conversion
+        kinds' channel indices), computed once."""
+        conv_idx = tuple(self.spec.layout.kind_index[k] for k in self.label_cfg.kinds)
+        rate = float(np.log(2.0)) / float(self.half_life_ms)
+        return _sample_threshold(self.sample_rate), _seed_crc(self.seed), rate, conv_idx
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -202,7 +211,7 @@ class PartitionBuild:
         if outcome is SCORED:
             self.scored.add(bid)
             if is_conv:
-                _add_decayed(self.decayed, bid, et, _decay_rate(self.cfg))
+                _add_decayed(self.decayed, bid, et, self.cfg.constants[2])
             self._moment(ev, st)
         if self.max_time is None or et > self.max_time:
             self.max_time = et
@@ -211,8 +220,9 @@ class PartitionBuild:
     # --------------------------------------------------------------------------- rows
     def _moment(self, ev: ActivityEvent, st: BusinessState) -> None:
         self.counts.scoring_moments += 1
-        u = (zlib.crc32(ev.event_id.encode(), _seed_crc(self.cfg.seed)) * _GOLD) & 0xFFFFFFFF
-        if self.cfg.sample_rate < 1.0 and u >= _sample_threshold(self.cfg.sample_rate):
+        threshold, seed_crc, _, _ = self.cfg.constants
+        u = (zlib.crc32(ev.event_id.encode(), seed_crc) * _GOLD) & 0xFFFFFFFF
+        if u >= threshold:
             return
         self.counts.sampled += 1
         as_of = st.max_event_ms
@@ -244,9 +254,9 @@ class PartitionBuild:
         as_of = st.max_event_ms
         extract_into(st, as_of, x, spec)
         bid = st.business_id
-        conv_idx = [spec.layout.kind_index[k] for k in self.cfg.label_cfg.kinds]
+        _, _, rate, conv_idx = self.cfg.constants
         d = self.decayed.get(bid)
-        recent = d[0] * float(np.exp(-_decay_rate(self.cfg) * (t - d[1]))) if d else 0.0
+        recent = d[0] * float(np.exp(-rate * (t - d[1]))) if d and kind == SNAPSHOT else 0.0
         values = {
             "kind": kind,
             "time": t,
@@ -254,7 +264,7 @@ class PartitionBuild:
             "business": bid,
             "market": group_key(st),
             "popularity": float(sum(st.totals[i] for i in conv_idx)),
-            "recent": recent if kind == SNAPSHOT else 0.0,
+            "recent": recent,
             "partition": self.partition,
             "offset": offset,
             "u": u,
@@ -347,7 +357,3 @@ class PartitionBuild:
         """Rows still waiting for a label after :meth:`finish` at ``data_end``."""
         last_ok = data_end - self._wait_ms()
         return sum(1 for t, _, _ in self.pending if t > last_ok)
-
-
-def _decay_rate(cfg: BuildConfig) -> float:
-    return float(np.log(2.0)) / float(cfg.half_life_ms)
