@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test check lint format demo bench clean
+.PHONY: install test check lint format demo bench bench-trainer clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,6 +55,12 @@ demo: install
 
 bench: install
 	$(BIN)/python -m consumer.tools.bench
+
+# The trainer at scale: build memory over 1x/4x/16x history, incremental reads, 1 vs 2 processes,
+# Dask vs one process (models.benchscale); fit time and memory in vs out of core (models.benchfit).
+bench-trainer: install
+	$(BIN)/python -m models.benchscale
+	$(BIN)/python -m models.benchfit
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
