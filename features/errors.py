@@ -19,6 +19,7 @@ The whole tree (module: class; an indented class subclasses the one above it)::
             RegistryError                             the registry directory is unusable
             TrainingError                             training cannot produce a model
                 SplitGroupError                       ... a ranking group would be cut across batches or workers
+                CheckpointMismatch                    ... the build's checkpoint is ahead of the log it reads
         ConsumerError                consumer.errors  root of the Kafka side's errors
             ConfigError                               a setting is missing, malformed or inconsistent
             BrokerUnavailable                         no broker answered at the bootstrap address

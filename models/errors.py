@@ -27,3 +27,9 @@ class TrainingError(ModelError):
 class SplitGroupError(TrainingError):
     """A ranking group (qid) would be cut across external-memory batches or Dask partitions:
     XGBoost would silently count each piece as a query of its own, so the fit refuses."""
+
+
+class CheckpointMismatch(TrainingError):
+    """The build's checkpoint does not match the log it reads: a partition restarted below the
+    offset the checkpoint had reached (the topic was recreated or truncated). Delete the
+    trainer's working directory to rebuild from the log as it is."""

@@ -55,6 +55,7 @@ from features.scoring import SCORED, apply
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from features.state import BusinessState, is_scorable
 from models.dataset import _GOLD, DAY_MS, LabelConfig, Tombstone, _sample_threshold, _seed_crc, record_key
+from models.errors import CheckpointMismatch
 from models.shards import EVENT, SNAPSHOT, RowBuffer, Rows
 from models.snapshots import DEFAULT_HALF_LIFE_MS, _add_decayed
 
@@ -178,6 +179,13 @@ class PartitionBuild:
         return (self.prev_business_time if t is None else t), r.offset, Tombstone(bid)
 
     def _observe(self, rank: int, offset: int) -> None:
+        if offset < self.offsets[rank]:
+            # A reader seeks to the checkpoint's offset; an earlier one means the log restarted
+            # (recreated or truncated topic): folding it into this state would count it twice.
+            raise CheckpointMismatch(
+                f"{('business', 'activity')[rank]}[{self.partition}]@{offset}: the build's checkpoint had read up to "
+                f"offset {self.offsets[rank]}; was the topic recreated? delete the trainer's working directory to rebuild"
+            )
         self.counts.records += 1
         if self.first_offsets[rank] is None:
             self.first_offsets[rank] = offset
