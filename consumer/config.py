@@ -111,6 +111,22 @@ class Config:
     metrics_port: int = _env_field(
         "STREAMRANK_METRICS_PORT", 0, "Port for /metrics, /healthz, /readyz (0: off)", kind=int
     )
+    drift_window_s: float = _env_field(
+        "STREAMRANK_DRIFT_WINDOW_S",
+        900.0,
+        "Seconds a drift window (streamrank_feature_psi, streamrank_score_psi) stays open once it holds "
+        "STREAMRANK_DRIFT_MIN_ROWS scored rows; it closes at 200000 rows anyway",
+        kind=float,
+    )
+    drift_min_rows: int = _env_field(
+        "STREAMRANK_DRIFT_MIN_ROWS", 500, "Fewest scored rows a drift window closes with (fewer: PSI noise)", kind=int
+    )
+    drift_exclude: str = _env_field(
+        "STREAMRANK_DRIFT_EXCLUDE",
+        "age_days,hours_since_first_*,count_*_all,review_count",
+        "Features never watched for drift (comma-separated shell patterns): clock features, which grow with the "
+        "time the state has been folding, so their PSI measures the model's age rather than an upstream change",
+    )
     log_format: str = _env_field(
         "STREAMRANK_LOG_FORMAT", "auto", "Log lines: json, text, or auto (text on a terminal, JSON otherwise)"
     )
@@ -309,6 +325,8 @@ class Config:
             raise ConfigError("KAFKA_SASL_MECHANISM is required with a SASL security protocol")
         if self.fetch_max_wait_ms < 0:
             raise ConfigError("STREAMRANK_FETCH_MAX_WAIT_MS must be >= 0")
+        if self.drift_window_s < 0 or not 1 <= self.drift_min_rows <= 200_000:
+            raise ConfigError("STREAMRANK_DRIFT_WINDOW_S must be >= 0, STREAMRANK_DRIFT_MIN_ROWS in 1..200000")
         if self.checkpoint_interval_ms < 0:
             raise ConfigError("STREAMRANK_CHECKPOINT_INTERVAL_MS must be >= 0")
         if self.transport not in TRANSPORTS:
@@ -363,6 +381,12 @@ def train_dir(cfg: Config) -> str:
     """Where the trainer keeps its build (``STREAMRANK_TRAIN_DIR``, default inside the registry,
     which lists only version directories)."""
     return cfg.train_dir or os.path.join(cfg.registry_dir, ".train-build")
+
+
+def drift_settings(cfg: Config) -> dict[str, Any]:
+    """The worker's drift watch settings (consumer.runtime.drift.DriftWatch)."""
+    exclude = tuple(p.strip() for p in cfg.drift_exclude.split(",") if p.strip())
+    return {"window_s": cfg.drift_window_s, "min_rows": cfg.drift_min_rows, "exclude": exclude}
 
 
 def label_config(cfg: Config) -> Any:

@@ -38,7 +38,7 @@ import re
 import threading
 import time
 from collections import Counter as _Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -177,6 +177,7 @@ class WorkerMetrics:
         stall_s: float = DEFAULT_STALL_S,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        drift: Mapping[str, Any] | None = None,
     ):
         r = self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.worker_id = worker_id
@@ -285,7 +286,9 @@ class WorkerMetrics:
             p + "last_commit_timestamp_seconds", "Wall time of the last committed batch", registry=r
         )
         Gauge(p + "worker_info", "This worker (value 1)", ["worker_id"], registry=r).labels(worker_id).set(1)
-        self.drift = DriftWatch(r)  # feature and score PSI against the serving model's training data
+        # Feature and score PSI against the serving model's training data; ``drift``: DriftWatch's
+        # settings (window_s, min_rows, exclude), its defaults when None.
+        self.drift = DriftWatch(r, **(drift or {}))
         CallbackCollector(
             r,
             self._scrape_time_families,

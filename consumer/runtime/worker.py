@@ -44,7 +44,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from consumer.config import Config, label_config
+from consumer.config import Config, drift_settings, label_config
 from consumer.errors import StaleState, TransportError, UnprocessableBatch
 from consumer.io.transport import check_transport, input_consumer, subscribe
 from consumer.pipeline.arms import ArmModels
@@ -114,9 +114,9 @@ class Worker:
         self.on_batch = on_batch
         self.stats = WorkerStats()
         self.store: dict[int, PartitionState] = {}
-        self.metrics = WorkerMetrics(
-            self.worker_id, topics=cfg.input_topics
-        )  # own registry: several workers can share a process
+        self.metrics = WorkerMetrics(  # own registry: several workers can share a process
+            self.worker_id, topics=cfg.input_topics, drift=drift_settings(cfg)
+        )
         # Served while nothing is promoted (STREAMRANK_BASELINE=popularity): the popularity ranker
         # on this worker's feature set; none: the worker waits for a promoted model.
         fallback = PopularityScorer(spec, label_config(cfg).kinds) if cfg.baseline == POPULARITY else None
