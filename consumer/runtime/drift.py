@@ -115,9 +115,7 @@ class DriftWatch:
             self._counts[k] += h.counts(X[:, j])
         self._score_counts += self._score.counts(scores)
         self._rows += len(X)
-        if self._rows >= MAX_ROWS or (
-            self._rows >= self.min_rows and self._clock() - self._opened >= self.window_s
-        ):
+        if self._rows >= MAX_ROWS or (self._rows >= self.min_rows and self._clock() - self._opened >= self.window_s):
             self._close()
 
     def _close(self) -> None:
