@@ -8,7 +8,9 @@
 * **Restart: rebuilt from the topics.** On start every partition is read from its beginning, so
   the windows, the latest scores and the popularity counts are exactly those of a monitor that
   never stopped (up to what the topics still hold). It is ready (``/readyz``) once it has caught
-  up with every partition once.
+  up with every partition once, and exports its business figures only from then on: a rebuild's
+  partial figures (a window half read) never reach Prometheus, where a short ``for:`` could fire
+  on them. Its progress (``streamrank_monitor_pending`` and the like) is exported throughout.
 * **Reader isolation.** ``read_committed``: with exactly-once workers, aborted predictions never
   count.
 * **Release.** Each partition's newest event time is its watermark; records are released to the
@@ -157,7 +159,8 @@ class Monitor:
         t = time.perf_counter()
         snap = self.core.snapshot()
         self.snapshot = snap
-        self.metrics.snapshot.set(snap)
+        if self.ready:  # a rebuild's partial figures are not exported
+            self.metrics.snapshot.set(snap)
         self.metrics.pending.set(self.core.pending)
         self.metrics.late.set(self.core.counts["late"])
         self.metrics.refresh_seconds.set(time.perf_counter() - t)

@@ -171,3 +171,21 @@ def test_capture_of_a_quality_ranking_beats_a_shuffled_one():
     good, bad = got
     assert good.capture > bad.capture + 0.1
     assert not math.isnan(good.popularity_capture)
+
+
+def test_the_monitor_exports_business_figures_only_once_ready(tmp_path):
+    from consumer.monitor.loop import Monitor
+
+    mon = Monitor(Config(schema_registry=str(tmp_path / "schemas.json")), MonitorSettings(conversion_kinds=KINDS))
+    feed(mon.core, *experiment(seed=1))
+    reg = mon.metrics.registry
+
+    def conversions():
+        return [s for m in reg.collect() for s in m.samples if s.name == "streamrank_monitor_conversions"]
+
+    mon.refresh()  # still rebuilding from the topics: partial figures
+    assert mon.snapshot is not None and mon.snapshot.figures
+    assert conversions() == [] and reg.get_sample_value("streamrank_monitor_pending_records") == 0
+    mon.ready = True
+    mon.refresh()
+    assert conversions()
