@@ -83,7 +83,7 @@ def fold_kernel(S, D, G, rows, kinds, times, slots, keys, ratings, outcomes, out
     return n_out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fold_one(S, D, G, r, k, t, j, key, rating):
     """``state._fold_activity`` + the outcome of ``scoring.apply`` for one event of row ``r``."""
     ints, geo = S[0], G[0]
@@ -113,7 +113,7 @@ def fold_one(S, D, G, r, k, t, j, key, rating):
     return NOT_SCORABLE
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _count(S, G, r, k, t, j, bf, rating):
     """The accepted part of ``_fold_activity``: visitor slot, both rings, lifetime aggregates."""
     ints, geo = S[0], G[0]
@@ -147,7 +147,7 @@ def _count(S, G, r, k, t, j, bf, rating):
         ints[r, C_RN] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fold_ring(ring, tot, sums, windows, R, K, U, h, b, k, moved, old):
     """``state._fold_ring``."""
     if R == 0 or b <= h - R:
@@ -168,7 +168,7 @@ def _fold_ring(ring, tot, sums, windows, R, K, U, h, b, k, moved, old):
                 sums[off + U] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _remember(ints, D, r, bf, key):
     """The dedup step: False if ``(bucket, key)`` is held for row ``r``, else hold it.
 
@@ -322,6 +322,18 @@ def compact(ints, D, index, erow, ebf, ekey, enext):
 
 
 @njit(cache=True)
+def count_live(ints, D):
+    """Dedup entries still live (row not forgotten, bucket at or after the row's floor)."""
+    erow, ebf, meta = D[1], D[2], D[5]
+    n = 0
+    for e in range(meta[0]):
+        r = erow[e]
+        if r >= 0 and ebf[e] >= ints[r, C_FLOOR]:
+            n += 1
+    return n
+
+
+@njit(cache=True)
 def row_entries(ints, D, r):
     """The live dedup entries of row ``r``: (buckets, keys)."""
     _index, erow, ebf, ekey, enext, _meta = D
@@ -372,7 +384,7 @@ def extract_kernel(S, G, rows, as_of, out):
         extract_row(S, G, rows[i], as_of[i], out[i], W, vals)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def extract_row(S, G, r, as_of, v, W, vals):
     """``extract._values`` for row ``r`` into the float32 row ``v`` (float64 values, rounded on store
     as numpy rounds ``extract_into``'s list). ``W``, ``vals``: scratch."""
@@ -405,7 +417,7 @@ def extract_row(S, G, r, as_of, v, W, vals):
     _tail(S, G, r, t, v, p)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _times(ms, t, v, p):
     for k in range(ms.shape[0]):
         x = ms[k]
@@ -414,7 +426,7 @@ def _times(ms, t, v, p):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _tail(S, G, r, t, v, p):
     """The lifetime and profile features after the decayed counts."""
     ints, geo = S[0], G[0]
@@ -437,7 +449,7 @@ def _tail(S, G, r, t, v, p):
         v[p + 7] = np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _window_sums(S, G, r, t, W):
     """The window sums as of ``t``, fine then coarse (``fs + cs`` in ``_values``)."""
     ints, geo = S[0], G[0]
@@ -468,7 +480,7 @@ def _shifted(ring, tot, out, windows, R, K, h, c):
         _subtract_rows(ring, tot, out, R, K, off, h - n + 1, c - n + 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _decayed(S, G, r, t, v, p, vals):
     """``extract._decayed``: per half-life, scaled sums, then each pending row in bucket order."""
     geo = G[0]
@@ -477,17 +489,35 @@ def _decayed(S, G, r, t, v, p, vals):
     if not mx:
         v[p : p + nk * nh] = 0.0
         return p + nk * nh
-    acc, ring, tot = S[12][r], S[8][r], S[9][r]
-    R, K = geo[G_RC], geo[G_K]
     c = t // geo[G_GC]
     lo = (mx - geo[G_LATENESS]) // geo[G_GC]
-    epoch = S[0][r, C_DEPOCH]
-    for i in range(nh):
-        f = G[4][i]
+    _decayed_rows(
+        S[12][r],
+        S[8][r],
+        S[9][r],
+        G[4],
+        geo[G_RC],
+        geo[G_K],
+        nk,
+        c,
+        lo,
+        S[0][r, C_CHEAD],
+        S[0][r, C_DEPOCH],
+        v,
+        p,
+        vals,
+    )
+    return p + nk * nh
+
+
+@njit(cache=True, inline="always")
+def _decayed_rows(acc, ring, tot, fs, R, K, nk, c, lo, head, epoch, v, p, vals):
+    for i in range(fs.shape[0]):
+        f = fs[i]
         scale = math.pow(f, np.float64(c - epoch))
         for k in range(nk):
             vals[k] = acc[i * nk + k] * scale
-        for b in range(lo, S[0][r, C_CHEAD] + 1):
+        for b in range(lo, head + 1):
             s = b % R
             if tot[s]:
                 w = math.pow(f, np.float64(c - b))
@@ -496,16 +526,3 @@ def _decayed(S, G, r, t, v, p, vals):
         for k in range(nk):
             v[p] = vals[k]
             p += 1
-    return p
-
-
-@njit(cache=True)
-def count_live(ints, D):
-    """Dedup entries still live (row not forgotten, bucket at or after the row's floor)."""
-    erow, ebf, meta = D[1], D[2], D[5]
-    n = 0
-    for e in range(meta[0]):
-        r = erow[e]
-        if r >= 0 and ebf[e] >= ints[r, C_FLOOR]:
-            n += 1
-    return n

@@ -212,3 +212,11 @@ def test_empty_rows_and_argument_checks():
     batch = col.activity_batch(table, [])
     with pytest.raises(ValueError):
         col.fold_batch(table, batch._replace(rows=np.array([r])), np.empty((0, NF), np.float32))
+
+
+def test_bench_runs_on_a_tiny_workload(capsys):
+    from features import bench_columnar
+
+    bench_columnar.main(["--businesses", "3", "--events", "30", "--runs", "1"])
+    out = capsys.readouterr().out
+    assert "bit-identical to python: True" in out and "fold_batch on prebuilt arrays" in out
