@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import columnar as col
+from features.errors import InvalidEvent
 from features.events import BusinessEvent
 from features.extract import extract_into
 from features.extract import group_key as py_group_key
@@ -209,6 +210,8 @@ def test_empty_rows_and_argument_checks():
     assert to_bytes(col.to_state(table, r)) == to_bytes(new_state("x"))
     with pytest.raises(ValueError):
         col.extract_rows(table, np.array([r]), np.array([0]), np.empty((1, NF), np.float64))
+    with pytest.raises(InvalidEvent, match="unknown kind"):
+        col.activity_batch(table, [act(T0), act(T0, "SNEEZE")])
     batch = col.activity_batch(table, [])
     with pytest.raises(ValueError):
         col.fold_batch(table, batch._replace(rows=np.array([r])), np.empty((0, NF), np.float32))
