@@ -222,12 +222,27 @@ def fold_batch(table: ColumnarTable, batch: ActivityBatch, out: np.ndarray | Non
         raise ValueError(f"out must be float32 (rows, {table.layout.n_features}), got {out.dtype} {out.shape}")
     elif out.shape[0] < start + n_ev:
         raise ValueError(f"out has {out.shape[0]} rows; {start} + {n_ev} events may score")
-    if n_ev and (batch.rows.min() < 0 or batch.rows.max() >= len(table)):
-        raise FeatureError("batch rows outside the table")
+    if n_ev:
+        _check_batch(table, batch)
     outcomes = np.empty(n_ev, np.int8)
     table.reserve_entries(n_ev)
     n = ck.fold_kernel(table.S, table.D, table.G, *batch, outcomes, out, start)
     return outcomes, int(n)
+
+
+def _check_batch(table: ColumnarTable, b: ActivityBatch) -> None:
+    """The kernels index without bounds checks: refuse arrays that would reach outside the table."""
+    lay = table.layout
+    if len({len(a) for a in b}) != 1:
+        raise FeatureError("batch arrays differ in length")
+    for name, a, lo, hi in (
+        ("rows", b.rows, 0, len(table) - 1),
+        ("kinds", b.kinds, 0, lay.n_kinds - 1),
+        ("slots", b.slots, -1, lay.slots - 1),
+        ("ratings", b.ratings, 0, 5),
+    ):
+        if a.min() < lo or a.max() > hi:
+            raise FeatureError(f"batch {name} outside {lo}..{hi}")
 
 
 def fold_business(table: ColumnarTable, event: BusinessEvent) -> int:

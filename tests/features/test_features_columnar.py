@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import columnar as col
-from features.errors import InvalidEvent
+from features.errors import FeatureError, InvalidEvent
 from features.events import BusinessEvent
 from features.extract import extract_into
 from features.extract import group_key as py_group_key
@@ -212,9 +212,12 @@ def test_empty_rows_and_argument_checks():
         col.extract_rows(table, np.array([r]), np.array([0]), np.empty((1, NF), np.float64))
     with pytest.raises(InvalidEvent, match="unknown kind"):
         col.activity_batch(table, [act(T0), act(T0, "SNEEZE")])
-    batch = col.activity_batch(table, [])
+    batch = col.activity_batch(table, [act(T0)])
     with pytest.raises(ValueError):
-        col.fold_batch(table, batch._replace(rows=np.array([r])), np.empty((0, NF), np.float32))
+        col.fold_batch(table, batch, np.empty((0, NF), np.float32))
+    for bad in ({"rows": np.array([2])}, {"kinds": np.array([7])}, {"slots": np.array([256])}, {"times": np.arange(2)}):
+        with pytest.raises(FeatureError):
+            col.fold_batch(table, batch._replace(**bad))
 
 
 def test_bench_runs_on_a_tiny_workload(capsys):
