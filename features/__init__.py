@@ -10,6 +10,10 @@ Imports neither Kafka nor xgboost. Reading order:
 5. ``scoring`` - the one rule for which events are scored and as of when (trainer and worker);
 6. ``order``   - the deterministic order in which a partition's two input streams are applied.
 
+``columnar`` (kernels in ``columnar_kernels``) holds a partition's states as arrays and folds and
+extracts activity in compiled batches, bit for bit as ``state`` and ``extract``
+(``python -m features.bench_columnar``).
+
 ``errors`` holds the exception types and the project's one root, ``StreamrankError`` (its
 docstring shows the whole tree, all packages); ``bench_features`` times the hot paths
 (``python -m features.bench_features``).
