@@ -36,9 +36,9 @@ def simulated_records(businesses: int, days: int, seed: int, partitions: int = 6
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.dataset import build_training_set
     from models.evaluate import evaluate
     from models.registry import LoadedModel
+    from models.rowsets import build_training_set
     from models.train import TrainOptions, event_examples, fit, frame, time_split
 
     ap = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__.splitlines()[0])
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         ts = build_training_set(records, sample_rate=rate)
         s = ts.stats
         print(
-            f"build, sample rate {rate:g}: {s.events_per_s:,.0f} events/s ({s.seconds:.2f} s: read {s.seconds_read:.2f}, "
-            f"fold {s.seconds_fold:.2f}, label {s.seconds_label:.2f}); {s.scoring_moments:,} moments, {len(ts):,} examples, "
+            f"build, sample rate {rate:g}: {s.events_per_s:,.0f} events/s ({s.seconds:.2f} s); "
+            f"{s.scoring_moments:,} moments, {len(ts):,} examples, "
             f"X {ts.X.nbytes / 2**20:.0f} MiB"
         )
         opts = TrainOptions(objective=args.objective, sample_rate=rate, examples="events")

@@ -270,7 +270,7 @@ def _stats(summaries: list[PartitionSummary], data_end: int | None, seconds: flo
         name: {s.partition: s.offsets[name] for s in summaries if name in s.offsets}
         for name in ("business", "activity")
     }
-    stats.seconds_fold = seconds
+    stats.seconds = seconds
     return stats
 
 
@@ -335,6 +335,7 @@ def _meta(pb: PartitionBuild) -> dict[str, Any]:
         "offsets": pb.offsets,
         "first_offsets": pb.first_offsets,
         "next_t": pb.next_t,
+        "snapshots_started": pb.snapshots_started,
         "max_time": pb.max_time,
         "min_time": pb.min_time,
         "prev_business_time": pb.prev_business_time,
@@ -378,6 +379,7 @@ def _load_into(pb: PartitionBuild, path: Path, cfg: BuildConfig) -> None:
     pb.offsets = list(meta["offsets"])
     pb.first_offsets = list(meta["first_offsets"])
     pb.next_t, pb.max_time, pb.min_time = meta["next_t"], meta["max_time"], meta["min_time"]
+    pb.snapshots_started = meta["snapshots_started"]
     pb.prev_business_time, pb.shard_seq, pb.pruned_step = (
         meta["prev_business_time"],
         meta["shard_seq"],

@@ -6,6 +6,8 @@
   by the sampling hash to the run's sample rate (``auto_sample_rate`` of the log when not given:
   the same rows the in-memory build would sample), from ``start_ms``;
 * :func:`snapshot_frame` - the snapshot rows at chosen grid times as a ``models.snapshots.SnapshotFrame``;
+* :func:`build_training_set`, :func:`build_snapshot_frame` - a one-off build of records in memory
+  (tests, the sweep, benches): the streaming build in a temporary directory, then the above;
 * :func:`snapshot_chunks` - the same rows left on disk, a chunk loader per shard, for a fit out of
   core (``models.fitdata``: XGBoost's external memory, or a Dask cluster) when they would not fit
   in ``TrainOptions.memory_budget_bytes``.
@@ -18,16 +20,22 @@ which order their labels closed, does not show.
 
 from __future__ import annotations
 
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from features.spec import FeatureSpec
-from models.buildstore import BuildResult, shard_paths
-from models.dataset import DAY_MS, TrainingSet, _sample_threshold, auto_sample_rate
+from features.order import ACTIVITY_RANK
+from features.spec import DEFAULT_SPEC, FeatureSpec
+from models.buildstore import BuildResult, RecordsLog, build, shard_paths
+from models.dataset import DAY_MS, LabelConfig, TrainingSet, _sample_threshold, auto_sample_rate
 from models.shards import EVENT, SNAPSHOT, Rows, read_shard
-from models.snapshots import SnapshotFrame
+from models.snapshots import DEFAULT_HALF_LIFE_MS, SnapshotFrame, last_complete_time, snapshot_times
+from models.streambuild import BuildConfig
 from models.train import FitSet
 
 
@@ -196,3 +204,78 @@ def snapshot_chunks(built: BuildResult, times: list[int]) -> SnapshotChunks:
 def _small(path: Path) -> Rows:
     """A shard's columns that choose rows (memory-mapped; no features)."""
     return Rows({k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in ("kind", "time", "market")})
+
+
+# ------------------------------------------------------------------ one-off builds in memory
+def build_training_set(
+    records: Iterable[Any],
+    spec: FeatureSpec = DEFAULT_SPEC,
+    label_cfg: LabelConfig = LabelConfig(),
+    sample_rate: float | None = 1.0,
+    seed: int = 0,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> TrainingSet:
+    """The labelled event examples of ``records`` (log records, any order within a partition),
+    built by the streaming build in a temporary directory: the trainer's own rows.
+
+    ``sample_rate``: the share of scoring moments kept; ``None`` chooses it from the log's size
+    (``models.dataset.auto_sample_rate``), recorded in ``stats.sample_rate``. ``start_ms``: the first
+    ``as_of`` that makes an example; everything before it is folded all the same, so the features
+    are the worker's. ``end_ms``: the data's end for label completeness (default: the newest
+    activity time).
+    """
+    if sample_rate is not None:
+        _sample_threshold(sample_rate)  # validate before reading
+    rate = 1.0 if sample_rate is None else float(sample_rate)
+    cfg = BuildConfig(spec=spec, label_cfg=label_cfg, sample_rate=rate, seed=seed, times=())
+    with tempfile.TemporaryDirectory(prefix="streamrank-build-") as tmp:
+        built = build(RecordsLog(records), tmp, cfg, end_ms=end_ms)
+        ts = event_set(built, sample_rate, start_ms)
+    if end_ms is not None:  # rows labelled in the stream before the given end was reached
+        ts = ts.take(np.flatnonzero(ts.as_of <= last_complete_time(int(end_ms), label_cfg, spec)))
+        ts.stats.examples = len(ts)
+    ts.stats.sample_rate = rate * read_rate(built, sample_rate)
+    return ts
+
+
+def build_snapshot_frame(
+    records: Iterable[Any],
+    times: Sequence[int] | None = None,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    label_cfg: LabelConfig = LabelConfig(),
+    half_life_ms: int = DEFAULT_HALF_LIFE_MS,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    every_ms: int = DAY_MS,
+) -> SnapshotFrame:
+    """The snapshot frame of ``records`` at ``times`` (default: :func:`models.snapshots.snapshot_times`
+    from ``start_ms``, default the data's first full day, to the last complete time), built by the
+    streaming build in a temporary directory. Times whose horizon is incomplete are dropped.
+    ``end_ms``: the data's end for label completeness (default: the newest activity time)."""
+    t0 = time.perf_counter()
+    if half_life_ms <= 0:
+        raise ValueError("half_life_ms must be > 0")
+    records = records if isinstance(records, (list, tuple)) else list(records)
+    if times is None:
+        times = _default_times(records, spec, label_cfg, start_ms, end_ms, every_ms)
+    cfg = BuildConfig(spec=spec, label_cfg=label_cfg, half_life_ms=half_life_ms, times=tuple(times), event_rows=False)
+    with tempfile.TemporaryDirectory(prefix="streamrank-build-") as tmp:
+        built = build(RecordsLog(records), tmp, cfg, end_ms=end_ms)
+        end = built.data_end_ms
+        frame = snapshot_frame(
+            built, list(times), last_complete_time(end, label_cfg, spec) if end is not None else None
+        )
+    frame.seconds = time.perf_counter() - t0
+    return frame
+
+
+def _default_times(
+    records: Sequence[Any], spec: FeatureSpec, label_cfg: LabelConfig, start: int | None, end: int | None, every: int
+) -> list[int]:
+    times = [r.event.event_time for r in records if r.rank == ACTIVITY_RANK and r.event is not None]
+    if not times:
+        return []
+    last_ok = last_complete_time(int(end) if end is not None else max(times), label_cfg, spec)
+    first = start if start is not None else (min(times) // DAY_MS + 1) * DAY_MS
+    return snapshot_times(first, last_ok, every)

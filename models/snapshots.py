@@ -7,10 +7,9 @@ gates should judge, not the scoring moments themselves: a moment exists only whe
 activity, so an event frame over-represents busy businesses and splits a market-day into
 activity-triggered groups that are, on sparse data, almost all single businesses.
 
-:func:`build_snapshot_frame` folds the log with the trainer's fold (``models.dataset``: the same
-read, the same per-partition merge order via ``features.order.merge_finished``, the same scoring
-rule via ``models.dataset.scoring_moments``, states from the log's start) and, at each snapshot
-time T, takes one row per business that
+The streaming build (``models.streambuild``: the trainer's fold, in the worker's per-partition
+merge order, with the worker's scoring rule, states from the log's start) takes, at each snapshot
+time T, one row per business that
 
 * has been scored at least once (it has a prediction in the topic), and
 * is scorable at T (``features.state.is_scorable``: known, not closed; a tombstone forgets it).
@@ -24,6 +23,8 @@ change after that moment is the one difference (the row sits in the market of it
 Label: distinct conversions (``LabelConfig.kinds``) of the business with event time in
 ``(T, T + H]``. A snapshot whose horizon ends after the data's end minus the allowed lateness is
 dropped (a late conversion could still change its labels), as ``models.dataset`` drops examples.
+This module holds the frame (:class:`SnapshotFrame`) and the choice of times;
+``models.rowsets.build_snapshot_frame`` builds one from records in memory.
 
 Baseline scores on each row, all known at T:
 
@@ -35,27 +36,15 @@ Baseline scores on each row, all known at T:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from features.events import ActivityEvent
-from features.extract import extract_into, group_key
-from features.order import merge_finished
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from features.state import BusinessState, is_scorable
 from models.dataset import (
     DAY_MS,
-    BuildStats,
     LabelConfig,
-    Tombstone,
-    _partition_items,
-    _read,
-    conversion_counts,
-    scoring_moments,
 )
 
 DEFAULT_HALF_LIFE_MS = 7 * DAY_MS
@@ -181,120 +170,6 @@ def training_snapshot_times(
 def last_complete_time(data_end_ms: int, label_cfg: LabelConfig, spec: FeatureSpec = DEFAULT_SPEC) -> int:
     """The last T whose label horizon cannot change any more (as ``models.dataset``)."""
     return int(data_end_ms) - int(label_cfg.horizon_ms) - int(spec.allowed_lateness_ms)
-
-
-def build_snapshot_frame(
-    records: Iterable[Any],
-    times: Sequence[int] | None = None,
-    spec: FeatureSpec = DEFAULT_SPEC,
-    label_cfg: LabelConfig = LabelConfig(),
-    half_life_ms: int = DEFAULT_HALF_LIFE_MS,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    every_ms: int = DAY_MS,
-) -> SnapshotFrame:
-    """The frame at ``times`` (default: :func:`snapshot_times` from ``start_ms``, default the data's
-    first day, to the last complete time). Times whose horizon is incomplete are dropped.
-
-    ``end_ms``: the data's end for label completeness (default: the largest activity event time).
-    """
-    t0 = time.perf_counter()
-    if half_life_ms <= 0:
-        raise ValueError("half_life_ms must be > 0")
-    stats = BuildStats()
-    read = _read(records, frozenset(label_cfg.kinds), end_ms, stats)
-    data_end = read.data_end
-    last_ok = last_complete_time(data_end, label_cfg, spec) if data_end is not None else None
-    if times is None:
-        first = start_ms if start_ms is not None else ((stats.data_min_ms or 0) // DAY_MS + 1) * DAY_MS
-        times = snapshot_times(first, last_ok, every_ms) if last_ok is not None else []
-    wanted = sorted({int(t) for t in times})
-    kept = [t for t in wanted if last_ok is not None and t <= last_ok]
-    dropped = [t for t in wanted if not (last_ok is not None and t <= last_ok)]
-
-    conv_kinds = frozenset(label_cfg.kinds)
-    conv_idx = [spec.layout.kind_index[k] for k in label_cfg.kinds]
-    n_feat = len(spec.names)
-    rows: list[tuple[int, str, str, int, float, float, np.ndarray]] = []
-    decay_rate = np.log(2.0) / float(half_life_ms)
-
-    parts = read.parts
-    for p in sorted(parts):
-        states: dict[str, BusinessState] = {}
-        scored: set[str] = set()
-        decayed: dict[str, list[float]] = {}  # business -> [value at ref time, ref time]
-
-        def take(t: int, states: dict[str, BusinessState] = states, scored: set[str] = scored, decayed=decayed) -> None:
-            for bid in sorted(scored):
-                st = states.get(bid)
-                if st is None or not is_scorable(st):
-                    continue
-                row = np.empty(n_feat, dtype=np.float32)
-                as_of = st.max_event_ms
-                extract_into(st, as_of, row, spec)
-                d = decayed.get(bid)
-                recent = d[0] * float(np.exp(-decay_rate * (t - d[1]))) if d else 0.0
-                totals = st.totals
-                rows.append((t, group_key(st), bid, as_of, float(sum(totals[i] for i in conv_idx)), recent, row))
-
-        def feed(items: Iterator[Any], take=take, scored: set[str] = scored, decayed=decayed) -> Iterator[Any]:
-            ti = 0
-            for item in items:
-                if type(item) is Tombstone:
-                    if item.business_id is not None:
-                        scored.discard(item.business_id)
-                        decayed.pop(item.business_id, None)
-                else:
-                    et = item.event_time
-                    while ti < len(kept) and et > kept[ti]:
-                        take(kept[ti])
-                        ti += 1
-                yield item
-            while ti < len(kept):
-                take(kept[ti])
-                ti += 1
-
-        merged = merge_finished(_partition_items(p, parts[p], read.unsorted, None, stats))
-        for ev, st in scoring_moments(feed(merged), spec, states):
-            bid = st.business_id
-            scored.add(bid)
-            if type(ev) is ActivityEvent and ev.kind in conv_kinds:
-                _add_decayed(decayed, bid, ev.event_time, decay_rate)
-        del parts[p]
-
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    n = len(rows)
-    X = np.stack([r[6] for r in rows]) if n else np.zeros((0, n_feat), dtype=np.float32)
-    market_table = sorted({r[1] for r in rows})
-    mcode = {m: i for i, m in enumerate(market_table)}
-    snap = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-    business = np.array([r[2] for r in rows], dtype=object)
-    # Labels: conversions strictly after T, within H (dataset's vectorised count, with T as as_of).
-    biz_table = sorted(set(business.tolist()) | set(read.conv_biz))
-    code = {b: i for i, b in enumerate(biz_table)}
-    y = conversion_counts(
-        np.fromiter((code[b] for b in business), dtype=np.int64, count=n),
-        snap,
-        np.fromiter((code[b] for b in read.conv_biz), dtype=np.int64, count=len(read.conv_biz)),
-        np.asarray(read.conv_time, dtype=np.int64),
-        int(label_cfg.horizon_ms),
-    )
-    return SnapshotFrame(
-        X=X,
-        y=y.astype(np.float64),
-        snapshot=snap,
-        market=np.fromiter((mcode[r[1]] for r in rows), dtype=np.int64, count=n),
-        business=business,
-        as_of=np.fromiter((r[3] for r in rows), dtype=np.int64, count=n),
-        popularity=np.fromiter((r[4] for r in rows), dtype=np.float64, count=n),
-        recent_popularity=np.fromiter((r[5] for r in rows), dtype=np.float64, count=n),
-        market_table=market_table,
-        times=kept,
-        dropped_times=dropped,
-        half_life_ms=int(half_life_ms),
-        data_end_ms=data_end,
-        seconds=time.perf_counter() - t0,
-    )
 
 
 def _add_decayed(decayed: dict[str, list[float]], bid: str, t: int, rate: float) -> None:

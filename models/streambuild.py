@@ -39,6 +39,7 @@ cut that way (business events published in time order).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import zlib
 from collections.abc import Iterable, Iterator
@@ -72,11 +73,30 @@ class BuildConfig:
     seed: int = 0
     every_ms: int = DAY_MS  # the snapshot grid
     half_life_ms: int = DEFAULT_HALF_LIFE_MS  # recent popularity's decay (models.snapshots)
+    # Snapshot times instead of the grid (ascending; empty: no snapshot rows). For a one-off build
+    # of chosen times (models.rowsets.build_snapshot_frame); the trainer's builds use the grid.
+    times: tuple[int, ...] | None = None
+    event_rows: bool = True  # False: snapshot rows only (a one-off snapshot frame)
 
     def __post_init__(self) -> None:
         _sample_threshold(self.sample_rate)
         if self.every_ms <= 0 or self.half_life_ms <= 0:
             raise ValueError("every_ms and half_life_ms must be > 0")
+        if self.times is not None:
+            object.__setattr__(self, "times", tuple(sorted({int(t) for t in self.times})))
+
+    def first_snapshot(self, t: int) -> int | None:
+        """The first snapshot time of a partition whose first item is stamped ``t``."""
+        if self.times is not None:
+            return self.times[0] if self.times else None
+        return (t // self.every_ms) * self.every_ms
+
+    def snapshot_after(self, t: int) -> int | None:
+        """The snapshot time after ``t`` (None: no more)."""
+        if self.times is None:
+            return t + self.every_ms
+        i = bisect.bisect_right(self.times, t)
+        return self.times[i] if i < len(self.times) else None
 
     @cached_property
     def constants(self) -> tuple[int, int, float, tuple[int, ...]]:
@@ -96,6 +116,8 @@ class BuildConfig:
             "seed": int(self.seed),
             "every_ms": int(self.every_ms),
             "half_life_ms": int(self.half_life_ms),
+            "times": None if self.times is None else list(self.times),
+            "event_rows": self.event_rows,
         }
 
 
@@ -108,7 +130,7 @@ class PartitionCounts:
     activity_records: int = 0
     tombstones: int = 0
     unkeyed_tombstones: int = 0
-    conversions: int = 0  # distinct conversion events counted into label memory
+    conversions: int = 0  # conversion events (re-deliveries within the label memory not counted again)
     scoring_moments: int = 0
     sampled: int = 0
     rows_written: int = 0
@@ -131,7 +153,8 @@ class PartitionBuild:
     conv: dict[str, dict[str, int]] = field(default_factory=dict)  # business -> {event id: time}
     pending: list[tuple[int, int, int]] = field(default_factory=list)  # heap of (T, seq, slot)
     slots: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
-    next_t: int | None = None  # the next grid time to snapshot
+    next_t: int | None = None  # the next snapshot time (None once there is none)
+    snapshots_started: bool = False  # next_t was set by the partition's first item
     max_time: int | None = None  # newest activity time folded
     min_time: int | None = None
     prev_business_time: int = 0  # a keyless-time tombstone takes the time of the record before it
@@ -228,22 +251,24 @@ class PartitionBuild:
     # --------------------------------------------------------------------------- rows
     def _moment(self, ev: ActivityEvent, st: BusinessState) -> None:
         self.counts.scoring_moments += 1
+        if not self.cfg.event_rows:
+            return
         threshold, seed_crc, _, _ = self.cfg.constants
         u = (zlib.crc32(ev.event_id.encode(), seed_crc) * _GOLD) & 0xFFFFFFFF
         if u >= threshold:
             return
         self.counts.sampled += 1
         as_of = st.max_event_ms
-        self._wait(as_of, st, EVENT, as_of, offset=0, u=u)
+        self._wait(as_of, st, EVENT, as_of, offset=self.counts.scoring_moments, u=u)  # offset: the moment's number
 
     def _snapshots_before(self, t: int) -> None:
-        every = self.cfg.every_ms
-        if self.next_t is None:
-            self.next_t = (t // every) * every
-        while self.next_t < t:
+        if not self.snapshots_started:
+            self.snapshots_started = True
+            self.next_t = self.cfg.first_snapshot(t)
+        while self.next_t is not None and self.next_t < t:
             for x, values in self._snapshot_rows(self.next_t):
                 self._park(x, values)
-            self.next_t += every
+            self.next_t = self.cfg.snapshot_after(self.next_t)
 
     def _snapshot_rows(self, t: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         for bid in sorted(self.scored):
@@ -286,12 +311,12 @@ class PartitionBuild:
 
     # ------------------------------------------------------------------------- labels
     def _remember_conversion(self, bid: str, event_id: str, t: int) -> None:
-        if t <= self._forget_before():
-            return  # no window still open, nor one still to come, can count it
-        seen = self.conv.setdefault(bid, {})
-        if event_id not in seen:
-            seen[event_id] = t
-            self.counts.conversions += 1
+        seen = self.conv.get(bid)
+        if seen is not None and event_id in seen:
+            return  # a re-delivery
+        self.counts.conversions += 1  # distinct as far as the label memory reaches
+        if t > self._forget_before():  # else no window still open, nor one still to come, can count it
+            self.conv.setdefault(bid, {})[event_id] = t
 
     def _due(self) -> int:
         """Rows with T at or before this are labelled: the newest activity is past T + H by the lateness."""
@@ -354,11 +379,11 @@ class PartitionBuild:
                 break
             x, values = self.slots[slot]
             tail.add(x, y=self._label(values), **values)
-        t = self.next_t
+        t = self.next_t if self.snapshots_started else None
         while t is not None and t <= last_ok:
             for x, values in self._snapshot_rows(t):
                 tail.add(x, y=self._label(values), **values)
-            t += self.cfg.every_ms
+            t = self.cfg.snapshot_after(t)
         return tail.rows()
 
     def waiting(self, data_end: int) -> int:

@@ -243,8 +243,8 @@ def _bootstrap_lifts(
     """90 % bootstrap intervals of (model - popularity) top-k capture and AUC on the validation frame
     (``models.evaluate.evaluation_frame`` of the run's time split), resampling validation groups.
     The training set is rebuilt with the run's options (deterministic: the same examples)."""
-    from models.dataset import build_training_set
     from models.evaluate import auc, evaluation_frame, topk_capture
+    from models.rowsets import build_training_set
     from models.train import time_split
 
     ts = build_training_set(

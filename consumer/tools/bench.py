@@ -307,8 +307,8 @@ def run_bench(
     from consumer.io.clients import create_topics
     from consumer.tools.replay import Position, replay
     from models.bench import simulated_records
-    from models.dataset import build_training_set
     from models.registry import ModelRegistry
+    from models.rowsets import build_training_set
     from models.train import TrainOptions
     from models.trainer import train_and_register
     from sim.world import WorldConfig

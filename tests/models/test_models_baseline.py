@@ -7,8 +7,9 @@ import pytest
 
 from features.spec import DAY_MS, DEFAULT_SPEC, HOUR_MS, FeatureSpec
 from models.baseline import PopularityScorer, popularity_columns
-from models.dataset import LabelConfig, build_training_set
+from models.dataset import LabelConfig
 from models.errors import ModelError
+from models.rowsets import build_training_set
 from tests.kit.records import world_records
 
 

@@ -18,7 +18,8 @@ from models.evaluate import (
     sufficiency,
     topk_capture,
 )
-from models.snapshots import build_snapshot_frame, snapshot_times
+from models.rowsets import build_snapshot_frame
+from models.snapshots import snapshot_times
 from sim.world import WorldConfig, generate
 from tests.kit.events import DAY, HOUR, T0, act, biz
 from tests.kit.records import Rec, to_records

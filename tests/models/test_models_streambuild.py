@@ -1,6 +1,8 @@
-"""The streaming build (issue 19): the same rows as the in-memory builders, the same rows whether
-built in one run or in increments or in parallel, a checkpoint that survives a crash and is
-discarded when the feature set changes."""
+"""The streaming build (issue 19): the same rows whether built in one run, in increments or in
+parallel, a checkpoint that survives a crash and is discarded when the feature set changes. Its
+rules (labels, snapshots, sampling, start) are checked against brute force through
+``models.rowsets.build_training_set`` / ``build_snapshot_frame`` in test_models_dataset.py,
+test_models_snapshots.py and test_models_training_examples.py."""
 
 from __future__ import annotations
 
@@ -10,14 +12,11 @@ import os
 import random
 import shutil
 
-import numpy as np
 import pytest
 
 from features.spec import DEFAULT_SPEC
 from models.buildstore import RecordsLog, build
-from models.dataset import build_training_set
-from models.shards import EVENT, SNAPSHOT, Rows
-from models.snapshots import build_snapshot_frame
+from models.shards import Rows
 from models.streambuild import BuildConfig
 from tests.kit.records import world_records
 
@@ -36,53 +35,6 @@ def canon(rows: Rows) -> list[tuple]:
     """Every row, order-free: kind, time, business, label, moment, feature bytes."""
     cols = (rows["kind"], rows["time"], rows["business"], rows["y"], rows["offset"])
     return sorted(zip(*(c.tolist() for c in cols), (x.tobytes() for x in rows["X"]), strict=True))
-
-
-def test_event_rows_equal_the_in_memory_build(world, one_shot):
-    ts = build_training_set(world)
-    rows = one_shot.rows(lambda r: r["kind"] == EVENT)
-    want = sorted(
-        zip(ts.business_ids.tolist(), ts.as_of.tolist(), ts.y.tolist(), (x.tobytes() for x in ts.X), strict=True)
-    )
-    got = sorted(
-        zip(
-            rows["business"].tolist(),
-            rows["as_of"].tolist(),
-            rows["y"].tolist(),
-            (x.tobytes() for x in rows["X"]),
-            strict=True,
-        )
-    )
-    assert len(got) > 1000 and got == want
-
-
-def test_snapshot_rows_equal_the_in_memory_snapshot_frame(world, one_shot):
-    rows = one_shot.rows(lambda r: r["kind"] == SNAPSHOT)
-    times = sorted(set(rows["time"].tolist()))
-    fr = build_snapshot_frame(world, times=times)
-    want = sorted(
-        zip(
-            fr.snapshot.tolist(),
-            fr.business.tolist(),
-            fr.y.tolist(),
-            fr.popularity.tolist(),
-            np.round(fr.recent_popularity, 9).tolist(),
-            (x.tobytes() for x in fr.X),
-            strict=True,
-        )
-    )
-    got = sorted(
-        zip(
-            rows["time"].tolist(),
-            rows["business"].tolist(),
-            rows["y"].astype(float).tolist(),
-            rows["popularity"].tolist(),
-            np.round(rows["recent"], 9).tolist(),
-            (x.tobytes() for x in rows["X"]),
-            strict=True,
-        )
-    )
-    assert len(times) >= 10 and (rows["y"] > 0).any() and got == want
 
 
 def test_ten_increments_give_the_one_run_rows(world, one_shot, tmp_path):

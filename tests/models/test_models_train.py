@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from features.spec import DEFAULT_SPEC
 from models.baseline import PopularityMargin
-from models.dataset import build_training_set
 from models.errors import TrainingError
 from models.registry import LoadedModel
+from models.rowsets import build_training_set
 from models.train import TrainOptions, concat, dmatrix, event_examples, fit, frame, inner_split, time_split
 from tests.kit.events import DAY, T0
 

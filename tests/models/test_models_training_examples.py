@@ -9,8 +9,9 @@ import pytest
 import models.trainer as trainer_mod
 from features.events import ActivityEvent
 from features.spec import DEFAULT_SPEC
-from models.dataset import EVENT_EXAMPLE_BUDGET, LabelConfig, auto_sample_rate, build_training_set
+from models.dataset import EVENT_EXAMPLE_BUDGET, LabelConfig, auto_sample_rate
 from models.registry import ModelRegistry
+from models.rowsets import build_training_set
 from models.snapshots import training_snapshot_times
 from models.train import TrainOptions, time_split
 from models.trainer import train_and_register

@@ -15,8 +15,8 @@ from consumer.pipeline.store import applied_offsets, is_deletion
 from consumer.runtime.worker import Worker
 from consumer.tools.parity import check_parity
 from consumer.tools.replay import Position, replay
-from models.dataset import build_training_set
 from models.registry import ModelRegistry
+from models.rowsets import build_training_set
 from tests.kit.runs import expected_run, start_worker
 from tests.kit.topics import prediction_count, publish_world, read_predictions, read_topic
 

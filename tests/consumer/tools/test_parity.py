@@ -122,7 +122,7 @@ def _publish_with_wrong_keys(cfg) -> int:
 
 def test_the_trainer_drops_exactly_the_wrongly_keyed_records_the_worker_dead_letters(kafka_config, registry_copy):
     from consumer.io.inputlog import LogRange, read_input_log
-    from models.dataset import build_training_set
+    from models.rowsets import build_training_set
 
     cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
     n_bad = _publish_with_wrong_keys(cfg)
