@@ -4,6 +4,8 @@ one-run build of the whole log."""
 
 from __future__ import annotations
 
+import pytest
+
 from consumer.io.inputlog import KafkaPartitionLog, read_input_log
 from consumer.io.publish import publish_records
 from models.buildstore import RecordsLog, build
@@ -12,6 +14,7 @@ from sim.world import WorldConfig, generate_records
 from tests.models.test_models_streambuild import canon
 
 
+@pytest.mark.tansu_smoke  # the demo trains through this reader on Tansu
 def test_a_second_run_reads_only_the_new_records_and_matches_one_run(kafka_config, tmp_path):
     cfg = kafka_config
     records = list(generate_records(WorldConfig(businesses=30, days=6, seed=11, cities=2, categories=2)))
