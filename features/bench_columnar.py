@@ -40,7 +40,7 @@ def _python(events: list, out: np.ndarray) -> int:
 
 
 def _columnar(events: list, out: np.ndarray) -> int:
-    return col.fold_events(col.ColumnarTable(), events, out)[1]
+    return col.fold_events(col.ColumnarTable(), events, out).n
 
 
 def _kernel_only(events: list, out: np.ndarray) -> Callable[[], int]:
@@ -51,7 +51,7 @@ def _kernel_only(events: list, out: np.ndarray) -> Callable[[], int]:
             col.fold_business(table, ev)
     batch = col.activity_batch(table, [e for e in events if type(e) is not BusinessEvent])
     table.reserve_entries(len(batch.rows))
-    return lambda: col.fold_batch(table, batch, out)[1]
+    return lambda: col.fold_batch(table, batch, out).n
 
 
 def _times(label: str, runs: int, n_events: int, make: Callable[[], Callable[[], int]]) -> None:

@@ -10,7 +10,7 @@ exactly the states the Python fold would, and the feature rows are the same floa
 * :func:`activity_batch` turns activity events into arrays (row, kind, time, user slot, event-id
   key, rating) in arrival order;
 * :func:`fold_batch` applies them in that order, returns each event's outcome (an index into
-  ``features.scoring.OUTCOMES``), and writes the feature row of every scoring moment into a
+  ``features.scoring.OUTCOMES``) and its business's clock after it (:class:`Folded`), and writes the feature row of every scoring moment into a
   caller's matrix, as of the business's clock right after that event (``scoring.as_of``);
 * :func:`fold_events` does both for a mixed stream; business events (rare) take the Python path,
   :func:`fold_business`, which runs ``features.state.update`` on the row's profile fields;
@@ -64,6 +64,16 @@ class ActivityBatch(NamedTuple):
     slots: np.ndarray  # int64
     keys: np.ndarray  # uint64, features.state.event_key
     ratings: np.ndarray  # int64
+
+
+class Folded(NamedTuple):
+    """What a fold returns: per event its outcome code (int8, index into ``scoring.OUTCOMES``) and
+    its business's clock right after it (int64: ``scoring.as_of`` of a SCORED event), and ``n``, the
+    feature rows now written into ``out`` (those of the SCORED events, in order, from ``start``)."""
+
+    outcomes: np.ndarray
+    clocks: np.ndarray
+    n: int
 
 
 class ColumnarTable:
@@ -210,11 +220,10 @@ def activity_batch(table: ColumnarTable, events: Sequence[ActivityEvent]) -> Act
     )
 
 
-def fold_batch(table: ColumnarTable, batch: ActivityBatch, out: np.ndarray | None = None, start: int = 0):
-    """Fold ``batch`` in order. Returns ``(outcomes, n)``: outcome codes (int8, indices into
-    ``scoring.OUTCOMES``) and the number of feature rows now written, ``out[start:n]`` being those
-    of the SCORED events in order. ``out``: float32 ``(rows, n_features)`` with room for every
-    event of the batch; None to fold only."""
+def fold_batch(table: ColumnarTable, batch: ActivityBatch, out: np.ndarray | None = None, start: int = 0) -> Folded:
+    """Fold ``batch`` in order (see :class:`Folded`), writing the rows of its scoring moments into
+    ``out[start:]``. ``out``: float32 ``(rows, n_features)`` with room for every event of the
+    batch; None to fold only."""
     n_ev = len(batch.rows)
     if out is None:
         out = np.empty((0, table.layout.n_features), np.float32)
@@ -225,9 +234,10 @@ def fold_batch(table: ColumnarTable, batch: ActivityBatch, out: np.ndarray | Non
     if n_ev:
         _check_batch(table, batch)
     outcomes = np.empty(n_ev, np.int8)
+    clocks = np.empty(n_ev, np.int64)
     table.reserve_entries(n_ev)
-    n = ck.fold_kernel(table.S, table.D, table.G, *batch, outcomes, out, start)
-    return outcomes, int(n)
+    n = ck.fold_kernel(table.S, table.D, table.G, *batch, outcomes, clocks, out, start)
+    return Folded(outcomes, clocks, int(n))
 
 
 def _check_batch(table: ColumnarTable, b: ActivityBatch) -> None:
@@ -256,22 +266,24 @@ def fold_business(table: ColumnarTable, event: BusinessEvent) -> int:
     return ck.BUSINESS_UPDATE
 
 
-def fold_events(table: ColumnarTable, events: Sequence, out: np.ndarray | None = None):
+def fold_events(table: ColumnarTable, events: Sequence, out: np.ndarray | None = None) -> Folded:
     """Fold a mixed stream in order: runs of activity events through :func:`fold_batch`, business
-    events through :func:`fold_business`. Returns ``(outcomes, n)`` as :func:`fold_batch`."""
+    events through :func:`fold_business` (their clock: the row's, unchanged)."""
     outcomes = np.empty(len(events), np.int8)
+    clocks = np.empty(len(events), np.int64)
     n = i = 0
     while i < len(events):
         if type(events[i]) is BusinessEvent:
             outcomes[i] = fold_business(table, events[i])
+            clocks[i] = table.S[0][table.rows[events[i].business_id], ck.C_MAX]
             i += 1
             continue
         j = i
         while j < len(events) and type(events[j]) is not BusinessEvent:
             j += 1
-        outcomes[i:j], n = fold_batch(table, activity_batch(table, events[i:j]), out, n)
+        outcomes[i:j], clocks[i:j], n = fold_batch(table, activity_batch(table, events[i:j]), out, n)
         i = j
-    return outcomes, n
+    return Folded(outcomes, clocks, n)
 
 
 def extract_rows(table: ColumnarTable, rows: np.ndarray, as_of: np.ndarray, out: np.ndarray) -> None:

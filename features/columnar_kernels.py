@@ -68,15 +68,17 @@ _S32 = np.uint64(32)
 
 
 @njit(cache=True)
-def fold_kernel(S, D, G, rows, kinds, times, slots, keys, ratings, outcomes, out, n_out):  # noqa: PLR0913
+def fold_kernel(S, D, G, rows, kinds, times, slots, keys, ratings, outcomes, clocks, out, n_out):  # noqa: PLR0913
     """Apply activity events in array order; write a feature row into ``out[n_out:]`` at each
-    scoring moment (as of the row's clock, ``scoring.as_of``). Returns the new ``n_out``."""
+    scoring moment (as of the row's clock, ``scoring.as_of``), and each event's row clock after it
+    into ``clocks``. Returns the new ``n_out``."""
     W = np.zeros(G[1].shape[0] * G[0][G_K] + G[2].shape[0] * G[0][G_K], np.int64)
     vals = np.zeros(G[0][G_NK], np.float64)
     for i in range(rows.shape[0]):
         r = rows[i]
         o = fold_one(S, D, G, r, kinds[i], times[i], slots[i], keys[i], ratings[i])
         outcomes[i] = o
+        clocks[i] = S[0][r, C_MAX]
         if o == SCORED and out.shape[0]:
             extract_row(S, G, r, S[0][r, C_MAX], out[n_out], W, vals)
             n_out += 1

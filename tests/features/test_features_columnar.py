@@ -32,31 +32,34 @@ NF = len(DEFAULT_SPEC.names)
 
 
 def python_path(events, spec=DEFAULT_SPEC, states=None):
-    """The worker's per-event path: (states, outcome codes, feature rows of the scoring moments)."""
+    """The worker's per-event path: (states, [outcome codes, clocks] per event, feature rows of the
+    scoring moments); a clock is ``scoring.as_of`` of the business right after the event."""
     states = {} if states is None else states
-    codes, rows = [], []
+    codes, clocks, rows = [], [], []
     for ev in events:
         s, outcome = apply(states.get(ev.business_id), ev, spec)
         states[ev.business_id] = s
         codes.append(OUTCOMES.index(outcome))
+        clocks.append(as_of(s))
         if outcome == "scored":
             row = np.empty(len(spec.names), np.float32)
             extract_into(s, as_of(s), row, spec)
             rows.append(row)
-    return states, np.array(codes, np.int8), np.array(rows, np.float32).reshape(-1, len(spec.names))
+    codes_clocks = np.array([codes, clocks], np.int64).reshape(2, -1)
+    return states, codes_clocks, np.array(rows, np.float32).reshape(-1, len(spec.names))
 
 
 def columnar_path(events, spec=DEFAULT_SPEC, table=None, chunk=None):
     """The same stream through the columnar table, in chunks of ``chunk`` events (all at once)."""
     table = col.ColumnarTable(spec) if table is None else table
     out = np.empty((len(events), len(spec.names)), np.float32)
-    codes, n = [], 0
+    codes, n = [np.empty((2, 0), np.int64)], 0
     step = chunk or max(len(events), 1)
     for i in range(0, len(events), step):
-        c, m = col.fold_events(table, events[i : i + step], out[n:])
-        codes.append(c)
-        n += m
-    return table, np.concatenate(codes or [np.empty(0, np.int8)]), out[:n]
+        f = col.fold_events(table, events[i : i + step], out[n:])
+        codes.append(np.array([f.outcomes, f.clocks], np.int64))
+        n += f.n
+    return table, np.concatenate(codes, axis=1), out[:n]
 
 
 def assert_same(events, spec=DEFAULT_SPEC, chunk=None):
@@ -169,7 +172,7 @@ def test_lateness_dedup_and_clock_edges():
             act(t + 400 * DAY_MS, bid=bid, eid="v", user="alice"),  # slot rebase
         ]
     _, codes, _ = python_path(events)
-    assert {OUTCOMES[c] for c in codes} == set(OUTCOMES)
+    assert {OUTCOMES[c] for c in codes[0]} == set(OUTCOMES)
     states, table = assert_same(events)
     assert_rows_at(states, table, lambda s: s.max_event_ms + 2 * DAY_MS + 1)
 
