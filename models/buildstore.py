@@ -310,7 +310,7 @@ def save_partition(root: Path, pb: PartitionBuild) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with open(tmp / "states.bin", "wb") as fh:
-        for st in pb.states.values():
+        for st in pb.states():
             data = to_bytes(st)
             fh.write(_LEN.pack(len(data)))
             fh.write(data)
@@ -390,8 +390,7 @@ def _load_into(pb: PartitionBuild, path: Path, cfg: BuildConfig) -> None:
     i = 0
     while i < len(data):
         (n,) = _LEN.unpack_from(data, i)
-        st = from_bytes(data[i + 4 : i + 4 + n], cfg.spec)
-        pb.states[st.business_id] = st
+        pb.restore(from_bytes(data[i + 4 : i + 4 + n], cfg.spec))
         i += 4 + n
     with np.load(path / "memory.npz", allow_pickle=False) as m:
         pb.scored = set(m["scored"].tolist())

@@ -7,6 +7,11 @@ the examples still waiting for their label and the conversions those labels can 
 the log. Everything it keeps is saved (``models.buildstore``) so the next run reads only the
 records after it: incremental retraining.
 
+The fold is the compiled columnar one (``features.columnar``: the states of a partition as arrays,
+activity folded in batches, bit-identical to ``features.state.update`` and ``extract_into``); a
+batch is folded before anything that must see the states at its point of the merge (a business
+event, a tombstone, a snapshot time passed), then walked in order for the rest.
+
 Per partition, :class:`PartitionBuild` applies the rules of the in-memory build, item by item in
 the worker's merge order (``features.order``; the business records of a run are read first - a
 compacted topic, small - and the activity stream is merged against them as it arrives, which gives
@@ -49,17 +54,29 @@ from typing import Any
 
 import numpy as np
 
+from features import columnar_kernels as ck
+from features.columnar import (
+    ColumnarTable,
+    activity_batch,
+    extract_rows,
+    fold_batch,
+    fold_business,
+    from_state,
+    to_state,
+)
+from features.columnar import group_key as columnar_group_key
 from features.events import ActivityEvent
-from features.extract import extract_into, group_key
 from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
-from features.scoring import SCORED, apply
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from features.state import BusinessState, is_scorable
+from features.state import BusinessState
 from models.dataset import _GOLD, DAY_MS, LabelConfig, Tombstone, _sample_threshold, _seed_crc, record_key
 from models.errors import CheckpointMismatch
 from models.shards import EVENT, SNAPSHOT, RowBuffer, Rows
 from models.snapshots import DEFAULT_HALF_LIFE_MS, _add_decayed
 
+# Activity folded per call of the compiled fold: large enough to amortise the call, small enough
+# that a batch's feature rows (BATCH x features x 4 bytes) stay a few hundred kB.
+BATCH = 1024
 BUILD_FORMAT = 1  # bump when the checkpoint or shard layout changes: old work directories are rebuilt
 
 
@@ -97,6 +114,12 @@ class BuildConfig:
             return t + self.every_ms
         i = bisect.bisect_right(self.times, t)
         return self.times[i] if i < len(self.times) else None
+
+    @cached_property
+    def lifetime_conversion_features(self) -> tuple[int, ...]:
+        """Columns of the conversion kinds' lifetime counts (``count_<kind>_all``) in a feature row."""
+        names = self.spec.names
+        return tuple(names.index(f"count_{k.lower()}_all") for k in self.label_cfg.kinds)
 
     @cached_property
     def constants(self) -> tuple[int, int, float, tuple[int, ...]]:
@@ -146,7 +169,7 @@ class PartitionBuild:
 
     partition: int
     cfg: BuildConfig
-    states: dict[str, BusinessState] = field(default_factory=dict)
+    table: ColumnarTable = field(init=False)  # the businesses' states (features.columnar)
     scored: set[str] = field(default_factory=set)
     decayed: dict[str, list[float]] = field(default_factory=dict)  # business -> [value, at time]
     active: set[str] = field(default_factory=set)  # businesses with activity
@@ -164,6 +187,17 @@ class PartitionBuild:
     pruned_step: int | None = None  # the grid step of the last forgetting of conversions
     counts: PartitionCounts = field(default_factory=PartitionCounts)
     _seq: int = 0
+    _batch: list[ActivityEvent] = field(default_factory=list)  # activity not folded yet
+
+    def __post_init__(self) -> None:
+        self.table = ColumnarTable(self.cfg.spec)
+
+    def states(self) -> Iterator[BusinessState]:
+        """Every business's state (for the checkpoint)."""
+        return (to_state(self.table, r) for r in range(len(self.table)))
+
+    def restore(self, state: BusinessState) -> None:
+        from_state(self.table, state)
 
     # ------------------------------------------------------------------------------ a run
     def run(self, business: Iterable[Any], activity: Iterable[Any], out: RowBuffer) -> None:
@@ -171,6 +205,7 @@ class PartitionBuild:
         labelled rows into ``out`` as they become final."""
         for item in self._merged(business, activity):
             self._step(item, out)
+        self._flush(out)
 
     def _merged(self, business: Iterable[Any], activity: Iterable[Any]) -> Iterator[Any]:
         merger: HeadMerger[Any] = HeadMerger()
@@ -215,41 +250,62 @@ class PartitionBuild:
         self.offsets[rank] = max(self.offsets[rank], offset + 1)
 
     def _step(self, item: Any, out: RowBuffer) -> None:
+        """Activity waits in a batch for the compiled fold; anything that must see the states as
+        they are at this point in the merge (a business event, a tombstone, a snapshot time
+        passed, a full batch) folds the batch first."""
+        if type(item) is ActivityEvent:
+            t = item.event_time
+            if not self.snapshots_started or (self.next_t is not None and t > self.next_t):
+                self._flush(out)
+                self._snapshots_before(t)
+            self._batch.append(item)
+            if len(self._batch) >= BATCH:
+                self._flush(out)
+            return
+        self._flush(out)
         if type(item) is Tombstone:
             bid: str = item.business_id  # type: ignore[assignment]  # keyless tombstones never reach the merge
             self.scored.discard(bid)
             self.decayed.pop(bid, None)
-            self.states.pop(bid, None)
+            from_state(self.table, BusinessState(bid, self.cfg.spec))  # forgotten: a new state
             return
         self._snapshots_before(item.event_time)
-        if type(item) is ActivityEvent:
-            self._activity(item, out)
-        else:
-            self.states[item.business_id], _ = apply(self.states.get(item.business_id), item, self.cfg.spec)
+        fold_business(self.table, item)
 
-    def _activity(self, ev: ActivityEvent, out: RowBuffer) -> None:
+    def _flush(self, out: RowBuffer) -> None:
+        """Fold the batch (features.columnar), then walk it in order for what the build keeps:
+        label memory, scoring moments, the clock that labels rows."""
+        events, self._batch = self._batch, []
+        if not events:
+            return
+        X = np.empty((len(events), len(self.cfg.spec.names)), dtype=np.float32)
+        folded = fold_batch(self.table, activity_batch(self.table, events), X)
+        k = 0
+        for i, ev in enumerate(events):
+            scored = folded.outcomes[i] == ck.SCORED
+            self._activity(ev, scored, X[k] if scored else None, int(folded.clocks[i]), out)
+            k += scored
+
+    def _activity(self, ev: ActivityEvent, scored: bool, x: np.ndarray | None, clock: int, out: RowBuffer) -> None:
         c = self.counts
         c.activity_records += 1
         bid, et = ev.business_id, ev.event_time
         self.active.add(bid)
         self.min_time = et if self.min_time is None else min(self.min_time, et)
-        label = self.cfg.label_cfg
-        is_conv = ev.kind in label.kinds
+        is_conv = ev.kind in self.cfg.label_cfg.kinds
         if is_conv:
             self._remember_conversion(bid, ev.event_id, et)
-        st, outcome = apply(self.states.get(bid), ev, self.cfg.spec)
-        self.states[bid] = st
-        if outcome is SCORED:
+        if scored:
             self.scored.add(bid)
             if is_conv:
                 _add_decayed(self.decayed, bid, et, self.cfg.constants[2])
-            self._moment(ev, st)
+            self._moment(ev, x, clock)  # type: ignore[arg-type]  # a scored event has its row
         if self.max_time is None or et > self.max_time:
             self.max_time = et
             self._settle(out)
 
     # --------------------------------------------------------------------------- rows
-    def _moment(self, ev: ActivityEvent, st: BusinessState) -> None:
+    def _moment(self, ev: ActivityEvent, x: np.ndarray, as_of: int) -> None:
         self.counts.scoring_moments += 1
         if not self.cfg.event_rows:
             return
@@ -258,8 +314,11 @@ class PartitionBuild:
         if u >= threshold:
             return
         self.counts.sampled += 1
-        as_of = st.max_event_ms
-        self._wait(as_of, st, EVENT, as_of, offset=self.counts.scoring_moments, u=u)  # offset: the moment's number
+        row = self.table.rows[ev.business_id]
+        # popularity: the lifetime conversion counts, which are features of the row (exact in float32)
+        popularity = float(sum(x[i] for i in self.cfg.lifetime_conversion_features))
+        values = self._values(as_of, row, EVENT, as_of, popularity, offset=self.counts.scoring_moments, u=u)
+        self._park(x.copy(), values)
 
     def _snapshots_before(self, t: int) -> None:
         if not self.snapshots_started:
@@ -271,38 +330,41 @@ class PartitionBuild:
             self.next_t = self.cfg.snapshot_after(self.next_t)
 
     def _snapshot_rows(self, t: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        for bid in sorted(self.scored):
-            st = self.states.get(bid)
-            if st is None or not is_scorable(st):
-                continue
-            yield self._row(t, st, SNAPSHOT, offset=-1, u=0)
+        """One row per scored, scorable business as of its own clock (features.columnar)."""
+        table = self.table
+        ints = table.S[0]
+        rows = np.array([table.rows[b] for b in sorted(self.scored)], dtype=np.int64)
+        if not len(rows):
+            return
+        rows = rows[(ints[rows, ck.C_KNOWN] != 0) & (ints[rows, ck.C_LIFE] != ck.CLOSED)]  # is_scorable
+        as_of = ints[rows, ck.C_MAX]
+        X = np.empty((len(rows), len(self.cfg.spec.names)), dtype=np.float32)
+        extract_rows(table, rows, as_of, X)
+        conv_idx = list(self.cfg.constants[3])
+        popularity = table.S[4][rows][:, conv_idx].sum(axis=1)
+        for j, r in enumerate(rows.tolist()):
+            yield X[j], self._values(t, r, SNAPSHOT, int(as_of[j]), float(popularity[j]), offset=-1, u=0)
 
-    def _wait(self, t: int, st: BusinessState, kind: int, as_of: int, offset: int, u: int) -> None:
-        x, values = self._row(t, st, kind, offset, u)
-        self._park(x, values)
-
-    def _row(self, t: int, st: BusinessState, kind: int, offset: int, u: int) -> tuple[np.ndarray, dict[str, Any]]:
-        spec = self.cfg.spec
-        x = np.empty(len(spec.names), dtype=np.float32)
-        as_of = st.max_event_ms
-        extract_into(st, as_of, x, spec)
-        bid = st.business_id
-        _, _, rate, conv_idx = self.cfg.constants
+    def _values(
+        self, t: int, row: int, kind: int, as_of: int, popularity: float, offset: int, u: int
+    ) -> dict[str, Any]:
+        bid = self.table.ids[row]
+        recent = 0.0
         d = self.decayed.get(bid)
-        recent = d[0] * float(np.exp(-rate * (t - d[1]))) if d and kind == SNAPSHOT else 0.0
-        values = {
+        if d and kind == SNAPSHOT:
+            recent = d[0] * float(np.exp(-self.cfg.constants[2] * (t - d[1])))
+        return {
             "kind": kind,
             "time": t,
             "as_of": as_of,
             "business": bid,
-            "market": group_key(st),
-            "popularity": float(sum(st.totals[i] for i in conv_idx)),
+            "market": columnar_group_key(self.table, row),
+            "popularity": popularity,
             "recent": recent,
             "partition": self.partition,
             "offset": offset,
             "u": u,
         }
-        return x, values
 
     def _park(self, x: np.ndarray, values: dict[str, Any]) -> None:
         self._seq += 1
