@@ -1,8 +1,10 @@
 """One training run from the input topics (or an event-log file), and the periodic loop around it.
 
-``train_once`` reads the log in merge order (``consumer.io.inputlog``), hands the records to
-``models.trainer.train_and_register`` (the same fold and ``extract`` as the worker) and records the
-run (``consumer.trainer.metrics``). ``run_every`` repeats it until stopped; a broker hiccup or a
+``train_once`` hands the input topics, partition by partition (``consumer.io.inputlog.KafkaPartitionLog``),
+to ``models.trainer.train_and_register`` (the same fold and ``extract`` as the worker), which resumes
+its build from the working directory (``STREAMRANK_TRAIN_DIR``) and reads only the log after it, in
+``STREAMRANK_TRAIN_WORKERS`` processes or on a Dask cluster (``STREAMRANK_DASK_SCHEDULER``, the fit
+too); then it records the run (``consumer.trainer.metrics``). ``run_every`` repeats it until stopped; a broker hiccup or a
 failed run (any ``StreamrankError``: a broker's, the models package's ``TrainingError``) is
 logged and retried at the next period, never the end of a periodic trainer.
 """
