@@ -1,9 +1,13 @@
 """Process: the broker-free core. Ordered events + state + scorer → predictions.
 
-``process(items, store, scorer)`` folds each event into its business's state with the shared
-``features.scoring.apply`` rule, extracts one feature row per scoring moment, makes ONE vectorised
+``process(items, store, scorer)`` folds each event into its business's state by the shared
+``features.scoring.apply`` rule, writes one feature row per scoring moment, makes ONE vectorised
 model call for the whole batch, and returns the prediction records, the dead letters, and a tally
-of every item's outcome. The Kafka loop in ``worker`` is a thin shell around it; tests, replays
+of every item's outcome. The fold and the feature rows are the compiled columnar kernel's
+(``features.columnar``: the same states and the same float32 bits as ``scoring.apply`` +
+``extract.extract_into``) on each partition's ``ColumnarTable`` (``store.PartitionState.table``):
+activity is folded per partition in runs (``_Fold``); the per-item checks (lazy restore,
+deletions, applied offsets) stay in Python. The Kafka loop in ``worker`` is a thin shell around it; tests, replays
 and the parity check call it directly.
 
 ``scorer`` may instead be a ``consumer.pipeline.arms.Routing`` (experiment arms): rows are grouped by their
@@ -29,11 +33,13 @@ from consumer.errors import ProcessingHalted, StaleState
 from consumer.pipeline.arms import HOLDOUT, SHADOW, Routing, score_rows
 from consumer.pipeline.decode import DeadLetter, Decoded
 from consumer.pipeline.predictions import feature_hashes, prediction_id, prediction_record
-from consumer.pipeline.store import Entry, PartitionState
-from features.extract import extract_into, group_key
-from features.scoring import SCORED, apply, as_of
+from consumer.pipeline.store import PartitionState
+from features import columnar_kernels as ck
+from features.columnar import activity_batch, fold_batch, fold_business, group_key
+from features.events import BusinessEvent
+from features.scoring import BUSINESS_UPDATE, OUTCOMES
 from features.spec import DEFAULT_SPEC, FeatureSpec
-from features.state import from_bytes, new_state, to_bytes
+from features.state import from_bytes, to_bytes
 
 ALREADY_APPLIED = "already_applied"
 DEAD_LETTER = "dead_letter"
@@ -41,6 +47,7 @@ UNPROCESSABLE = "unprocessable"  # dead-letter reason: our code raised on a deco
 # More consecutive unprocessable records than this is a bug hitting everything, not bad input.
 MAX_CONSECUTIVE_UNPROCESSABLE = 50
 BUSINESS_DELETED = "business_deleted"
+MAX_RUN = 4096  # activity events folded in one kernel call at most (a rebuild's fold is one long walk)
 
 
 class Scorer(Protocol):
@@ -89,48 +96,139 @@ class RowBuffer:
         return self.rows
 
 
-def fold_item(
-    item: Decoded | Tombstone,
+class _Fold:
+    """One walk over ordered items: the per-item checks (restore, deletions, applied offsets) in
+    Python, activity events queued per partition and folded by the compiled kernel
+    (``features.columnar.fold_batch``) in one call per partition and run.
+
+    A partition's queue is folded before anything that must see its states as of that point: a
+    business event of a business with queued activity (folded on its row's profile,
+    ``fold_business``), a tombstone (the deleted row is reset when the business comes back), and
+    the end of the walk. Rows are independent, so the order of the partitions' runs does not
+    matter; within a partition the kernel keeps the merge order. With ``buf``, the kernel writes
+    the feature row of each scoring moment into it, and ``scored`` holds (item, group key, as of,
+    position in the walk) per row."""
+
+    __slots__ = ("store", "spec", "outcomes", "deleted", "buf", "queues", "scored", "n")
+
+    def __init__(
+        self,
+        store: dict[int, PartitionState],
+        spec: FeatureSpec,
+        outcomes: Counter,
+        deleted: list[tuple[int, str]] | None,
+        buf: RowBuffer | None,
+    ):
+        self.store = store
+        self.spec = spec
+        self.outcomes = outcomes
+        self.deleted = deleted
+        self.buf = buf
+        # partition -> (items queued for the kernel, their positions, businesses with queued activity)
+        self.queues: dict[int, tuple[list[Decoded], list[int], set[str]]] = {}
+        self.scored: list[tuple[Decoded, str, int, int]] = []
+        self.n = 0  # feature rows written into buf
+
+    def part(self, partition: int) -> PartitionState:
+        part = self.store.get(partition)
+        if part is None:
+            part = self.store[partition] = PartitionState(partition, spec=self.spec)
+        return part
+
+    def item(self, item: Decoded | Tombstone, pos: int) -> None:
+        """Apply one event or tombstone (activity: queued) and count its outcome."""
+        outcomes = self.outcomes
+        part = self.part(item.partition)
+        if isinstance(item, Tombstone):
+            if item.partition in self.queues:
+                self.flush(item.partition)
+            dropped = part.delete(item.business_id, item.offset)
+            if dropped is None:
+                outcomes[ALREADY_APPLIED] += 1
+                return
+            if dropped and self.deleted is not None:
+                self.deleted.append((item.partition, item.business_id))
+            outcomes[BUSINESS_DELETED] += 1
+            return
+        event = item.event
+        bid = event.business_id
+        entry = part.entries.get(bid)
+        if entry is None:
+            entry = part.restored(bid) if part.encoded else None
+            if entry is None:
+                if part.deleted and part.deleted_after(bid, item.rank, item.offset):
+                    outcomes[ALREADY_APPLIED] += 1  # folded into a state that a later tombstone dropped
+                    return
+                entry = part.new_entry(bid)
+        if item.offset <= entry.applied[item.rank]:  # a new entry's applied offsets are -1
+            outcomes[ALREADY_APPLIED] += 1
+            return
+        if type(event) is BusinessEvent:
+            queue = self.queues.get(item.partition)
+            if queue is not None and bid in queue[2]:
+                self.flush(item.partition)
+            fold_business(part.table, event)
+            outcomes[BUSINESS_UPDATE] += 1
+        else:
+            queue = self.queues.get(item.partition)
+            if queue is None:
+                queue = self.queues[item.partition] = ([], [], set())
+            queue[0].append(item)
+            queue[1].append(pos)
+            queue[2].add(bid)
+            if len(queue[0]) >= MAX_RUN:
+                self.flush(item.partition)
+        entry.applied[item.rank] = item.offset
+        part.dirty.add(bid)
+
+    def flush(self, partition: int) -> None:
+        """Fold a partition's queued activity, in order, with the kernel."""
+        items, positions, _ = self.queues.pop(partition)
+        table = self.store[partition].table
+        batch = activity_batch(table, [it.event for it in items])  # type: ignore[misc]  # queued: activity only
+        buf = self.buf
+        if buf is None:
+            folded = fold_batch(table, batch)
+        else:
+            folded = fold_batch(table, batch, buf.ensure(self.n + len(items)), self.n)
+        counts = np.bincount(folded.outcomes, minlength=len(OUTCOMES)).tolist()
+        outcomes = self.outcomes
+        for name, c in zip(OUTCOMES, counts, strict=True):
+            if c:
+                outcomes[name] += c
+        if buf is None or folded.n == self.n:  # folded.n: the end of the rows written, from self.n
+            return
+        idx = np.flatnonzero(folded.outcomes == ck.SCORED)
+        keys: dict[int, str] = {}  # row -> group key: no profile changes inside a run
+        scored = self.scored
+        for i, row, t in zip(idx.tolist(), batch.rows[idx].tolist(), folded.clocks[idx].tolist(), strict=True):
+            gkey = keys.get(row)
+            if gkey is None:
+                gkey = keys[row] = group_key(table, row)
+            scored.append((items[i], gkey, t, positions[i]))
+        self.n = folded.n
+
+    def finish(self) -> None:
+        for partition in list(self.queues):
+            self.flush(partition)
+
+
+def fold_items(
+    items: Iterable[Decoded | Tombstone],
     store: dict[int, PartitionState],
     spec: FeatureSpec,
     outcomes: Counter,
     deleted: list[tuple[int, str]] | None = None,
-) -> tuple[Entry | None, str]:
-    """Apply one event or tombstone to its partition's state and count its outcome.
-
-    The one state transition of the worker, shared by ``process`` and the replay's fold-only
-    prefix. Returns the entry it changed (None for a tombstone or an already-applied record).
-    """
-    part = store.get(item.partition)
-    if part is None:
-        part = store[item.partition] = PartitionState(item.partition, spec=spec)
-    if isinstance(item, Tombstone):
-        dropped = part.delete(item.business_id, item.offset)
-        if dropped is None:
-            outcomes[ALREADY_APPLIED] += 1
-            return None, ALREADY_APPLIED
-        if dropped and deleted is not None:
-            deleted.append((item.partition, item.business_id))
-        outcomes[BUSINESS_DELETED] += 1
-        return None, BUSINESS_DELETED
-    event = item.event
-    bid = event.business_id
-    entry = part.entries.get(bid)
-    if entry is None:
-        entry = part.restored(bid) if part.encoded else None
-        if entry is None:
-            if part.deleted and part.deleted_after(bid, item.rank, item.offset):
-                outcomes[ALREADY_APPLIED] += 1  # folded into a state that a later tombstone dropped
-                return None, ALREADY_APPLIED
-            entry = part.new_entry(bid, new_state(bid, spec))
-    if item.offset <= entry.applied[item.rank]:  # a new entry's applied offsets are -1
-        outcomes[ALREADY_APPLIED] += 1
-        return None, ALREADY_APPLIED
-    entry.state, outcome = apply(entry.state, event, spec)
-    entry.applied[item.rank] = item.offset
-    part.dirty.add(bid)
-    outcomes[outcome] += 1
-    return entry, outcome
+) -> int:
+    """Apply events and tombstones (no dead letters) to their partitions' states in order and count
+    their outcomes: ``process`` without feature rows or scoring (the rebuild and the replay's
+    fold-only prefix). Returns how many items it took."""
+    fold = _Fold(store, spec, outcomes, deleted, None)
+    n = 0
+    for n, item in enumerate(items, 1):
+        fold.item(item, n)
+    fold.finish()
+    return n
 
 
 def process(
@@ -145,24 +243,26 @@ def process(
 ) -> BatchOutput:
     out = BatchOutput()
     buf = rows if rows is not None else RowBuffer(len(spec.names))
-    pending: list[tuple[Decoded, str, int]] = []  # (item, group key, as_of)
     outcomes = out.outcomes
-    for item in items:
+    fold = _Fold(store, spec, outcomes, out.deleted, buf)
+    for pos, item in enumerate(items):
         if isinstance(item, DeadLetter):
             out.dead_letters.append(item)
             outcomes[DEAD_LETTER] += 1
             continue
-        entry, outcome = fold_item(item, store, spec, outcomes, out.deleted)
-        if outcome is SCORED:
-            state = entry.state  # type: ignore[union-attr]  # a scored item always has its entry
-            row = buf.ensure(len(pending) + 1)[len(pending)]
-            t = as_of(state)
-            extract_into(state, t, row, spec)
-            pending.append((item, group_key(state), t))  # type: ignore[arg-type]  # only events are scored
-    if not pending:
+        fold.item(item, pos)
+    fold.finish()
+    if not fold.scored:
         return out
-    n = len(pending)
+    n = fold.n
     X = buf.rows[:n]
+    scored = fold.scored
+    positions = [s[3] for s in scored]
+    if any(a > b for a, b in zip(positions, positions[1:], strict=False)):  # runs of several partitions
+        order = np.argsort(positions, kind="stable")
+        X = X[order]
+        scored = [scored[i] for i in order.tolist()]
+    pending = [(item, gkey, t) for item, gkey, t, _ in scored]
     if isinstance(scorer, Routing):  # experiment arms: one call per distinct model
         _score_routed(out, pending, X, scorer, clock)
         return out
@@ -261,7 +361,10 @@ def _saved_state(item: Any, store: dict[int, PartitionState]) -> tuple[Any, byte
     if type(item) is not Decoded:
         return None
     part = store.get(item.partition)
-    entry = None if part is None else part.entries.get(item.event.business_id)
+    bid = item.event.business_id
+    entry = None if part is None else part.entries.get(bid)
+    if entry is None and part is not None and bid in part.encoded:
+        entry = part.restored(bid)  # decoded now, so that putting it back keeps it
     if entry is None:
         return (None, None)
     return (tuple(entry.applied), to_bytes(entry.state))

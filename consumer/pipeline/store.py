@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from consumer.errors import CorruptChangelog, StaleState
+from features.columnar import ColumnarTable, from_state, to_state
 from features.errors import CorruptState, StateVersionError
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from features.state import BusinessState, from_bytes, readable, to_bytes
@@ -40,11 +41,57 @@ HEADER = struct.Struct(">3sqq")
 MAGIC = b"SR1"
 
 
-@dataclass(slots=True)
 class Entry:
-    state: BusinessState
-    # Highest input offset applied to this state, per input topic rank (business, activity).
-    applied: list[int] = field(default_factory=lambda: [-1, -1])
+    """A business's state and the input offsets it reflects.
+
+    Inside a :class:`PartitionState` the state lives in the partition's ``ColumnarTable`` (row
+    ``row``), where the compiled fold works on it: ``entry.state`` is then a ``BusinessState`` copy
+    of the row (``features.columnar.to_state``) and assigning it writes the row back
+    (``from_state``). An entry outside a partition (``decode_entry``'s) holds its state itself."""
+
+    __slots__ = ("_state", "applied", "row", "table")
+
+    def __init__(
+        self,
+        state: BusinessState | None = None,
+        applied: list[int] | None = None,
+        *,
+        table: ColumnarTable | None = None,
+        row: int = -1,
+    ):
+        self._state = state
+        # Highest input offset applied to this state, per input topic rank (business, activity).
+        self.applied = applied if applied is not None else [-1, -1]
+        self.table = table
+        self.row = row
+
+    @property
+    def state(self) -> BusinessState:
+        if self.table is not None:
+            return to_state(self.table, self.row)
+        assert self._state is not None, "an entry outside a partition holds its state"
+        return self._state
+
+    @state.setter
+    def state(self, state: BusinessState) -> None:
+        if self.table is not None:
+            if state.business_id != self.table.ids[self.row]:
+                raise ValueError(f"state of {state.business_id!r} assigned to the row of {self.table.ids[self.row]!r}")
+            from_state(self.table, state)
+        else:
+            self._state = state
+
+    def attach(self, table: ColumnarTable) -> Entry:
+        """Move the state this entry holds into its business's row of ``table``."""
+        if self.table is None:
+            assert self._state is not None
+            self.row = from_state(table, self._state)
+            self.table, self._state = table, None
+        return self
+
+    def __repr__(self) -> str:
+        where = f"row={self.row}" if self.table is not None else "detached"
+        return f"Entry({where}, applied={self.applied})"
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -103,6 +150,14 @@ class PartitionState:
     stale: int = 0
     topic: str = "changelog"  # the changelog topic it was restored from: errors name it
     spec: FeatureSpec = DEFAULT_SPEC  # the feature set its states are written in (restored ones decode with it)
+    # The decoded states, one row per business (``features.columnar``): what the compiled fold
+    # works on. Rows are never freed: a business deleted and seen again gets its row back, reset.
+    table: ColumnarTable = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.table = ColumnarTable(self.spec)
+        for entry in self.entries.values():  # entries given to the constructor (tests, tools)
+            entry.attach(self.table)
 
     def __len__(self) -> int:
         """Businesses held, decoded or not."""
@@ -114,16 +169,25 @@ class PartitionState:
         if data is None:
             return None
         try:
-            entry = self.entries[business_id] = decode_entry(data, self.spec)
+            entry = decode_entry(data, self.spec)
         except StaleState as exc:  # headers that passed the restore's check, a body that does not decode
             raise exc.at(partition=self.partition, business_id=business_id, topic=self.topic) from exc
+        self.entries[business_id] = entry.attach(self.table)
         return entry
 
-    def new_entry(self, business_id: str, state: BusinessState) -> Entry:
-        """A fresh entry; after a deletion it keeps the deleted state's offsets, so records that were
-        applied before the deletion are still skipped when re-read."""
+    def new_entry(self, business_id: str, state: BusinessState | None = None) -> Entry:
+        """A fresh entry (an empty state unless ``state``); after a deletion it keeps the deleted
+        state's offsets, so records that were applied before the deletion are still skipped when
+        re-read. A row left by a deleted (or put back) state is reset, dedup memory included."""
         marker = self.deleted.pop(business_id, None) if self.deleted else None
-        entry = self.entries[business_id] = Entry(state, marker if marker is not None else [-1, -1])
+        table = self.table
+        if state is not None or business_id in table.rows:
+            row = from_state(table, state if state is not None else BusinessState(business_id, self.spec))
+        else:
+            row = table.row(business_id)  # a new row is the empty state
+        entry = self.entries[business_id] = Entry(
+            None, marker if marker is not None else [-1, -1], table=table, row=row
+        )
         return entry
 
     def deleted_after(self, business_id: str, rank: int, offset: int) -> bool:

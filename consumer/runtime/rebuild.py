@@ -9,7 +9,7 @@ How: read the partition's two input topics from the beginning up to the consumer
 committed offsets, turn each record into what the worker's poll loop makes of it (``consumer.pipeline.order``:
 a tombstone, an event, or a dead letter, queued at the time of the record before it), merge both streams in the
 worker's order (``merge_finished``: on a prefix of the log it releases what the live head merge
-released) and fold them with the worker's own transition (``process.fold_item``). The state, its
+released) and fold them with the worker's own transition (``process.fold_items``). The state, its
 applied offsets and its deletions are then exactly what the worker built up to the commit; the
 worker writes them to the changelog and resumes at the committed offsets.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from consumer.pipeline.decode import DeadLetter, Decoder
 from consumer.pipeline.order import by_partition
-from consumer.pipeline.process import fold_item
+from consumer.pipeline.process import fold_items
 from consumer.pipeline.store import PartitionState
 from features.order import merge_finished
 from features.spec import DEFAULT_SPEC, FeatureSpec
@@ -58,9 +58,10 @@ def fold_partitions(
     store: dict[int, PartitionState] = {p: PartitionState(p, spec=spec) for p in partitions}
     outcomes: Counter = Counter()
     for p in partitions:
-        for item in merge_finished(by_part.pop(p, [])):
-            if type(item) is not DeadLetter:  # a dead letter changes no state
-                fold_item(item, store, spec, outcomes)
+        # a dead letter changes no state
+        fold_items(
+            (it for it in merge_finished(by_part.pop(p, [])) if type(it) is not DeadLetter), store, spec, outcomes
+        )
         store[p].dirty.clear()  # the caller decides what goes to the changelog
     return store
 

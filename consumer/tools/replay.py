@@ -56,7 +56,7 @@ from consumer.pipeline.decode import Decoded
 from consumer.pipeline.process import (
     RowBuffer,
     Scorer,
-    fold_item,
+    fold_items,
     process,
 )
 from consumer.pipeline.store import PartitionState
@@ -275,11 +275,7 @@ def partition_items(
 
 def fold(items: Iterable[Any], store: dict[int, PartitionState], spec: FeatureSpec, outcomes: Counter) -> int:
     """``process`` without scoring: the same state transitions, no feature rows, no model call."""
-    n = 0
-    for item in items:
-        n += 1
-        fold_item(item, store, spec, outcomes)
-    return n
+    return fold_items(items, store, spec, outcomes)
 
 
 def run_partition(

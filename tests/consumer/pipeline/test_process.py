@@ -202,16 +202,18 @@ def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_k
     coordinates; its business's state is as before it; every other record is processed."""
     import consumer.pipeline.process as proc
     from consumer.pipeline.process import UNPROCESSABLE, process_isolated
+    from features.state import event_key
 
-    real_apply = proc.apply
+    real_fold = proc.fold_batch
+    bad_key = event_key("b1-bad")
 
-    def apply(state, event, spec):
-        if getattr(event, "event_id", "") == "b1-bad":
-            state.late_dropped += 10**6  # half-way through, then the bug: the state must not keep this
+    def fold_batch(table, batch, *args):
+        folded = real_fold(table, batch, *args)  # the state changes half-way, then the bug: it must not keep them
+        if bad_key in batch.keys.tolist():
             raise ZeroDivisionError("a bug in feature code")
-        return real_apply(state, event, spec)
+        return folded
 
-    monkeypatch.setattr(proc, "apply", apply)
+    monkeypatch.setattr(proc, "fold_batch", fold_batch)
     bad = act_item("b1", T0 + 2, 2, eid="b1-bad")
     items = [
         biz_item("b1", T0),
@@ -228,7 +230,8 @@ def test_a_record_that_breaks_the_fold_is_dead_lettered_and_its_business_state_k
     ]
     assert "activity-events[0]@2" in out.dead_letters[0].detail and "ZeroDivisionError" in out.dead_letters[0].detail
     assert [p["source_offset"] for p in out.predictions] == [1, 3, 4]
-    assert store[0].entries["b1"].state.late_dropped < 10**6
+    # b1's state is the fold of its other records: the bad one's changes (its dedup key too) undone
+    assert store[0].entries["b1"].state == _fold_all(items[:2] + items[3:4])
     assert sum(out.outcomes.values()) == len(items) and out.outcomes[DEAD_LETTER] == 1
     # Same outputs as processing the batch without the bad record, apart from the dead letter.
     clean_store = {}
@@ -241,10 +244,10 @@ def test_a_bug_that_hits_every_record_stops_instead_of_dead_lettering_everything
     from consumer.errors import ProcessingHalted
     from consumer.pipeline.process import process_isolated
 
-    def apply(state, event, spec):
+    def fold_batch(*args):
         raise RuntimeError("every record")
 
-    monkeypatch.setattr(proc, "apply", apply)
+    monkeypatch.setattr(proc, "fold_batch", fold_batch)
     items = [act_item("b1", T0 + i, i) for i in range(100)]
     with pytest.raises(ProcessingHalted, match="consecutive records"):
         process_isolated(items, {}, SumScorer())

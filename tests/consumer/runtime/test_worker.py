@@ -218,14 +218,14 @@ def test_a_record_our_code_cannot_process_is_dead_lettered_and_the_worker_keeps_
         if kind == "activity"
     ]
     victim = records[len(records) // 2]
-    real_apply = proc.apply
+    real_batch = proc.activity_batch
 
-    def apply(state, event, spec):
-        if event.event_id == victim["event_id"]:
+    def activity_batch(table, events):
+        if any(ev.event_id == victim["event_id"] for ev in events):
             raise ArithmeticError("a bug that only this event reaches")
-        return real_apply(state, event, spec)
+        return real_batch(table, events)
 
-    monkeypatch.setattr(proc, "apply", apply)
+    monkeypatch.setattr(proc, "activity_batch", activity_batch)
     stats = Worker(cfg, exit_when_idle_s=2).run()
     dls = read_topic(cfg, cfg.dead_letter_topic)
     assert len(dls) == 1 and stats.dead_letters == {"unprocessable": 1}

@@ -49,6 +49,18 @@ def _bump_first_feature(real):
     return changed
 
 
+def _bump_first_feature_of_written_rows(real):
+    """The worker's fold (``features.columnar.fold_batch``) with feature 0 of every row it writes changed."""
+
+    def changed(table, batch, out=None, start=0):
+        folded = real(table, batch, out, start)
+        if out is not None:
+            out[start : folded.n, 0] += 1.0
+        return folded
+
+    return changed
+
+
 def test_parity_is_exact_on_a_generated_world_and_a_changed_feature_is_caught(cfg, monkeypatch, capsys):
     publish_world(cfg, businesses=40, days=3, seed=61)
     Worker(cfg, exit_when_idle_s=2).run()
@@ -72,7 +84,7 @@ def test_parity_is_exact_on_a_generated_world_and_a_changed_feature_is_caught(cf
 def test_a_consumer_change_breaks_parity(kafka_config, registry_copy, monkeypatch):
     cfg = kafka_config.with_overrides(registry_dir=str(registry_copy), batch_size=200)
     publish_world(cfg, businesses=30, days=2, seed=62)
-    monkeypatch.setattr(process_mod, "extract_into", _bump_first_feature(process_mod.extract_into))
+    monkeypatch.setattr(process_mod, "fold_batch", _bump_first_feature_of_written_rows(process_mod.fold_batch))
     Worker(cfg, exit_when_idle_s=2).run()
     monkeypatch.undo()
     preds = read_prediction_topics(cfg, [cfg.predictions_topic])
