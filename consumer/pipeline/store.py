@@ -9,6 +9,11 @@ recognised and not applied twice.
 
 Changelog value layout: ``b"SR1" | business offset (int64) | activity offset (int64) | state bytes``.
 
+In memory, a partition's decoded states are rows of one ``features.columnar.ColumnarTable``
+(``PartitionState.table``), where ``process`` folds them with the compiled kernel; an ``Entry``
+names its row, and ``Entry.state`` converts the row to a ``BusinessState`` and back
+(``to_state``/``from_state``), so the state bytes above are ``features.state.to_bytes`` as before.
+
 A deleted business (a tombstone on the business topic) is written in two steps. First a *deletion
 marker*, the header alone: it keeps the offsets the dropped state reflected, so records re-read
 after a crash (up to the tombstone, whose offsets were not committed yet) are still recognised as
