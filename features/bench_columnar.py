@@ -2,7 +2,7 @@
 
 On an interleaved stream of many businesses' histories (``bench_features``: 30 days, up to an hour of
 delivery jitter, plus re-delivered duplicates), or on a simulated world's events in delivery order
-with ``python -m sim.bench_columnar`` (features may not import sim), times the worker's per-event path (``scoring.apply`` then ``extract_into`` at each scoring moment) against
+with ``python -m sim.bench_columnar`` (features may not import sim), times the Python per-event path (``scoring.apply`` then ``extract_into`` at each scoring moment; the worker's until it folded with the kernel) against
 ``columnar.fold_events`` (event objects to arrays, the compiled fold, rows written into one matrix),
 and the kernel alone on prebuilt arrays (activity events only). Prints µs per event, min / median /
 max over ``--runs`` runs; checks the two paths' rows are the same bits. Figures only.
