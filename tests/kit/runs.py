@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -134,6 +135,10 @@ def check_invariant(
     }
 
 
+def _in_client_fetch_wait(stack: str) -> bool:
+    return "kafka/consumer/fetcher.py" in stack and "kafka/net/selector.py" in stack and "event.wait()" in stack
+
+
 class ThreadedWorker:
     """A ``Worker`` in a thread of this process, so a test can reach into it (metrics, sink, model holder)."""
 
@@ -153,11 +158,21 @@ class ThreadedWorker:
         self.thread.start()
         return self
 
-    def join(self, timeout: float) -> Any:
+    def join(self, timeout: float, *, tolerate_client_hang: bool = False) -> Any:
+        """The worker's stats once it has stopped. ``tolerate_client_hang``: a worker stuck in
+        kafka-python 3.0.12's unbounded fetch wait (``Fetcher.fetch_records`` ->
+        ``net.selector.run`` -> ``Event.wait()``, no timeout) is left behind with a warning
+        (returns None) instead of failing: for tests whose property does not need the worker to
+        stop (the thread is a daemon). Stuck anywhere else still fails."""
         self.thread.join(timeout)
         if self.thread.is_alive():  # where it is stuck says more than that it is
             frame = sys._current_frames().get(self.thread.ident or -1)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)"
+            if tolerate_client_hang and _in_client_fetch_wait(stack):
+                warnings.warn(
+                    f"worker left stuck in kafka-python's fetch wait after {timeout}s:\n{stack}", stacklevel=2
+                )
+                return None
             raise AssertionError(f"worker still running after {timeout}s; its stack:\n{stack}")
         if self.error is not None:
             raise AssertionError(f"the worker died: {self.error!r}") from self.error

@@ -81,9 +81,10 @@ def test_failed_checkpoints_re_emit_nothing_exactly_once(cfg, monkeypatch, guara
 # One rerun: in one clean-clone CI run (of three runs of it) worker A, after its refused commit and
 # rewind, never returned from poll: kafka-python 3.0.12's Fetcher waits on its IO thread without a
 # timeout (net.selector.run -> Event.wait()), the hang the kept-partitions rebalance test met too.
-# A second rerun since stop 26: the clean-clone CI of b949bb0 (no worker change) met the same hang
-# in both attempts while the 2-core host ran other test suites at a load of 9-13. A failure that
-# repeats three times still fails the run.
+# Since stop 26 the hang (met in both attempts of two clean-clone CI runs) is tolerated where it
+# happens, after the refused commit: ThreadedWorker.join(tolerate_client_hang=True) leaves A
+# stuck with a warning, and the checks below (the refusal, the invariant, the output count) run.
+# The rerun stays for a hang elsewhere. A failure that repeats three times still fails the run.
 @pytest.mark.flaky(reruns=2)
 def test_a_zombie_commits_nothing_after_its_partitions_moved(cfg, monkeypatch):
     """Worker A stalls (a long GC pause, a stopped VM) inside a batch, between sending its outputs
@@ -132,7 +133,9 @@ def test_a_zombie_commits_nothing_after_its_partitions_moved(cfg, monkeypatch):
         time.sleep(12)  # past A's max.poll.interval: the group gave every partition to B
         resumed.set()  # A wakes and tries to commit what it sent under its old generation
         b.join(180)
-        ta.join(120)
+        # After its refused commit and rewind, A may hang in kafka-python's poll (see the
+        # decorator's note); what A committed is what this test checks, not that A exits.
+        ta.join(120, tolerate_client_hang=True)
     finally:
         resumed.set()
         mp.undo()
