@@ -1,0 +1,461 @@
+"""Columnar decoding of one poll batch of activity records (numba ``njit``, cached on disk).
+
+:func:`decode_activity` reads the Confluent wire format of ``activity_event.avsc`` straight into
+arrays, with no Avro library and no Python object per record. It is a shortcut, not a second
+decoder: a record is marked ``fast`` only when it is in the plain shape every well-behaved producer
+writes (the packaged schema id, canonical varints, ASCII strings, every ``ActivityEvent.validate``
+rule met, key equal to business_id), so that :meth:`Decoder.decode` would return a ``Decoded``
+with exactly these values. Anything else (an older or newer writer schema, tombstones, bad or odd
+bytes, invalid events) is left to the caller's slow path, which decides ``Decoded`` or
+``DeadLetter`` as before.
+
+ASCII only: then a string's byte length is its ``str`` length (the ``MAX_ID_LEN`` rule holds on
+bytes) and UTF-8 decoding cannot fail. Canonical varints of at most 9 bytes only: every legal
+value fits, and no overflow or padding question arises about how fastavro would read them.
+
+``python -m consumer.pipeline.fastdecode`` times it against ``Decoder.decode`` on simulated records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from consumer.pipeline.codec import HEADER, MAGIC, load_schema_file
+from features.events import ACTIVITY_KINDS, MAX_EVENT_TIME_MS, MAX_ID_LEN, MIN_EVENT_TIME_MS
+from features.spec import DEFAULT_SPEC, FeatureSpec
+
+# The field layout the kernel parses; checked against the packaged schema at import, so a schema
+# change cannot silently desynchronise the two.
+_LAYOUT = (
+    ("event_id", "string"),
+    ("business_id", "string"),
+    ("user_id", ("null", "string")),
+    ("event_time", "long"),
+    ("kind", ("enum", ACTIVITY_KINDS)),
+    ("search_id", ("null", "string")),
+    ("rating", ("null", "int")),
+)
+_N_KINDS = len(ACTIVITY_KINDS)
+_REVIEW = ACTIVITY_KINDS.index("REVIEW")
+_GOLD = np.uint64(0x9E3779B1)  # features.state._GOLD (user_slot's Fibonacci hashing)
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def _field_shape(t: Any) -> Any:
+    if isinstance(t, list):
+        return tuple(t)
+    if isinstance(t, dict) and t.get("type") == "enum":
+        return ("enum", tuple(t["symbols"]))
+    return t
+
+
+def _check_layout() -> None:
+    schema = load_schema_file("activity_event.avsc")
+    got = tuple((f["name"], _field_shape(f["type"])) for f in schema["fields"])
+    if got != _LAYOUT:
+        raise ImportError(f"activity_event.avsc no longer has the layout fastdecode parses: {got}")
+    # The kernel reads the 5-byte header as magic + big-endian id.
+    assert HEADER.size == 5 and MAGIC == 0
+
+
+_check_layout()
+
+
+def _crc_table() -> np.ndarray:
+    t = np.zeros(256, dtype=np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        t[i] = c
+    return t
+
+
+_CRC_TABLE = _crc_table()
+
+
+# BLAKE2b (RFC 7693) constants, for features.state.event_key inside the kernel.
+_B2_IV = np.array(
+    [
+        0x6A09E667F3BCC908,
+        0xBB67AE8584CAA73B,
+        0x3C6EF372FE94F82B,
+        0xA54FF53A5F1D36F1,
+        0x510E527FADE682D1,
+        0x9B05688C2B3E6C1F,
+        0x1F83D9ABFB41BD6B,
+        0x5BE0CD19137E2179,
+    ],
+    dtype=np.uint64,
+)
+_B2_SIGMA = np.array(
+    [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
+        [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4],
+        [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
+        [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13],
+        [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
+        [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11],
+        [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
+        [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
+        [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
+    ],
+    dtype=np.int64,
+)
+
+
+class ActivityColumns(NamedTuple):
+    """One batch, column by column. Values of records that are not ``fast`` are meaningless (0)."""
+
+    fast: np.ndarray  # bool: decoded here; False = the caller must use Decoder.decode
+    bid_code: np.ndarray  # int64: index into bids, -1 when not fast
+    bids: list[str]  # distinct business ids of the fast records, first-seen order
+    event_time: np.ndarray  # int64
+    kind: np.ndarray  # int64: index in ACTIVITY_KINDS (= the Avro enum index)
+    user_slot: np.ndarray  # int64: features.state.user_slot, -1 for a null user_id
+    event_key: np.ndarray  # uint64: features.state.event_key(event_id)
+    rating: np.ndarray  # int64: 0 when null
+
+
+@njit(cache=True)
+def _varint(buf, pos, end):
+    """Zigzag varint at ``pos``: (value, next pos), next pos -1 when truncated, over 9 bytes or
+    not minimal (a trailing 0x00 group)."""
+    n = 0
+    shift = 0
+    for i in range(9):
+        if pos >= end:
+            return 0, -1
+        b = np.int64(buf[pos])
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            if b == 0 and i > 0:
+                return 0, -1
+            return (n >> 1) ^ -(n & 1), pos
+        shift += 7
+    return 0, -1
+
+
+@njit(cache=True)
+def _id(buf, pos, end):
+    """An ASCII string of at most MAX_ID_LEN bytes at ``pos``: (start, length, next pos), next pos -1
+    otherwise."""
+    n, pos = _varint(buf, pos, end)
+    if pos < 0 or n < 0 or n > MAX_ID_LEN or pos + n > end:
+        return 0, 0, -1
+    for i in range(pos, pos + n):
+        if buf[i] >= 0x80:
+            return 0, 0, -1
+    return pos, n, pos + n
+
+
+@njit(cache=True)
+def _branch(buf, pos, end):
+    """A ``["null", T]`` union's branch index (0 or 1) and the next pos; -1 for any other index."""
+    b, pos = _varint(buf, pos, end)
+    if pos < 0 or (b != 0 and b != 1):
+        return 0, -1
+    return b, pos
+
+
+@njit(cache=True)
+def _user_slot(buf, start, n, crc_table, shift):
+    c = np.uint32(0xFFFFFFFF)
+    for i in range(start, start + n):
+        c = crc_table[(c ^ buf[i]) & 0xFF] ^ (c >> np.uint32(8))
+    c = c ^ np.uint32(0xFFFFFFFF)
+    return np.int64(((np.uint64(c) * _GOLD) & np.uint64(0xFFFFFFFF)) >> np.uint64(shift))
+
+
+@njit(cache=True)
+def _fnv(buf, start, n):
+    h = _FNV_OFFSET
+    for i in range(start, start + n):
+        h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
+    return h
+
+
+@njit(cache=True)
+def _rotr(x, n):
+    return (x >> np.uint64(n)) | (x << np.uint64(64 - n))
+
+
+@njit(cache=True)
+def _g(a, b, c, d, x, y):
+    a = a + b + x
+    d = _rotr(d ^ a, 32)
+    c = c + d
+    b = _rotr(b ^ c, 24)
+    a = a + b + y
+    d = _rotr(d ^ a, 16)
+    c = c + d
+    b = _rotr(b ^ c, 63)
+    return a, b, c, d
+
+
+@njit(cache=True)
+def _b2_compress(buf, pos, end, h, m, t, last):
+    """One BLAKE2b compression of the block ``buf[pos:pos + 128]`` (zero-padded past ``end``) into
+    ``h``; ``t`` is the byte count so far, including this block. The working vector lives in
+    locals, not an array, so that it stays in registers."""
+    m[:] = 0
+    for p in range(pos, min(end, pos + 128)):
+        k = p - pos
+        m[k >> 3] |= np.uint64(buf[p]) << np.uint64(8 * (k & 7))
+    v0, v1, v2, v3, v4, v5, v6, v7 = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
+    v8, v9, v10, v11 = _B2_IV[0], _B2_IV[1], _B2_IV[2], _B2_IV[3]
+    v12, v13, v14, v15 = _B2_IV[4] ^ np.uint64(t), _B2_IV[5], _B2_IV[6], _B2_IV[7]
+    if last:
+        v14 = ~v14
+    for r in range(12):
+        s = _B2_SIGMA[r % 10]
+        v0, v4, v8, v12 = _g(v0, v4, v8, v12, m[s[0]], m[s[1]])
+        v1, v5, v9, v13 = _g(v1, v5, v9, v13, m[s[2]], m[s[3]])
+        v2, v6, v10, v14 = _g(v2, v6, v10, v14, m[s[4]], m[s[5]])
+        v3, v7, v11, v15 = _g(v3, v7, v11, v15, m[s[6]], m[s[7]])
+        v0, v5, v10, v15 = _g(v0, v5, v10, v15, m[s[8]], m[s[9]])
+        v1, v6, v11, v12 = _g(v1, v6, v11, v12, m[s[10]], m[s[11]])
+        v2, v7, v8, v13 = _g(v2, v7, v8, v13, m[s[12]], m[s[13]])
+        v3, v4, v9, v14 = _g(v3, v4, v9, v14, m[s[14]], m[s[15]])
+    h[0] ^= v0 ^ v8
+    h[1] ^= v1 ^ v9
+    h[2] ^= v2 ^ v10
+    h[3] ^= v3 ^ v11
+    h[4] ^= v4 ^ v12
+    h[5] ^= v5 ^ v13
+    h[6] ^= v6 ^ v14
+    h[7] ^= v7 ^ v15
+
+
+@njit(cache=True)
+def _event_key(buf, start, n, h, m):
+    """features.state.event_key of ``buf[start:start + n]``: the first 8 bytes, little-endian, of its
+    unkeyed BLAKE2b with digest_size=8. ``h``, ``m``: scratch (8 and 16 uint64)."""
+    for w in range(8):
+        h[w] = _B2_IV[w]
+    h[0] ^= np.uint64(0x01010008)  # parameter block: digest length 8, no key, fanout 1, depth 1
+    pos = start
+    end = start + n
+    while end - pos > 128:
+        _b2_compress(buf, pos, end, h, m, pos + 128 - start, False)
+        pos += 128
+    _b2_compress(buf, pos, end, h, m, n, True)
+    return h[0]
+
+
+@njit(cache=True)
+def _parse(vbuf, pos, end, sid, ints, spans, i, crc_table, shift):
+    """Parse and validate record ``i`` in ``vbuf[pos:end]``. On success fills ``ints[:, i]`` (event
+    time, kind, user slot, rating) and ``spans[i]`` (event_id, business_id start and length) and
+    returns True."""
+    if end - pos < 5 or vbuf[pos] != 0:
+        return False
+    got = (np.int64(vbuf[pos + 1]) << 24) | (np.int64(vbuf[pos + 2]) << 16)
+    got |= (np.int64(vbuf[pos + 3]) << 8) | np.int64(vbuf[pos + 4])
+    if got != sid:
+        return False
+    es, en, pos = _id(vbuf, pos + 5, end)
+    if pos < 0 or en == 0:
+        return False
+    bs, bn, pos = _id(vbuf, pos, end)
+    if pos < 0 or bn == 0:
+        return False
+    has_user, pos = _branch(vbuf, pos, end)
+    if pos < 0:
+        return False
+    slot = -1
+    if has_user:
+        us, un, pos = _id(vbuf, pos, end)
+        if pos < 0:
+            return False
+        slot = _user_slot(vbuf, us, un, crc_table, shift)
+    t, pos = _varint(vbuf, pos, end)
+    if pos < 0 or t < MIN_EVENT_TIME_MS or t >= MAX_EVENT_TIME_MS:
+        return False
+    kind, pos = _varint(vbuf, pos, end)
+    if pos < 0 or kind < 0 or kind >= _N_KINDS:
+        return False
+    has_search, pos = _branch(vbuf, pos, end)
+    if pos >= 0 and has_search:
+        _, _, pos = _id(vbuf, pos, end)
+    if pos < 0:
+        return False
+    has_rating, pos = _branch(vbuf, pos, end)
+    rating = 0
+    if pos >= 0 and has_rating:
+        rating, pos = _varint(vbuf, pos, end)
+        if kind != _REVIEW or rating < 1 or rating > 5:
+            return False
+    if pos != end:  # truncated (-1) or trailing bytes
+        return False
+    ints[0, i], ints[1, i], ints[2, i], ints[3, i] = t, kind, slot, rating
+    spans[i, 0], spans[i, 1], spans[i, 2], spans[i, 3] = es, en, bs, bn
+    return True
+
+
+@njit(cache=True)
+def _same(buf, a, b, n):
+    for k in range(n):
+        if buf[a + k] != buf[b + k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _key_matches(vbuf, bs, bn, kbuf, ks, kn):
+    if kn != bn:
+        return False
+    for k in range(bn):
+        if kbuf[ks + k] != vbuf[bs + k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _kernel(vbuf, voff, kbuf, koff, sid, crc_table, shift, hash_mask, fast, ints, spans, bid_code, reps, ekeys):
+    """Every record of the batch; returns the number of distinct business ids. Record ``i``'s
+    value is ``vbuf[voff[i]:voff[i + 1]]`` and its key ``kbuf[koff[i]:koff[i + 1]]``.
+
+    Business ids are grouped by an open-addressing table on their FNV-1a hash; a record joins a
+    group only when its bytes equal the group's first record's (the hash only finds candidates).
+    ``hash_mask`` keeps all 64 bits except in tests, which force collisions with it."""
+    n = fast.shape[0]
+    cap = 1
+    while cap < 2 * n:
+        cap *= 2
+    table = np.full(cap, -1, dtype=np.int64)  # group index
+    hashes = np.zeros(cap, dtype=np.uint64)
+    groups = 0
+    h8, m16 = np.empty(8, np.uint64), np.empty(16, np.uint64)
+    for i in range(n):
+        bid_code[i] = -1
+        if not _parse(vbuf, voff[i], voff[i + 1], sid, ints, spans, i, crc_table, shift):
+            continue
+        bs, bn = spans[i, 2], spans[i, 3]
+        if not _key_matches(vbuf, bs, bn, kbuf, koff[i], koff[i + 1] - koff[i]):
+            continue
+        h = _fnv(vbuf, bs, bn) & hash_mask
+        j = np.int64(h & np.uint64(cap - 1))
+        while table[j] >= 0:
+            r = reps[table[j]]
+            if hashes[j] == h and spans[r, 3] == bn and _same(vbuf, spans[r, 2], bs, bn):
+                break
+            j = (j + 1) & (cap - 1)
+        if table[j] < 0:
+            table[j] = groups
+            hashes[j] = h
+            reps[groups] = i
+            groups += 1
+        bid_code[i] = table[j]
+        ekeys[i] = _event_key(vbuf, spans[i, 0], spans[i, 1], h8, m16)
+        fast[i] = True
+    return groups
+
+
+def _concat(items: Sequence[bytes | None]) -> tuple[bytes, np.ndarray]:
+    """The items joined, and their n + 1 offsets. A None becomes b"": neither an empty value nor an
+    empty key can be fast (a value needs a header, a key must equal a non-empty business_id)."""
+    present = [b or b"" for b in items]
+    off = np.zeros(len(present) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, present), np.int64, len(present)), out=off[1:])
+    return b"".join(present), off
+
+
+def decode_activity(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None],
+    schema_id: int,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    _hash_mask: int = (1 << 64) - 1,
+) -> ActivityColumns:
+    """Decode a batch of activity records (Kafka values and keys) written with ``schema_id``, the
+    packaged ``ActivityEvent`` schema's id. Records not marked ``fast`` need ``Decoder.decode``."""
+    n = len(values)
+    if len(keys) != n:
+        raise ValueError(f"{n} values but {len(keys)} keys")
+    vbytes, voff = _concat(values)
+    kbytes, koff = _concat(keys)
+    vbuf = np.frombuffer(vbytes, dtype=np.uint8)
+    kbuf = np.frombuffer(kbytes, dtype=np.uint8)
+    fast = np.zeros(n, dtype=np.bool_)
+    ints = np.zeros((4, n), dtype=np.int64)  # rows: event_time, kind, user_slot, rating
+    spans = np.zeros((n, 4), dtype=np.int64)
+    bid_code = np.empty(n, dtype=np.int64)
+    reps = np.empty(n, dtype=np.int64)
+    ekeys = np.zeros(n, dtype=np.uint64)
+    shift = spec.layout.slot_shift
+    groups = _kernel(
+        vbuf,
+        voff,
+        kbuf,
+        koff,
+        schema_id,
+        _CRC_TABLE,
+        shift,
+        np.uint64(_hash_mask),
+        fast,
+        ints,
+        spans,
+        bid_code,
+        reps,
+        ekeys,
+    )
+    bids = [vbytes[s : s + m].decode("ascii") for s, m in spans[reps[:groups], 2:4].tolist()]
+    return ActivityColumns(fast, bid_code, bids, ints[0], ints[1], ints[2], ekeys, ints[3])
+
+
+def _bench(records: int = 50_000, batch: int = 500) -> None:
+    """µs per record of decode_activity (batches of ``batch``) and of Decoder.decode, same records."""
+    import time
+
+    from consumer.config import Config
+    from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
+    from consumer.pipeline.decode import Decoder
+    from sim.world import WorldConfig, generate_records
+
+    cfg = Config()
+    registry = FileSchemaRegistry()
+    codec = AvroCodec(registry, "ActivityEvent")
+    recs = []
+    for kind, rec in generate_records(WorldConfig(businesses=200, days=10, seed=1)):
+        if kind == "activity":
+            recs.append((rec["business_id"].encode(), codec.encode(rec)))
+        if len(recs) == records:
+            break
+    keys, values = [k for k, _ in recs], [v for _, v in recs]
+    decoder = Decoder(cfg, registry)
+    decode_activity(values[:10], keys[:10], codec.schema_id)  # load the compiled kernel
+
+    def best(f: Any) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times) / len(values) * 1e6
+
+    def fast_all() -> None:
+        for s in range(0, len(values), batch):
+            assert decode_activity(values[s : s + batch], keys[s : s + batch], codec.schema_id).fast.all()
+
+    def slow_all() -> None:
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            decoder.decode(cfg.activity_topic, 0, i, k, v)
+
+    print(f"{len(values)} simulated activity records, best of 5")
+    print(f"decode_activity, batches of {batch}: {best(fast_all):.3f} µs/record")
+    print(
+        f"decode_activity, one batch of all: {best(lambda: decode_activity(values, keys, codec.schema_id)):.3f} µs/record"
+    )
+    print(f"Decoder.decode, one call per record: {best(slow_all):.3f} µs/record")
+
+
+if __name__ == "__main__":
+    _bench()
