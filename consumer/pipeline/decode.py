@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from consumer.config import Config
 from consumer.errors import DecodeError
@@ -16,6 +18,9 @@ from consumer.pipeline.codec import AvroCodec, SchemaRegistry
 from features.errors import InvalidEvent
 from features.events import ActivityEvent, BusinessEvent
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
+
+if TYPE_CHECKING:
+    from consumer.pipeline.fastdecode import ActivityColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +44,64 @@ class Decoded:
     event: BusinessEvent | ActivityEvent
 
 
+@dataclass(frozen=True, slots=True)
+class ActivityBlock:
+    """One poll batch of one activity partition, decoded in bulk (``consumer.pipeline.fastdecode``):
+    the columns, and the records' coordinates and raw bytes (``ActivityRun.expand`` re-decodes them
+    one by one for the record-at-a-time error policy)."""
+
+    topic: str
+    partition: int
+    cols: ActivityColumns
+    offsets: np.ndarray  # int64, one per record
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    decode: Callable[..., Decoded | DeadLetter]  # Decoder.decode
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRun:
+    """A merge item: records ``[lo, hi)`` of a block, consecutive in their stream and all decoded
+    in bulk (valid activity events keyed by their business). ``offset`` is the last one's, as a
+    checkpoint wants it."""
+
+    block: ActivityBlock
+    lo: int
+    hi: int
+
+    rank = ACTIVITY_RANK
+
+    @property
+    def topic(self) -> str:
+        return self.block.topic
+
+    @property
+    def partition(self) -> int:
+        return self.block.partition
+
+    @property
+    def offset(self) -> int:
+        return int(self.block.offsets[self.hi - 1])
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def expand(self) -> list[Decoded | DeadLetter]:
+        """The records one by one, decoded by the record decoder (the same events)."""
+        b = self.block
+        return [
+            b.decode(b.topic, b.partition, int(b.offsets[i]), b.keys[i], b.values[i]) for i in range(self.lo, self.hi)
+        ]
+
+
 class Decoder:
     def __init__(self, cfg: Config, registry: SchemaRegistry):
         self._by_topic: dict[str, tuple[int, AvroCodec, Callable[[dict[str, Any]], BusinessEvent | ActivityEvent]]] = {
             cfg.business_topic: (BUSINESS_RANK, AvroCodec(registry, "BusinessEvent"), BusinessEvent.from_record),
             cfg.activity_topic: (ACTIVITY_RANK, AvroCodec(registry, "ActivityEvent"), ActivityEvent.from_record),
         }
+        # The schema id of the packaged activity schema: records written with it can be decoded in bulk.
+        self.activity_schema_id = self._by_topic[cfg.activity_topic][1].schema_id
 
     def decode(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, timestamp: int = -1

@@ -19,32 +19,47 @@ live worker receives a stream a poll at a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from consumer.pipeline.decode import Decoded, Decoder
+import numpy as np
+
+from consumer.pipeline.decode import ActivityBlock, ActivityRun, Decoded, Decoder
+from consumer.pipeline.fastdecode import decode_activity
 from consumer.pipeline.process import Tombstone
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
+from features.spec import FeatureSpec
 
 Push = Callable[[int, int, int, Any], None]  # (rank, time, offset, item): HeadMerger.push, or a list's
+PushRun = Callable[..., None]  # HeadMerger.push_run
 
 
 class RecordOrder:
     """Merge items from records; remembers each stream's last event time (see the module doc)."""
 
-    __slots__ = ("_decode", "_ranks", "_last")
+    __slots__ = ("_decode", "_ranks", "_last", "_bulk")
 
-    def __init__(self, decoder: Decoder, topics: tuple[str, str]):
+    def __init__(self, decoder: Decoder, topics: tuple[str, str], spec: FeatureSpec | None = None):
+        """``spec``: decode activity in bulk for that feature set (``push`` with ``push_run``)."""
         self._decode = decoder.decode
         self._ranks = {topics[BUSINESS_RANK]: BUSINESS_RANK, topics[ACTIVITY_RANK]: ACTIVITY_RANK}
         self._last: dict[tuple[int, int], int] = {}  # (partition, rank) -> last event time pushed
+        self._bulk = (decoder.activity_schema_id, spec) if spec is not None else None
 
-    def push(self, topic: str, partition: int, records: Iterable[Any], push: Push) -> None:
+    def push(
+        self, topic: str, partition: int, records: Iterable[Any], push: Push, push_run: PushRun | None = None
+    ) -> None:
         """Push the merge item of each record of ``topic[partition]`` (in offset order, following
-        the records of earlier calls). The worker's hot path: one tight loop per poll and partition."""
+        the records of earlier calls). The worker's hot path: one tight loop per poll and partition.
+        With ``push_run`` (and a ``spec`` at construction), activity records are decoded in bulk
+        and pushed as runs; the records the bulk decoder leaves go one by one as before."""
         rank = self._ranks[topic]
         key = (partition, rank)
+        if push_run is not None and self._bulk is not None and rank == ACTIVITY_RANK:
+            self._push_block(topic, partition, list(records), push, push_run)
+            return
         last_t = self._last.get(key, 0)
         decode = self._decode
         business = rank == BUSINESS_RANK
@@ -56,6 +71,36 @@ class RecordOrder:
                 if type(item) is Decoded:
                     last_t = item.event.event_time
             push(rank, last_t, r.offset, item)
+        self._last[key] = last_t
+
+    def _push_block(self, topic: str, partition: int, records: list[Any], push: Push, push_run: PushRun) -> None:
+        assert self._bulk is not None
+        if not records:
+            return
+        schema_id, spec = self._bulk
+        keys = [r.key for r in records]
+        values = [r.value for r in records]
+        cols = decode_activity(values, keys, schema_id, spec)
+        offsets = np.fromiter((r.offset for r in records), np.int64, len(records))
+        block = ActivityBlock(topic, partition, cols, offsets, keys, values, self._decode)
+        times = cols.event_time
+        make = partial(ActivityRun, block)
+        key = (partition, ACTIVITY_RANK)
+        last_t = self._last.get(key, 0)
+        lo = 0
+        for i in np.flatnonzero(~cols.fast).tolist():  # the records left to the record decoder
+            if i > lo:
+                push_run(ACTIVITY_RANK, times, offsets, lo, i, make)
+                last_t = int(times[i - 1])
+            r = records[i]
+            item = self._decode(topic, partition, r.offset, r.key, r.value, r.timestamp)
+            if type(item) is Decoded:
+                last_t = item.event.event_time
+            push(ACTIVITY_RANK, last_t, r.offset, item)
+            lo = i + 1
+        if lo < len(records):
+            push_run(ACTIVITY_RANK, times, offsets, lo, len(records), make)
+            last_t = int(times[-1])
         self._last[key] = last_t
 
     def forget(self, partitions: Iterable[int]) -> None:

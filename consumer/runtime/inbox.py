@@ -13,7 +13,6 @@ where a rewind or a rebalance must seek back to when queued items are dropped
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import Any
 
 from kafka import TopicPartition
@@ -37,23 +36,27 @@ class Inbox:
         merger = self.mergers.get(tp.partition)
         if merger is None:
             merger = self.mergers[tp.partition] = HeadMerger()
-        self._order.push(tp.topic, tp.partition, records, merger.push)  # decode, key check, queue time
+        self._order.push(tp.topic, tp.partition, records, merger.push, merger.push_run)  # decode, key check, queue time
         self.received[tp] = records[-1].offset + 1
 
     def release(self, budget: int) -> list[Any]:
         """Up to ``budget`` items whose order is decided, taken round-robin across partitions."""
         released: list[Any] = []
+        n = 0  # records released (a bulk-decoded run is one item of several records)
         parts = sorted(p for p, m in self.mergers.items() if m.pending())
         if parts:
             self._turn = (self._turn + 1) % len(parts)
             for p in parts[self._turn :] + parts[: self._turn]:
-                room = budget - len(released)
+                room = budget - n
                 if room <= 0:
                     break
+                merger = self.mergers[p]
+                before = merger.pending()
                 b_done = self._caught_up(self._business_topic, p)
                 a_done = self._caught_up(self._activity_topic, p)
-                released.extend(islice(self.mergers[p].pop_ready(b_done, a_done), room))
-        self.backlog = len(released) == budget
+                released.extend(merger.pop_ready(b_done, a_done, room))
+                n += before - merger.pending()
+        self.backlog = n == budget
         return released
 
     def _caught_up(self, topic: str, partition: int) -> bool:

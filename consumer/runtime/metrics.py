@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from consumer.pipeline.predictions import Predictions
 from consumer.runtime.drift import DriftWatch
 from consumer.runtime.health import MetricsServer
 
@@ -425,6 +426,9 @@ class WorkerMetrics:
         # Experiment arms (consumer.pipeline.arms) add hold-out and shadow records, each with its own arm and
         # model version; counted like the served ones, the arm label tells them apart.
         extra = [*getattr(out, "holdout", ()), *getattr(out, "shadow", ())]
+        if isinstance(preds, Predictions) and not extra:  # one model and arm, as columns
+            self._observe_columns(preds, getattr(out, "features", None), published_at)
+            return
         published = preds + extra if extra else preds
         if not published:
             return
@@ -445,6 +449,17 @@ class WorkerMetrics:
         now = self._wall() if published_at is None else published_at
         event_ms = np.fromiter((p["event_time"] for p in preds), dtype=np.float64, count=len(preds))
         self.event_to_publish.observe_many(now - event_ms / 1000.0)
+
+    def _observe_columns(self, preds: Predictions, features: Any, published_at: float | None) -> None:
+        """``observe_batch``'s prediction figures for a batch of one model and arm, from its arrays."""
+        if not len(preds):
+            return
+        c = preds.columns
+        self.predictions.labels(c.arm[0], c.model_version[0]).inc(len(preds))
+        self.scores.observe_many(c.score, (c.model_version[0],))
+        self.drift.observe(features, c.score)
+        now = self._wall() if published_at is None else published_at
+        self.event_to_publish.observe_many(now - c.event_time.astype(np.float64) / 1000.0)
 
     def observe_commit(self, offsets: dict[Any, int]) -> None:
         self._commits.update(offsets)

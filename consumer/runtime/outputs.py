@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from consumer.config import Config
 from consumer.pipeline.codec import AvroCodec
+from consumer.pipeline.predictions import Predictions
 from consumer.pipeline.process import BatchOutput
 from consumer.runtime.sink import Sink
 
@@ -18,6 +19,7 @@ class Outputs:
         self._cfg = cfg
         self._sink = sink
         self._encode = codec.encode
+        self._schema_id = codec.schema_id
         self._same = copartitioned
 
     def send(self, out: BatchOutput) -> None:
@@ -29,6 +31,16 @@ class Outputs:
             (cfg.shadow_topic, out.shadow),
         ):
             if not preds:
+                continue
+            if isinstance(preds, Predictions):  # columns: encoded in one call
+                values = preds.encode(self._schema_id)
+                keys = [b.encode() for b in preds.columns.business_id]
+                if topic in same:
+                    for k, v, p in zip(keys, values, preds.columns.source_partition.tolist(), strict=True):
+                        send(topic, k, v, p)
+                else:
+                    for k, v in zip(keys, values, strict=True):
+                        send(topic, k, v)
                 continue
             if topic in same:
                 for pred in preds:

@@ -197,7 +197,7 @@ class Worker:
         cfg = self.cfg
         registry = FileSchemaRegistry(cfg.schema_registry or None)
         decoder = Decoder(cfg, registry)
-        inbox = Inbox(consumer, RecordOrder(decoder, cfg.input_topics), cfg.input_topics)
+        inbox = Inbox(consumer, RecordOrder(decoder, cfg.input_topics, self.spec), cfg.input_topics)
         checkpoint = Checkpoint(cfg, consumer, sink, self.store, self.metrics)
         partitions = Partitions(
             cfg, self.spec, consumer, decoder, self.store, inbox, checkpoint, self.metrics, self.stats

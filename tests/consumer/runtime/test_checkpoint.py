@@ -138,7 +138,7 @@ class ListOrder:
 
     ranks = {CFG.business_topic: BUSINESS_RANK, CFG.activity_topic: ACTIVITY_RANK}
 
-    def push(self, topic, partition, records, push):
+    def push(self, topic, partition, records, push, push_run=None):
         for r in records:
             push(self.ranks[topic], r.time, r.offset, (partition, r.offset))
 

@@ -208,6 +208,7 @@ def test_a_record_our_code_cannot_process_is_dead_lettered_and_the_worker_keeps_
     scores everything else. Before the policy the exception left the loop: a crash loop, since a
     restarted worker re-reads the same record."""
     import consumer.pipeline.process as proc
+    from features.state import event_key
     from sim.world import WorldConfig, generate_records
 
     publish_world(cfg, businesses=30, days=2, seed=43)
@@ -218,14 +219,15 @@ def test_a_record_our_code_cannot_process_is_dead_lettered_and_the_worker_keeps_
         if kind == "activity"
     ]
     victim = records[len(records) // 2]
-    real_batch = proc.activity_batch
+    victim_key = event_key(victim["event_id"])
+    real_fold = proc.fold_batch
 
-    def activity_batch(table, events):
-        if any(ev.event_id == victim["event_id"] for ev in events):
+    def fold_batch(table, batch, *args):  # reached by bulk-decoded runs and single records alike
+        if (batch.keys == victim_key).any():
             raise ArithmeticError("a bug that only this event reaches")
-        return real_batch(table, events)
+        return real_fold(table, batch, *args)
 
-    monkeypatch.setattr(proc, "activity_batch", activity_batch)
+    monkeypatch.setattr(proc, "fold_batch", fold_batch)
     stats = Worker(cfg, exit_when_idle_s=2).run()
     dls = read_topic(cfg, cfg.dead_letter_topic)
     assert len(dls) == 1 and stats.dead_letters == {"unprocessable": 1}
