@@ -53,8 +53,10 @@ format: install
 demo: install
 	$(BIN)/python -m consumer.tools.demo
 
+# The worker against its Kafka ceiling, 3 runs, then latency vs offered load (bench-out/latency_vs_load.png)
+# and cost growth at 1k/10k/100k businesses per partition; BENCH_ARGS sizes it (see --help).
 bench: install
-	$(BIN)/python -m consumer.tools.bench
+	$(BIN)/python -m consumer.tools.bench $(BENCH_ARGS)
 
 # The trainer at scale: build memory over 1x/4x/16x history, incremental reads, 1 vs 2 processes,
 # Dask vs one process (models.benchscale); fit time and memory in vs out of core (models.benchfit).

@@ -6,7 +6,7 @@ SPEC``, see :class:`Child`) so that the producing/reading parent does not share 
 - ``worker``: ``Worker`` over the given topics until idle, timed through its public hooks only:
   ``on_batch`` (first to last batch with records, CPU from the first one), ``ready`` (partitions
   assigned, restored and fetching: the parent starts paced input then) and the stage timers
-  (``WorkerMetrics.stage_seconds_total``);
+  (``WorkerMetrics.stage_seconds_total``); its RSS once restored and at peak;
 - ``passthrough``: the ceiling the Kafka client allows. The worker's transport and settings,
   records copied to another topic unchanged (same partition), flushed and committed per poll
   batch like the worker's checkpoint;
@@ -97,7 +97,7 @@ def child_main(spec_path: str) -> int:
         result = prof.runcall(run_worker, cfg, ready)
         prof.dump_stats(f"{os.environ['STREAMRANK_BENCH_PROFILE']}.{ready.parent.name}")
     elif kind == "worker":
-        result = run_worker(cfg, ready)
+        result = run_worker(cfg, ready, warmup=(spec["extra"] or {}).get("warmup", 0))
     elif kind == "restore":
         result = run_restore(cfg, spec["output_topic"], spec["extra"])
     else:
@@ -106,18 +106,28 @@ def child_main(spec_path: str) -> int:
     return 0
 
 
-def run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
-    """The worker until idle; the throughput window is its first batch with records to the last one."""
+def run_worker(cfg: Config, ready: Path, warmup: int = 0) -> dict[str, Any]:
+    """The worker until idle; the throughput window is its first batch with records to the last one.
+
+    With ``warmup``, also ``after_warmup``: the window from the end of the batch that made the
+    ``warmup``-th prediction to the last batch (predictions, seconds, CPU), and ``warmup``: the
+    window before it."""
     from consumer.runtime.worker import BatchTiming, Worker
 
     first: list[BatchTiming] = []
-    last = [0.0]
+    last = [0.0, 0.0]  # perf_counter, process_time at the end of the last batch with records
+    mark: list[tuple[float, float, int]] = []  # the same and the predictions, at the end of the warm-up
+    at_ready: list[float | None] = []  # RSS once partitions are restored: the state held before the input
 
     def on_batch(b: BatchTiming) -> None:
+        if not at_ready and (b.progressed or worker.ready.is_set()):
+            at_ready.append(_rss_kb())  # restored, at most one batch folded
         if b.progressed:
             if not first:
                 first.append(b)
-            last[0] = b.finished
+            last[:] = [b.finished, time.process_time()]
+            if warmup and not mark and worker.stats.predictions >= warmup:
+                mark.append((last[0], last[1], worker.stats.predictions))
         elif not ready.exists() and worker.ready.is_set():
             ready.write_text("ready")
 
@@ -133,7 +143,43 @@ def run_worker(cfg: Config, ready: Path) -> dict[str, Any]:
         "cpu_seconds": cpu,
         "stage_seconds": worker.metrics.stage_seconds_total(),
         "dead_letters": sum(stats.dead_letters.values()),
+        "rss_kb_at_ready": at_ready[0] if at_ready else None,
+        "max_rss_kb": _peak_rss_kb(),
+        **_after_warmup(mark, last, first, stats.predictions),
     }
+
+
+def _after_warmup(
+    mark: list[tuple[float, float, int]], last: list[float], first: list[Any], predictions: int
+) -> dict[str, Any]:
+    if not mark or not first:
+        return {}
+    t, cpu, n = mark[0]
+    return {
+        "warmup": {"predictions": n, "seconds": t - first[0].started},
+        "after_warmup": {"predictions": predictions - n, "seconds": last[0] - t, "cpu_seconds": last[1] - cpu},
+    }
+
+
+def _peak_rss_kb() -> float | None:
+    """This process's peak resident set (``VmHWM``). Not ``getrusage``'s ``ru_maxrss``: Linux carries
+    that over from the parent across fork and exec, so a child would report the bench's own peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _rss_kb() -> float | None:
+    """The process's resident set now (Linux ``/proc``; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
 def run_restore(cfg: Config, topic: str, extra: dict[str, Any]) -> dict[str, Any]:

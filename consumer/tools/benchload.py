@@ -14,6 +14,18 @@ from typing import Any
 from consumer.config import Config
 
 
+def topic_set(base: Config, tag: str) -> Config:
+    """``base`` with topics and a group of its own, named after ``tag`` (fresh for each measured run)."""
+    return base.with_overrides(
+        business_topic=f"{tag}-business",
+        activity_topic=f"{tag}-activity",
+        predictions_topic=f"{tag}-predictions",
+        dead_letter_topic=f"{tag}-dead-letters",
+        changelog_topic=f"{tag}-changelog",
+        group_id=f"{tag}-worker",
+    )
+
+
 def encode_world(cfg: Config, world: Any) -> list[tuple[bool, bytes, bytes]]:
     """(is_business, key, Avro value) for every generated record, encoded once for all runs."""
     from consumer.pipeline.codec import AvroCodec, FileSchemaRegistry
