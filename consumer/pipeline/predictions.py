@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, overload
 
 import numpy as np
 
+from consumer.pipeline import hashes
 from consumer.pipeline.predencode import PredictionColumns, encode_predictions
 
 
@@ -69,13 +70,8 @@ class Scored(NamedTuple):
 
 
 def prediction_ids(scored: Scored, model_version: str, arm: str = "default") -> list[str]:
-    """``prediction_id`` of every scoring moment, without the per-row string formatting."""
-    topic = scored.topic
-    tail = f"\x1f{model_version}" + (f"\x1f{arm}" if arm != "default" else "")
-    return [
-        blake2b(f"{topic}\x1f{p}\x1f{o}{tail}".encode(), digest_size=16).hexdigest()
-        for p, o in zip(scored.partitions.tolist(), scored.offsets.tolist(), strict=True)
-    ]
+    """``prediction_id`` of every scoring moment, in one compiled call (``consumer.pipeline.hashes``)."""
+    return hashes.prediction_ids(scored.topic, scored.partitions, scored.offsets, model_version, arm)
 
 
 class Predictions(Sequence[dict[str, Any]]):
