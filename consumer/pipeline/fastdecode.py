@@ -118,7 +118,7 @@ class ActivityColumns(NamedTuple):
     bids: list[str]  # distinct business ids of the fast records, first-seen order
     event_time: np.ndarray  # int64
     kind: np.ndarray  # int64: index in ACTIVITY_KINDS (= the Avro enum index)
-    user_slot: np.ndarray  # int64: features.state.user_slot, -1 for a null user_id
+    user_slot: np.ndarray  # int64: features.state.user_slot, -1 for a null or empty user_id (anonymous, as features.columnar.activity_batch)
     event_key: np.ndarray  # uint64: features.state.event_key(event_id)
     rating: np.ndarray  # int64: 0 when null
 
@@ -277,7 +277,8 @@ def _parse(vbuf, pos, end, sid, ints, spans, i, crc_table, shift):
         us, un, pos = _id(vbuf, pos, end)
         if pos < 0:
             return False
-        slot = _user_slot(vbuf, us, un, crc_table, shift)
+        if un > 0:  # an empty user id counts as anonymous (features.columnar.activity_batch)
+            slot = _user_slot(vbuf, us, un, crc_table, shift)
     t, pos = _varint(vbuf, pos, end)
     if pos < 0 or t < MIN_EVENT_TIME_MS or t >= MAX_EVENT_TIME_MS:
         return False

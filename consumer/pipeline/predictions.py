@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, overload
 import numpy as np
 
 from consumer.pipeline import hashes
+from consumer.pipeline.codec import AvroCodec
 from consumer.pipeline.predencode import PredictionColumns, encode_predictions
 
 
@@ -178,6 +179,21 @@ class Predictions(Sequence[dict[str, Any]]):
 
     def __repr__(self) -> str:
         return f"Predictions({len(self)} rows)"
+
+
+def encoded(preds: Sequence[dict[str, Any]], codec: AvroCodec) -> tuple[list[bytes], list[bytes], list[int]]:
+    """The records of ``preds`` as Kafka keys, values (``codec``: the Prediction codec) and source
+    partitions; a ``Predictions`` batch is encoded in one call."""
+    if isinstance(preds, Predictions):
+        c = preds.columns
+        keys = [b.encode() for b in c.business_id]
+        return keys, preds.encode(codec.schema_id), c.source_partition.tolist()
+    encode = codec.encode
+    return (
+        [p["business_id"].encode() for p in preds],
+        [encode(p) for p in preds],
+        [p["source_partition"] for p in preds],
+    )
 
 
 def prediction_record(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from consumer.config import Config
 from consumer.pipeline.codec import AvroCodec
-from consumer.pipeline.predictions import Predictions
+from consumer.pipeline.predictions import encoded
 from consumer.pipeline.process import BatchOutput
 from consumer.runtime.sink import Sink
 
@@ -18,13 +18,12 @@ class Outputs:
     def __init__(self, cfg: Config, sink: Sink, codec: AvroCodec, copartitioned: set[str]):
         self._cfg = cfg
         self._sink = sink
-        self._encode = codec.encode
-        self._schema_id = codec.schema_id
+        self._codec = codec
         self._same = copartitioned
 
     def send(self, out: BatchOutput) -> None:
         """Send a batch's predictions and dead letters; they are acknowledged at the next checkpoint."""
-        cfg, send, encode, same = self._cfg, self._sink.send, self._encode, self._same
+        cfg, send, same = self._cfg, self._sink.send, self._same
         for topic, preds in (
             (cfg.predictions_topic, out.predictions),
             (cfg.holdout_topic, out.holdout),
@@ -32,21 +31,12 @@ class Outputs:
         ):
             if not preds:
                 continue
-            if isinstance(preds, Predictions):  # columns: encoded in one call
-                values = preds.encode(self._schema_id)
-                keys = [b.encode() for b in preds.columns.business_id]
-                if topic in same:
-                    for k, v, p in zip(keys, values, preds.columns.source_partition.tolist(), strict=True):
-                        send(topic, k, v, p)
-                else:
-                    for k, v in zip(keys, values, strict=True):
-                        send(topic, k, v)
-                continue
+            keys, values, partitions = encoded(preds, self._codec)
             if topic in same:
-                for pred in preds:
-                    send(topic, pred["business_id"].encode(), encode(pred), pred["source_partition"])
+                for k, v, p in zip(keys, values, partitions, strict=True):
+                    send(topic, k, v, p)
             else:
-                for pred in preds:
-                    send(topic, pred["business_id"].encode(), encode(pred))
+                for k, v in zip(keys, values, strict=True):
+                    send(topic, k, v)
         for dl in out.dead_letters:
             self._sink.dead_letter(dl, dl.partition if cfg.dead_letter_topic in same else None)

@@ -43,7 +43,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -53,6 +53,7 @@ from consumer.errors import ReplayError
 from consumer.io.inputlog import LogRange, LogRecord, read_input_log
 from consumer.io.timeindex import DEFAULT_MAX_LATENESS_MS, TimeLookup
 from consumer.pipeline.decode import Decoded
+from consumer.pipeline.predictions import encoded
 from consumer.pipeline.process import (
     RowBuffer,
     Scorer,
@@ -249,7 +250,7 @@ class ReplayStats:
         }
 
 
-Emit = Callable[[list[dict[str, Any]]], None]
+Emit = Callable[[Sequence[dict[str, Any]]], None]
 
 
 def partition_items(
@@ -417,10 +418,10 @@ def replay(
     sink = Sink(cfg, f"replay-{uuid.uuid4().hex[:8]}")
     try:
 
-        def emit(preds: list[dict[str, Any]]) -> None:
-            encode = codec.encode
-            for pred in preds:
-                sink.send(output_topic, pred["business_id"].encode(), encode(pred))
+        def emit(preds: Sequence[dict[str, Any]]) -> None:
+            keys, values, _ = encoded(preds, codec)
+            for k, v in zip(keys, values, strict=True):
+                sink.send(output_topic, k, v)
             sink.flush()
 
         rows = RowBuffer(len(DEFAULT_SPEC.names))

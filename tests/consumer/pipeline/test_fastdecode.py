@@ -70,7 +70,7 @@ def check(values, keys, decoder=DECODER, spec: FeatureSpec = DEFAULT_SPEC, hash_
             int(cols.event_key[i]),
             int(cols.rating[i]),
         )
-        want_slot = -1 if ev.user_id is None else user_slot(ev.user_id, spec)
+        want_slot = -1 if not ev.user_id else user_slot(ev.user_id, spec)  # empty: anonymous, as activity_batch
         want = (ev.business_id, ev.event_time, ev.kind, want_slot, event_key(ev.event_id), ev.rating or 0)
         assert got == want, i
     fast_bids = [outcomes[i].event.business_id for i in np.flatnonzero(cols.fast)]
