@@ -62,7 +62,7 @@ from consumer.runtime.outputs import Outputs
 from consumer.runtime.partitions import Partitions, all_fetched
 from consumer.runtime.rebalance import RebalanceListener
 from consumer.runtime.sink import Sink
-from consumer.runtime.startup import prepare_topics, tune_gc, wait_for_model
+from consumer.runtime.startup import prepare_topics, tune_gc, wait_for_model, warm_up
 from consumer.runtime.stats import WorkerStats
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from models.baseline import POPULARITY, PopularityScorer
@@ -165,6 +165,8 @@ class Worker:
             return self.stats
         self._serving(model.version)
         self.models.start()
+        seconds, _ = warm_up(cfg, self.spec, model)
+        log.info("compiled kernels loaded", extra={"seconds": round(seconds, 3)})
         sink = Sink(cfg, self.worker_id)
         consumer = input_consumer(cfg, cfg.group_id)
         try:
