@@ -14,7 +14,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from consumer.io.clients import iter_to_highwater
+from consumer.io.clients import iter_batches_to_highwater
 from consumer.pipeline.store import PartitionState, from_changelog
 from features.spec import DEFAULT_SPEC, FeatureSpec
 
@@ -54,9 +54,12 @@ def restore_partitions(
         try:
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
-            for rec in iter_to_highwater(consumer, tps, poll_ms=100, max_records=20_000, idle_timeout_s=idle_timeout_s):
-                latest[rec.partition][rec.key.decode()] = rec.value
-                records += 1
+            for tp, recs in iter_batches_to_highwater(
+                consumer, tps, poll_ms=100, max_records=20_000, idle_timeout_s=idle_timeout_s
+            ):
+                # Later records of a key overwrite earlier ones, in the comprehension as in the update.
+                latest[tp.partition].update({rec.key.decode(): rec.value for rec in recs})
+                records += len(recs)
         finally:
             consumer.close()
     out = {p: from_changelog(p, part, spec, changelog_topic) for p, part in latest.items()}

@@ -266,13 +266,17 @@ def from_changelog(
     full check is the decode, on the business's next event. Values that fail are counted in
     ``stale`` and kept, so the caller knows which keys the changelog held."""
     ps = PartitionState(partition, topic=topic, spec=spec)
+    encoded, deleted, stale = ps.encoded, ps.deleted, 0
     for key, value in latest.items():
         if value is None:
             continue
-        if value[:3] == MAGIC and len(value) == HEADER.size:
-            ps.deleted[key] = applied_offsets(value)
+        if not value.startswith(MAGIC):
+            stale += 1
+        elif len(value) == HEADER.size:
+            deleted[key] = applied_offsets(value)
             continue
-        if value[:3] != MAGIC or not readable(value, spec, HEADER.size):
-            ps.stale += 1
-        ps.encoded[key] = value
+        elif not readable(value, spec, HEADER.size):
+            stale += 1
+        encoded[key] = value
+    ps.stale += stale
     return ps
