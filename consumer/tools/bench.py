@@ -618,11 +618,11 @@ def _summary(
 def format_table(report: dict[str, Any]) -> str:
     f = _num
     mach = report["machine"]
-    lines = [f"{'figure':<42} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} {'target':<8} met?", "-" * 104]
+    lines = [f"{'figure':<50} {'min':>10} {'median':>10} {'max':>10}  {'unit':<11} {'target':<8} met?", "-" * 112]
     for label, path, unit, target in figures(mach["transports"], mach.get("guarantees", ()), mach.get("engine", "")):
         s = report["summary"][".".join(path)]
         lines.append(
-            f"{label:<42} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target:<8} "
+            f"{label:<50} {f(s['min']):>10} {f(s['median']):>10} {f(s['max']):>10}  {unit:<11} {target:<8} "
             f"{s.get('verdict', '')}"
         )
     lines += _curve_lines(report)
