@@ -39,6 +39,7 @@ import numpy as np
 
 from features.order import ACTIVITY_RANK, BUSINESS_RANK
 from features.state import from_bytes, to_bytes
+from models import streamkernels as sk
 from models.dataset import BuildStats
 from models.shards import RowBuffer, Rows, read_shard, write_shard
 from models.streambuild import BuildConfig, PartitionBuild, PartitionCounts
@@ -132,6 +133,7 @@ def build(
     client: Any = None,
     end_ms: int | None = None,
     progress: Callable[[PartitionSummary, int, int], None] | None = None,
+    durable: bool = True,
 ) -> BuildResult:
     """Bring ``work_dir``'s build up to the end of ``source`` and write every partition's tail.
 
@@ -139,6 +141,7 @@ def build(
     (each partition a task on the cluster; ``work_dir`` must then be a path every worker sees).
     ``end_ms``: the data's end for the tails' completeness (default: the newest activity time of
     any partition). ``progress(summary, done, total)`` after each partition's phase 1.
+    ``durable=False``: no fsyncs (a one-off build in a temporary directory no run resumes).
     """
     t0 = time.perf_counter()
     root = Path(work_dir)
@@ -146,14 +149,14 @@ def build(
     parts = source.partitions()
     with _runner(workers, client) as run:
         summaries = []
-        for s in run(_phase1, [(source.part(p), root, cfg, p) for p in parts]):
+        for s in run(_phase1, [(source.part(p), root, cfg, p, durable) for p in parts]):
             summaries.append(s)
             if progress is not None:
                 progress(s, len(summaries), len(parts))
         ends = [s.max_time for s in summaries if s.max_time is not None]
         data_end = int(end_ms) if end_ms is not None else (max(ends) if ends else None)
         if data_end is not None:
-            tails = run(_phase2, [(root, cfg, p, data_end) for p in parts])
+            tails = run(_phase2, [(root, cfg, p, data_end, durable) for p in parts])
             for s, (n_tail, n_wait) in zip(summaries, tails, strict=True):
                 s.tail_rows, s.waiting = n_tail, n_wait
     stats = _stats(summaries, data_end, time.perf_counter() - t0, cfg)
@@ -182,56 +185,60 @@ def _runner(workers: int, client: Any) -> Iterator[Run]:
             yield lambda fn, args: (f.result() for f in [pool.submit(fn, *a) for a in args])
 
 
-def _phase1(source: PartitionLog, root: Path, cfg: BuildConfig, p: int) -> PartitionSummary:
+def _phase1(source: PartitionLog, root: Path, cfg: BuildConfig, p: int, durable: bool = True) -> PartitionSummary:
     """Resume partition ``p`` from its checkpoint, fold what ``source`` has after it, save."""
     t0 = time.perf_counter()
     pb = load_partition(root, cfg, p)
     before = PartitionCounts(**vars(pb.counts))
     out = RowBuffer(len(cfg.spec.names))
     business, activity = source.read(p, (pb.offsets[0], pb.offsets[1]))
-    pb.run(business, _flushing(activity, out, pb, root), out)
-    _write(root, pb, out)
-    save_partition(root, pb)
+    pb.run(business, activity, out, _flusher(out, pb, root, durable))
+    _write(root, pb, out, durable)
+    save_partition(root, pb, durable)
     run_counts = PartitionCounts(**{k: v - getattr(before, k) for k, v in vars(pb.counts).items()})
     return _summary(pb, run_counts, time.perf_counter() - t0)
 
 
-def _flushing(activity: Iterable[Any], out: RowBuffer, pb: PartitionBuild, root: Path) -> Iterable[Any]:
-    """The activity stream, writing a shard whenever ``SHARD_ROWS`` labelled rows are waiting, and
-    saying how far a long partition has got every ``PROGRESS_S`` seconds."""
+def _flusher(out: RowBuffer, pb: PartitionBuild, root: Path, durable: bool = True) -> Callable[[], None]:
+    """Called after each folded batch: writes a shard whenever ``SHARD_ROWS`` labelled rows are
+    waiting, and says how far a long partition has got every ``PROGRESS_S`` seconds."""
     t0 = last = time.perf_counter()
-    n = 0
-    for r in activity:
-        yield r
-        n += 1
+    start = pb.counts.activity_records
+
+    def on_flush() -> None:
+        nonlocal last
         if len(out) >= SHARD_ROWS:
-            _write(root, pb, out)
-        if n % 4096 == 0 and time.perf_counter() - last >= PROGRESS_S:
-            last = time.perf_counter()
+            _write(root, pb, out, durable)
+        now = time.perf_counter()
+        if now - last >= PROGRESS_S:
+            last = now
+            n = pb.counts.activity_records - start
             log.info(
                 "partition %d: %d activity records this run (%.0f/s), %d rows written, event time %s, peak RSS %.0f MB",
                 pb.partition,
                 n,
-                n / (last - t0),
-                pb.counts.rows_written,
+                n / (now - t0),
+                int(pb.st[sk.ST_WRITTEN]),
                 pb.max_time,
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             )
 
+    return on_flush
 
-def _write(root: Path, pb: PartitionBuild, out: RowBuffer) -> None:
+
+def _write(root: Path, pb: PartitionBuild, out: RowBuffer, durable: bool = True) -> None:
     if len(out) == 0:
         return
-    write_shard(root / "shards" / f"p{pb.partition:05d}-{pb.shard_seq:08d}", out.rows())
+    write_shard(root / "shards" / f"p{pb.partition:05d}-{pb.shard_seq:08d}", out.rows(), durable)
     pb.shard_seq += 1
     out.clear()
 
 
-def _phase2(root: Path, cfg: BuildConfig, p: int, data_end: int) -> tuple[int, int]:
+def _phase2(root: Path, cfg: BuildConfig, p: int, data_end: int, durable: bool = True) -> tuple[int, int]:
     pb = load_partition(root, cfg, p)
     tail = pb.finish(data_end)
     path = root / "tail" / f"p{p:05d}"
-    write_shard(path, tail)
+    write_shard(path, tail, durable)
     return len(tail), pb.waiting(data_end)
 
 
@@ -303,7 +310,7 @@ def _open(root: Path, cfg: BuildConfig) -> tuple[str | None, bool]:
 _LEN = struct.Struct("<I")
 
 
-def save_partition(root: Path, pb: PartitionBuild) -> None:
+def save_partition(root: Path, pb: PartitionBuild, durable: bool = True) -> None:
     """Write ``pb``'s checkpoint under ``root/parts`` (atomically: a temporary directory renamed)."""
     final = root / "parts" / f"p{pb.partition:05d}"
     tmp = final.with_name(final.name + ".tmp")
@@ -315,11 +322,7 @@ def save_partition(root: Path, pb: PartitionBuild) -> None:
             fh.write(_LEN.pack(len(data)))
             fh.write(data)
     _save_memory(tmp / "memory.npz", pb)
-    pending = RowBuffer(len(pb.cfg.spec.names))
-    for _, _, slot in sorted(pb.pending):
-        x, values = pb.slots[slot]
-        pending.add(x, y=float("nan"), **values)
-    write_shard(tmp / "pending", pending.rows())
+    write_shard(tmp / "pending", pb.pending_rows(), durable)
     (tmp / "meta.json").write_text(json.dumps(_meta(pb), sort_keys=True))
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -346,16 +349,16 @@ def _meta(pb: PartitionBuild) -> dict[str, Any]:
 
 
 def _save_memory(path: Path, pb: PartitionBuild) -> None:
-    conv = [(b, i, t) for b, seen in pb.conv.items() for i, t in seen.items()]
+    conv_bid, conv_id, conv_t = pb.conversions()
     np.savez(
         path,
         scored=np.array(sorted(pb.scored), dtype=str),
         active=np.array(sorted(pb.active), dtype=str),
         dec_bid=np.array(list(pb.decayed), dtype=str),
         dec_val=np.array(list(pb.decayed.values()), dtype=np.float64).reshape(-1, 2),
-        conv_bid=np.array([c[0] for c in conv], dtype=str),
-        conv_id=np.array([c[1] for c in conv], dtype=str),
-        conv_t=np.array([c[2] for c in conv], dtype=np.int64),
+        conv_bid=np.array(conv_bid, dtype=str),
+        conv_id=np.array(conv_id, dtype=str),
+        conv_t=np.array(conv_t, dtype=np.int64),
     )
 
 
@@ -385,7 +388,7 @@ def _load_into(pb: PartitionBuild, path: Path, cfg: BuildConfig) -> None:
         meta["shard_seq"],
         meta["pruned_step"],
     )
-    pb.counts = PartitionCounts(**meta["counts"])
+    pb.set_counts(PartitionCounts(**meta["counts"]))
     data = (path / "states.bin").read_bytes()
     i = 0
     while i < len(data):
@@ -396,12 +399,8 @@ def _load_into(pb: PartitionBuild, path: Path, cfg: BuildConfig) -> None:
         pb.scored = set(m["scored"].tolist())
         pb.active = set(m["active"].tolist())
         pb.decayed = {b: list(v) for b, v in zip(m["dec_bid"].tolist(), m["dec_val"].tolist(), strict=True)}
-        for b, e, t in zip(m["conv_bid"].tolist(), m["conv_id"].tolist(), m["conv_t"].tolist(), strict=True):
-            pb.conv.setdefault(b, {})[e] = t
-    pending = read_shard(path / "pending")
-    for j in range(len(pending)):
-        values = {k: pending[k][j].item() for k in pending.cols if k not in ("X", "y")}
-        pb._park(np.array(pending["X"][j], dtype=np.float32), values)
+        pb.restore_conversions(m["conv_bid"].tolist(), m["conv_id"].tolist(), m["conv_t"].tolist())
+    pb.restore_pending(read_shard(path / "pending"))
 
 
 # ------------------------------------------------------------------------------- reading

@@ -230,7 +230,7 @@ def build_training_set(
     rate = 1.0 if sample_rate is None else float(sample_rate)
     cfg = BuildConfig(spec=spec, label_cfg=label_cfg, sample_rate=rate, seed=seed, times=())
     with tempfile.TemporaryDirectory(prefix="streamrank-build-") as tmp:
-        built = build(RecordsLog(records), tmp, cfg, end_ms=end_ms)
+        built = build(RecordsLog(records), tmp, cfg, end_ms=end_ms, durable=False)
         ts = event_set(built, sample_rate, start_ms)
     if end_ms is not None:  # rows labelled in the stream before the given end was reached
         ts = ts.take(np.flatnonzero(ts.as_of <= last_complete_time(int(end_ms), label_cfg, spec)))
@@ -261,7 +261,7 @@ def build_snapshot_frame(
         times = _default_times(records, spec, label_cfg, start_ms, end_ms, every_ms)
     cfg = BuildConfig(spec=spec, label_cfg=label_cfg, half_life_ms=half_life_ms, times=tuple(times), event_rows=False)
     with tempfile.TemporaryDirectory(prefix="streamrank-build-") as tmp:
-        built = build(RecordsLog(records), tmp, cfg, end_ms=end_ms)
+        built = build(RecordsLog(records), tmp, cfg, end_ms=end_ms, durable=False)
         end = built.data_end_ms
         frame = snapshot_frame(
             built, list(times), last_complete_time(end, label_cfg, spec) if end is not None else None

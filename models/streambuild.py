@@ -45,9 +45,8 @@ cut that way (business events published in time order).
 from __future__ import annotations
 
 import bisect
-import heapq
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -66,12 +65,13 @@ from features.columnar import (
 )
 from features.columnar import group_key as columnar_group_key
 from features.events import ActivityEvent
-from features.order import ACTIVITY_RANK, BUSINESS_RANK, HeadMerger
+from features.order import ACTIVITY_RANK, BUSINESS_RANK
 from features.spec import DEFAULT_SPEC, FeatureSpec
 from features.state import BusinessState
+from models import streamkernels as sk
 from models.dataset import _GOLD, DAY_MS, LabelConfig, Tombstone, _sample_threshold, _seed_crc, record_key
 from models.errors import CheckpointMismatch
-from models.shards import EVENT, SNAPSHOT, RowBuffer, Rows
+from models.shards import SNAPSHOT, RowBuffer, Rows
 from models.snapshots import DEFAULT_HALF_LIFE_MS, _add_decayed
 
 # Activity folded per call of the compiled fold: large enough to amortise the call, small enough
@@ -165,7 +165,10 @@ class PartitionCounts:
 
 @dataclass
 class PartitionBuild:
-    """One partition's fold, pending rows and label memory; :meth:`run` feeds it a run's records."""
+    """One partition's fold, pending rows and label memory; :meth:`run` feeds it a run's records.
+
+    The pending rows and the label memory are arrays walked by ``models.streamkernels`` (see there);
+    :attr:`pending` and :meth:`pending_rows` / :meth:`conversions` show them as the checkpoint keeps them."""
 
     partition: int
     cfg: BuildConfig
@@ -173,25 +176,107 @@ class PartitionBuild:
     scored: set[str] = field(default_factory=set)
     decayed: dict[str, list[float]] = field(default_factory=dict)  # business -> [value, at time]
     active: set[str] = field(default_factory=set)  # businesses with activity
-    conv: dict[str, dict[str, int]] = field(default_factory=dict)  # business -> {event id: time}
-    pending: list[tuple[int, int, int]] = field(default_factory=list)  # heap of (T, seq, slot)
-    slots: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     next_t: int | None = None  # the next snapshot time (None once there is none)
     snapshots_started: bool = False  # next_t was set by the partition's first item
-    max_time: int | None = None  # newest activity time folded
     min_time: int | None = None
     prev_business_time: int = 0  # a keyless-time tombstone takes the time of the record before it
     offsets: list[int] = field(default_factory=lambda: [0, 0])  # next offset to read, per rank
     first_offsets: list[int | None] = field(default_factory=lambda: [None, None])
     shard_seq: int = 0
-    pruned_step: int | None = None  # the grid step of the last forgetting of conversions
     counts: PartitionCounts = field(default_factory=PartitionCounts)
-    _seq: int = 0
     _batch: list[ActivityEvent] = field(default_factory=list)  # activity not folded yet
+    _on_flush: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.table = ColumnarTable(self.cfg.spec)
+        self.st = np.zeros(sk.N_ST, np.int64)
+        self.P: tuple[np.ndarray, ...] = tuple(np.zeros(0, np.int64) for _ in range(10))
+        self.pX = np.zeros((0, len(self.cfg.spec.names)), np.float32)
+        self.p_kind = np.zeros(0, np.int8)
+        self.p_pop = np.zeros(0, np.float64)
+        self.p_recent = np.zeros(0, np.float64)
+        self.C: tuple[np.ndarray, ...] = tuple(np.zeros(0, np.int64) for _ in range(6))
+        self.pairs: dict[tuple[int, str], int] = {}  # (business row, event id) -> pair id
+        self.markets: dict[str, int] = {}  # market -> code
+        self._grow_pending(256)
+        self._grow_entries(256)
+        self._mcode_row = np.zeros(0, np.int64)
 
+    # ----------------------------------------------------------------- scalars kept in st
+    def _scalar(self, has: int, value: int) -> int | None:
+        return int(self.st[value]) if self.st[has] else None
+
+    @property
+    def max_time(self) -> int | None:  # newest activity time folded
+        return self._scalar(sk.ST_HAS_MAX, sk.ST_MAX)
+
+    @max_time.setter
+    def max_time(self, v: int | None) -> None:
+        self.st[sk.ST_HAS_MAX], self.st[sk.ST_MAX] = (0, 0) if v is None else (1, v)
+
+    @property
+    def pruned_step(self) -> int | None:  # the grid step of the last forgetting of conversions
+        return self._scalar(sk.ST_HAS_PRUNED, sk.ST_PRUNED)
+
+    @pruned_step.setter
+    def pruned_step(self, v: int | None) -> None:
+        self.st[sk.ST_HAS_PRUNED], self.st[sk.ST_PRUNED] = (0, 0) if v is None else (1, v)
+
+    def _sync_counts(self) -> None:
+        c, st = self.counts, self.st
+        c.scoring_moments, c.sampled = int(st[sk.ST_MOMENTS]), int(st[sk.ST_SAMPLED])
+        c.conversions, c.rows_written = int(st[sk.ST_CONVS]), int(st[sk.ST_WRITTEN])
+
+    def set_counts(self, counts: PartitionCounts) -> None:
+        """A checkpoint's counters."""
+        self.counts = counts
+        c, st = counts, self.st
+        st[sk.ST_MOMENTS], st[sk.ST_SAMPLED] = c.scoring_moments, c.sampled
+        st[sk.ST_CONVS], st[sk.ST_WRITTEN] = c.conversions, c.rows_written
+
+    # --------------------------------------------------------------- array capacity
+    def _grow_pending(self, need: int) -> None:
+        """Room to park ``need`` more rows."""
+        free, cap = int(self.st[sk.ST_NFREE]), len(self.p_kind)
+        if free >= need:
+            return
+        new = max(2 * cap, cap + need - free, 256)
+        self.P = tuple(_grown(a, new) for a in self.P)
+        self.pX, self.p_kind = _grown(self.pX, new), _grown(self.p_kind, new)
+        self.p_pop, self.p_recent = _grown(self.p_pop, new), _grown(self.p_recent, new)
+        added = np.arange(new - 1, cap - 1, -1, dtype=np.int64)
+        self.P[sk.P_FREE][free : free + len(added)] = added
+        self.st[sk.ST_NFREE] = free + len(added)
+
+    def _grow_entries(self, need: int) -> None:
+        """Room for ``need`` more remembered conversions, the table's rows and every pair id."""
+        C, free = self.C, int(self.st[sk.ST_ENFREE])
+        cap = len(C[sk.C_TIME])
+        if free < need:
+            new = max(2 * cap, cap + need - free, 256)
+            C = tuple(_grown(a, new) if i < sk.C_HEAD else a for i, a in enumerate(C))
+            added = np.arange(new - 1, cap - 1, -1, dtype=np.int64)
+            C[sk.C_FREE][free : free + len(added)] = added
+            self.st[sk.ST_ENFREE] = free + len(added)
+        for i, n in ((sk.C_HEAD, len(self.table)), (sk.C_PAIR, len(self.pairs))):
+            if len(C[i]) < n:
+                C = C[:i] + (_grown(C[i], max(2 * len(C[i]), n, 256), fill=-1),) + C[i + 1 :]
+        self.C = C
+
+    def _compact_pairs(self) -> None:
+        """Renumber the pairs still in memory (the pair table would otherwise hold every
+        conversion ever seen)."""
+        live = np.flatnonzero(self.C[sk.C_PAIR][: len(self.pairs)] >= 0)
+        if len(self.pairs) < 4096 or len(self.pairs) < 4 * len(live):
+            return
+        keys = list(self.pairs)
+        entries = self.C[sk.C_PAIR][live]
+        self.pairs = {keys[p]: i for i, p in enumerate(live.tolist())}
+        self.C[sk.C_PAIR][:] = -1
+        self.C[sk.C_PAIR][: len(live)] = entries
+        self.C[sk.C_PID][entries] = np.arange(len(live), dtype=np.int64)
+
+    # ------------------------------------------------------------------------------ a run
     def states(self) -> Iterator[BusinessState]:
         """Every business's state (for the checkpoint)."""
         return (to_state(self.table, r) for r in range(len(self.table)))
@@ -199,27 +284,56 @@ class PartitionBuild:
     def restore(self, state: BusinessState) -> None:
         from_state(self.table, state)
 
-    # ------------------------------------------------------------------------------ a run
-    def run(self, business: Iterable[Any], activity: Iterable[Any], out: RowBuffer) -> None:
+    def run(
+        self,
+        business: Iterable[Any],
+        activity: Iterable[Any],
+        out: RowBuffer,
+        on_flush: Callable[[], None] | None = None,
+    ) -> None:
         """Fold a run's records (business records first, then the activity stream), writing
-        labelled rows into ``out`` as they become final."""
-        for item in self._merged(business, activity):
+        labelled rows into ``out`` as they become final; ``on_flush()`` after each batch (the
+        caller may write ``out`` away)."""
+        self._on_flush = on_flush
+        biz = [e for e in (self._business_entry(r) for r in business) if e is not None]
+        nb, bi = len(biz), 0
+        offsets, batch = self.offsets, self._batch
+        n = 0
+        # The worker's merge (features.order.HeadMerger) of the business records (a finished
+        # FIFO) against the activity stream, inlined: a business head goes first iff its key
+        # (time, BUSINESS_RANK, offset) is below the activity record's, i.e. its time is not later.
+        for r in activity:
+            ev = r.event
+            if ev is None:
+                raise ValueError(f"activity record without an event at partition {r.partition} offset {r.offset}")
+            if r.offset < offsets[ACTIVITY_RANK]:
+                self._observe(ACTIVITY_RANK, r.offset)  # raises
+            if n == 0 and self.first_offsets[ACTIVITY_RANK] is None:
+                self.first_offsets[ACTIVITY_RANK] = r.offset
+            offsets[ACTIVITY_RANK] = r.offset + 1
+            n += 1
+            t = ev.event_time
+            while bi < nb and biz[bi][0] <= t:
+                self._step(biz[bi][2], out)  # folds the batch first: a new list
+                batch = self._batch
+                bi += 1
+            if (
+                type(ev) is not ActivityEvent
+                or not self.snapshots_started
+                or (self.next_t is not None and t > self.next_t)
+            ):
+                self._step(ev, out)
+                batch = self._batch
+                continue
+            batch.append(ev)
+            if len(batch) >= BATCH:
+                self._flush(out)
+                batch = self._batch
+        self.counts.records += n
+        for _, _, item in biz[bi:]:
             self._step(item, out)
         self._flush(out)
-
-    def _merged(self, business: Iterable[Any], activity: Iterable[Any]) -> Iterator[Any]:
-        merger: HeadMerger[Any] = HeadMerger()
-        for r in business:
-            entry = self._business_entry(r)
-            if entry is not None:
-                merger.push(BUSINESS_RANK, *entry)
-        for r in activity:
-            if r.event is None:
-                raise ValueError(f"activity record without an event at partition {r.partition} offset {r.offset}")
-            self._observe(ACTIVITY_RANK, r.offset)
-            merger.push(ACTIVITY_RANK, r.event.event_time, r.offset, r.event)
-            yield from merger.pop_ready(True, False)
-        yield from merger.pop_ready(True, True)
+        self._sync_counts()
 
     def _business_entry(self, r: Any) -> tuple[int, int, Any] | None:
         self._observe(BUSINESS_RANK, r.offset)
@@ -273,158 +387,243 @@ class PartitionBuild:
         fold_business(self.table, item)
 
     def _flush(self, out: RowBuffer) -> None:
-        """Fold the batch (features.columnar), then walk it in order for what the build keeps:
-        label memory, scoring moments, the clock that labels rows."""
-        events, self._batch = self._batch, []
+        """Fold the batch (features.columnar), then walk it in order (models.streamkernels) for
+        what the build keeps: label memory, scoring moments, the clock that labels rows."""
+        events = self._batch
         if not events:
             return
+        self._batch = []
         X = np.empty((len(events), len(self.cfg.spec.names)), dtype=np.float32)
-        folded = fold_batch(self.table, activity_batch(self.table, events), X)
-        k = 0
-        for i, ev in enumerate(events):
-            scored = folded.outcomes[i] == ck.SCORED
-            self._activity(ev, scored, X[k] if scored else None, int(folded.clocks[i]), out)
-            k += scored
+        batch = activity_batch(self.table, events)
+        folded = fold_batch(self.table, batch, X)
+        self._bookkeep(events, batch, folded.outcomes)
+        pids = self._pair_ids(events, batch)
+        self._grow_pending(len(events))
+        self._grow_entries(len(events))
+        self._market_codes(np.unique(batch.rows))
+        cap = int(self.st[sk.ST_HN]) + len(events)
+        out_slot, out_label = np.empty(cap, np.int64), np.empty(cap, np.float64)
+        n = sk.walk_kernel(
+            self.st, self.P, self.C, self.pX, self.p_kind, self.p_pop, self.p_recent,
+            batch.rows, batch.times, pids, folded.outcomes, folded.clocks, self._hashes(events, folded.outcomes),
+            X, self._mcode_row, self._lcf, self._params(), out_slot, out_label,
+        )  # fmt: skip
+        self._emit(out_slot[:n], out_label[:n], out)
+        if len(self.pairs) >= 4096:
+            self._compact_pairs()
+        if self._on_flush is not None:
+            self._on_flush()
 
-    def _activity(self, ev: ActivityEvent, scored: bool, x: np.ndarray | None, clock: int, out: RowBuffer) -> None:
-        c = self.counts
-        c.activity_records += 1
-        bid, et = ev.business_id, ev.event_time
-        self.active.add(bid)
-        self.min_time = et if self.min_time is None else min(self.min_time, et)
-        is_conv = ev.kind in self.cfg.label_cfg.kinds
-        if is_conv:
-            self._remember_conversion(bid, ev.event_id, et)
-        if scored:
-            self.scored.add(bid)
-            if is_conv:
-                _add_decayed(self.decayed, bid, et, self.cfg.constants[2])
-            self._moment(ev, x, clock)  # type: ignore[arg-type]  # a scored event has its row
-        if self.max_time is None or et > self.max_time:
-            self.max_time = et
-            self._settle(out)
+    @cached_property
+    def _lcf(self) -> np.ndarray:
+        return np.array(self.cfg.lifetime_conversion_features, np.int64)
+
+    @cached_property
+    def _conv_kinds(self) -> np.ndarray:
+        return np.array(self.cfg.constants[3], np.int64)
+
+    def _params(self) -> np.ndarray:
+        threshold = self.cfg.constants[0]
+        nt = self.next_t
+        return np.array(
+            [
+                self._wait_ms(),
+                int(self.cfg.label_cfg.horizon_ms),
+                self.cfg.every_ms,
+                threshold,
+                int(self.cfg.event_rows),
+                0 if nt is None else nt,
+                int(nt is not None),
+                len(self.table),
+                ck.SCORED,
+            ],
+            np.int64,
+        )
+
+    def _bookkeep(self, events: list[ActivityEvent], batch: Any, outcomes: np.ndarray) -> None:
+        """What the walk needs no order for: counters, active and scored businesses, the decayed
+        conversion counts (per business, in order)."""
+        self.counts.activity_records += len(events)
+        ids = self.table.ids
+        self.active.update(ids[r] for r in np.unique(batch.rows).tolist())
+        tmin = int(batch.times.min())
+        self.min_time = tmin if self.min_time is None else min(self.min_time, tmin)
+        scored = outcomes == ck.SCORED
+        self.scored.update(ids[r] for r in np.unique(batch.rows[scored]).tolist())
+        rate = self.cfg.constants[2]
+        for i in np.flatnonzero(scored & np.isin(batch.kinds, self._conv_kinds)).tolist():
+            _add_decayed(self.decayed, events[i].business_id, events[i].event_time, rate)
+
+    def _pair_ids(self, events: list[ActivityEvent], batch: Any) -> np.ndarray:
+        """Per event: its (business row, event id) pair's number when a conversion, else -1."""
+        pids = np.full(len(events), -1, np.int64)
+        pairs, rows = self.pairs, batch.rows
+        for i in np.flatnonzero(np.isin(batch.kinds, self._conv_kinds)).tolist():
+            pids[i] = pairs.setdefault((int(rows[i]), events[i].event_id), len(pairs))
+        return pids
+
+    def _hashes(self, events: list[ActivityEvent], outcomes: np.ndarray) -> np.ndarray:
+        """The sampling hash of the scoring moments' event ids (others: 0)."""
+        u = np.zeros(len(events), np.int64)
+        if not self.cfg.event_rows:
+            return u
+        _, seed_crc, _, _ = self.cfg.constants
+        idx = np.flatnonzero(outcomes == ck.SCORED).tolist()
+        u[idx] = [(zlib.crc32(events[i].event_id.encode(), seed_crc) * _GOLD) & 0xFFFFFFFF for i in idx]
+        return u
+
+    def _market_codes(self, rows: np.ndarray) -> None:
+        """Market codes of ``rows`` as their profiles stand (no business event inside a batch)."""
+        if len(self._mcode_row) < len(self.table):
+            self._mcode_row = _grown(self._mcode_row, max(2 * len(self._mcode_row), len(self.table), 256))
+        for r in rows.tolist():
+            self._mcode_row[r] = self._market(columnar_group_key(self.table, r))
+
+    def _market(self, m: str) -> int:
+        return self.markets.setdefault(m, len(self.markets))
+
+    def _emit(self, slots: np.ndarray, labels: np.ndarray, out: RowBuffer) -> None:
+        """Labelled rows from their slots into ``out``; the slots are free again."""
+        if not len(slots):
+            return
+        out.add_rows(self._slot_rows(slots, labels))
+        nf = int(self.st[sk.ST_NFREE])
+        self.P[sk.P_FREE][nf : nf + len(slots)] = slots
+        self.st[sk.ST_NFREE] = nf + len(slots)
+
+    def _slot_rows(self, slots: np.ndarray, labels: np.ndarray) -> Rows:
+        P = self.P
+        ids = np.array(self.table.ids, dtype=str)
+        markets = np.array(list(self.markets), dtype=str)
+        return Rows(
+            {
+                "X": self.pX[slots],
+                "kind": self.p_kind[slots],
+                "time": P[sk.P_TIME][slots],
+                "as_of": P[sk.P_ASOF][slots],
+                "y": labels.astype(np.float32),
+                "business": ids[P[sk.P_BROW][slots]],
+                "market": markets[P[sk.P_MCODE][slots]],
+                "popularity": self.p_pop[slots],
+                "recent": self.p_recent[slots],
+                "partition": np.full(len(slots), self.partition, np.int32),
+                "offset": P[sk.P_OFFSET][slots],
+                "u": P[sk.P_U][slots].astype(np.uint32),
+            }
+        )
 
     # --------------------------------------------------------------------------- rows
-    def _moment(self, ev: ActivityEvent, x: np.ndarray, as_of: int) -> None:
-        self.counts.scoring_moments += 1
-        if not self.cfg.event_rows:
-            return
-        threshold, seed_crc, _, _ = self.cfg.constants
-        u = (zlib.crc32(ev.event_id.encode(), seed_crc) * _GOLD) & 0xFFFFFFFF
-        if u >= threshold:
-            return
-        self.counts.sampled += 1
-        row = self.table.rows[ev.business_id]
-        # popularity: the lifetime conversion counts, which are features of the row (exact in float32)
-        popularity = float(sum(x[i] for i in self.cfg.lifetime_conversion_features))
-        values = self._values(as_of, row, EVENT, as_of, popularity, offset=self.counts.scoring_moments, u=u)
-        self._park(x.copy(), values)
-
     def _snapshots_before(self, t: int) -> None:
         if not self.snapshots_started:
             self.snapshots_started = True
             self.next_t = self.cfg.first_snapshot(t)
         while self.next_t is not None and self.next_t < t:
-            for x, values in self._snapshot_rows(self.next_t):
-                self._park(x, values)
+            self._park(self._snapshot_rows(self.next_t))
             self.next_t = self.cfg.snapshot_after(self.next_t)
 
-    def _snapshot_rows(self, t: int) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        """One row per scored, scorable business as of its own clock (features.columnar)."""
+    def _snapshot_rows(self, t: int) -> Rows:
+        """One row per scored, scorable business as of its own clock (features.columnar); labels unset."""
         table = self.table
         ints = table.S[0]
         rows = np.array([table.rows[b] for b in sorted(self.scored)], dtype=np.int64)
-        if not len(rows):
-            return
-        rows = rows[(ints[rows, ck.C_KNOWN] != 0) & (ints[rows, ck.C_LIFE] != ck.CLOSED)]  # is_scorable
+        if len(rows):
+            rows = rows[(ints[rows, ck.C_KNOWN] != 0) & (ints[rows, ck.C_LIFE] != ck.CLOSED)]  # is_scorable
+        n = len(rows)
         as_of = ints[rows, ck.C_MAX]
-        X = np.empty((len(rows), len(self.cfg.spec.names)), dtype=np.float32)
+        X = np.empty((n, len(self.cfg.spec.names)), dtype=np.float32)
         extract_rows(table, rows, as_of, X)
-        conv_idx = list(self.cfg.constants[3])
-        popularity = table.S[4][rows][:, conv_idx].sum(axis=1)
-        for j, r in enumerate(rows.tolist()):
-            yield X[j], self._values(t, r, SNAPSHOT, int(as_of[j]), float(popularity[j]), offset=-1, u=0)
+        popularity = table.S[4][rows][:, list(self.cfg.constants[3])].sum(axis=1)
+        return Rows(
+            {
+                "X": X,
+                "kind": np.full(n, SNAPSHOT, np.int8),
+                "time": np.full(n, t, np.int64),
+                "as_of": as_of.astype(np.int64),
+                "y": np.full(n, np.nan, np.float32),
+                "business": np.array([table.ids[r] for r in rows.tolist()], dtype=str).reshape(n),
+                "market": np.array([columnar_group_key(table, r) for r in rows.tolist()], dtype=str).reshape(n),
+                "popularity": popularity.astype(np.float64),
+                "recent": np.array([self._recent(table.ids[r], t) for r in rows.tolist()], np.float64),
+                "partition": np.full(n, self.partition, np.int32),
+                "offset": np.full(n, -1, np.int64),
+                "u": np.zeros(n, np.uint32),
+            }
+        )
 
-    def _values(
-        self, t: int, row: int, kind: int, as_of: int, popularity: float, offset: int, u: int
-    ) -> dict[str, Any]:
-        bid = self.table.ids[row]
-        recent = 0.0
+    def _recent(self, bid: str, t: int) -> float:
         d = self.decayed.get(bid)
-        if d and kind == SNAPSHOT:
-            recent = d[0] * float(np.exp(-self.cfg.constants[2] * (t - d[1])))
-        return {
-            "kind": kind,
-            "time": t,
-            "as_of": as_of,
-            "business": bid,
-            "market": columnar_group_key(self.table, row),
-            "popularity": popularity,
-            "recent": recent,
-            "partition": self.partition,
-            "offset": offset,
-            "u": u,
-        }
+        return d[0] * float(np.exp(-self.cfg.constants[2] * (t - d[1]))) if d else 0.0
 
-    def _park(self, x: np.ndarray, values: dict[str, Any]) -> None:
-        self._seq += 1
-        self.slots[self._seq] = (x, values)
-        heapq.heappush(self.pending, (int(values["time"]), self._seq, self._seq))
+    def _park(self, rows: Rows) -> None:
+        """Park ``rows`` (in order) to wait for their labels."""
+        n = len(rows)
+        if not n:
+            return
+        self._grow_pending(n)
+        slots = sk.park_rows(self.st, self.P, np.ascontiguousarray(rows["time"], np.int64))
+        P = self.P
+        self.pX[slots] = rows["X"]
+        self.p_kind[slots] = rows["kind"]
+        P[sk.P_ASOF][slots] = rows["as_of"]
+        rix = self.table.rows
+        P[sk.P_BROW][slots] = [rix[b] for b in rows["business"].tolist()]
+        P[sk.P_MCODE][slots] = [self._market(m) for m in rows["market"].tolist()]
+        self.p_pop[slots], self.p_recent[slots] = rows["popularity"], rows["recent"]
+        P[sk.P_OFFSET][slots], P[sk.P_U][slots] = rows["offset"], rows["u"]
 
     # ------------------------------------------------------------------------- labels
-    def _remember_conversion(self, bid: str, event_id: str, t: int) -> None:
-        seen = self.conv.get(bid)
-        if seen is not None and event_id in seen:
-            return  # a re-delivery
-        self.counts.conversions += 1  # distinct as far as the label memory reaches
-        if t > self._forget_before():  # else no window still open, nor one still to come, can count it
-            self.conv.setdefault(bid, {})[event_id] = t
+    @property
+    def pending(self) -> list[tuple[int, int, int]]:
+        """The rows waiting for their label, as (T, seq, slot), in no order."""
+        n = int(self.st[sk.ST_HN])
+        return list(zip(*(self.P[i][:n].tolist() for i in (sk.P_HT, sk.P_HSEQ, sk.P_HSLOT)), strict=True))
+
+    def _pending_slots(self) -> np.ndarray:
+        """The pending slots in label order: by (T, seq)."""
+        n = int(self.st[sk.ST_HN])
+        order = np.lexsort((self.P[sk.P_HSEQ][:n], self.P[sk.P_HT][:n]))
+        return self.P[sk.P_HSLOT][:n][order]
+
+    def pending_rows(self) -> Rows:
+        """The rows waiting for their label (label NaN), in label order: the checkpoint's."""
+        slots = self._pending_slots()
+        return self._slot_rows(slots, np.full(len(slots), np.nan))
+
+    def restore_pending(self, rows: Rows) -> None:
+        """Park a checkpoint's pending rows again (after its states are restored)."""
+        self._park(rows)
+
+    def conversions(self) -> tuple[list[str], list[str], list[int]]:
+        """The label memory as (business, event id, time) lists: the checkpoint's."""
+        keys = list(self.pairs)
+        ent = self.C[sk.C_PAIR][: len(keys)]
+        live = np.flatnonzero(ent >= 0)
+        times = self.C[sk.C_TIME][ent[live]].tolist()
+        ids = self.table.ids
+        pairs = [keys[p] for p in live.tolist()]
+        return [ids[r] for r, _ in pairs], [e for _, e in pairs], times
+
+    def restore_conversions(self, bids: list[str], eids: list[str], times: list[int]) -> None:
+        """Put a checkpoint's label memory back (after its states are restored)."""
+        self._grow_entries(len(bids))
+        for b, e, t in zip(bids, eids, times, strict=True):
+            r = self.table.row(b)
+            pid = self.pairs.setdefault((r, e), len(self.pairs))
+            self._grow_entries(0)
+            sk.add_entry(self.st, self.C, r, pid, t)
 
     def _due(self) -> int:
         """Rows with T at or before this are labelled: the newest activity is past T + H by the lateness."""
         if self.max_time is None:
             return -(2**62)
-        return self.max_time - int(self.cfg.label_cfg.horizon_ms) - int(self.cfg.spec.allowed_lateness_ms)
+        return self.max_time - self._wait_ms()
 
-    def _forget_before(self) -> int:
-        """Conversions at or before this can count in no window: every pending row's and every
-        future snapshot's window starts later."""
-        cut = self._due()
-        if self.pending:
-            cut = min(cut, self.pending[0][0])
-        if self.next_t is not None:
-            cut = min(cut, self.next_t)
-        return cut
-
-    def _settle(self, out: RowBuffer) -> None:
-        """Label the rows whose window no accepted conversion can still reach; now and then (once
-        per grid step) forget the conversions no window can count."""
-        due = self._due()
-        while self.pending and self.pending[0][0] <= due:
-            _, _, slot = heapq.heappop(self.pending)
-            x, values = self.slots.pop(slot)
-            out.add(x, y=self._label(values), **values)
-            self.counts.rows_written += 1
-        step = due // self.cfg.every_ms
-        if step != self.pruned_step:
-            self.pruned_step = step
-            self._forget(self._forget_before())
-
-    def _forget(self, cut: int) -> None:
-        for bid in list(self.conv):
-            kept = {k: t for k, t in self.conv[bid].items() if t > cut}
-            if kept:
-                self.conv[bid] = kept
-            else:
-                del self.conv[bid]
-
-    def _label(self, values: dict[str, Any]) -> float:
-        seen = self.conv.get(values["business"])
-        if not seen:
-            return 0.0
-        t = int(values["time"])
-        end = t + int(self.cfg.label_cfg.horizon_ms)
-        return float(sum(1 for c in seen.values() if t < c <= end))
+    def _labels(self, rows: Rows) -> np.ndarray:
+        brows = np.array([self.table.rows[b] for b in rows["business"].tolist()], np.int64)
+        self._grow_entries(0)
+        return sk.labels_of(
+            self.C, brows, np.ascontiguousarray(rows["time"], np.int64), int(self.cfg.label_cfg.horizon_ms)
+        )
 
     # --------------------------------------------------------------------------- finish
     def _wait_ms(self) -> int:
@@ -435,20 +634,29 @@ class PartitionBuild:
         has not labelled yet, and its grid snapshots up to it, labelled from what was read. The
         build itself is not changed: the next run starts from the same pending rows."""
         last_ok = data_end - self._wait_ms()
-        tail = RowBuffer(len(self.cfg.spec.names))
-        for due, _, slot in sorted(self.pending):
-            if due > last_ok:
-                break
-            x, values = self.slots[slot]
-            tail.add(x, y=self._label(values), **values)
+        slots = self._pending_slots()
+        slots = slots[self.P[sk.P_TIME][slots] <= last_ok]
+        brows = self.P[sk.P_BROW][slots]
+        self._grow_entries(0)
+        H = int(self.cfg.label_cfg.horizon_ms)
+        parts = [self._slot_rows(slots, sk.labels_of(self.C, brows, self.P[sk.P_TIME][slots], H))]
         t = self.next_t if self.snapshots_started else None
         while t is not None and t <= last_ok:
-            for x, values in self._snapshot_rows(t):
-                tail.add(x, y=self._label(values), **values)
+            snap = self._snapshot_rows(t)
+            snap.cols["y"] = self._labels(snap).astype(np.float32)
+            parts.append(snap)
             t = self.cfg.snapshot_after(t)
-        return tail.rows()
+        return Rows.concat(parts, len(self.cfg.spec.names))
 
     def waiting(self, data_end: int) -> int:
         """Rows still waiting for a label after :meth:`finish` at ``data_end``."""
         last_ok = data_end - self._wait_ms()
-        return sum(1 for t, _, _ in self.pending if t > last_ok)
+        n = int(self.st[sk.ST_HN])
+        return int((self.P[sk.P_HT][:n] > last_ok).sum())
+
+
+def _grown(a: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
+    """``a`` with room for ``n`` rows (new ones ``fill``)."""
+    new = np.full((n, *a.shape[1:]), fill, a.dtype)
+    new[: len(a)] = a
+    return new
