@@ -76,6 +76,11 @@ class OutputProducer(Protocol):
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None: ...
 
+    def send_many(
+        self, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int] | None = None
+    ) -> None:
+        """``send`` of each (key, value[, partition]), in order, without headers: a batch's predictions."""
+
     def flush(self, timeout_s: float) -> None:
         """Block until every send since the last flush is acknowledged; raise DeliveryError if not."""
 
@@ -213,6 +218,17 @@ class KafkaPythonOutput:
     ) -> None:
         self._futures.append(self.producer.send(topic, key=key, value=value, partition=partition, headers=headers))
 
+    def send_many(
+        self, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int] | None = None
+    ) -> None:
+        send, futures = self.producer.send, self._futures
+        if partitions is None:
+            futures.extend(send(topic, key=k, value=v) for k, v in zip(keys, values, strict=True))
+        else:
+            futures.extend(
+                send(topic, key=k, value=v, partition=p) for k, v, p in zip(keys, values, partitions, strict=True)
+            )
+
     def flush(self, timeout_s: float) -> None:
         futures, self._futures = self._futures, []
         if not futures:
@@ -271,6 +287,13 @@ class KafkaPythonTransactions(KafkaPythonOutput):
         if not self.in_transaction:
             self._begin()
         self._futures.append(self.producer.send(topic, key=key, value=value, partition=partition, headers=headers))
+
+    def send_many(
+        self, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int] | None = None
+    ) -> None:
+        if not self.in_transaction:
+            self._begin()
+        super().send_many(topic, keys, values, partitions)
 
     def _begin(self) -> None:
         self.producer.begin_transaction()
@@ -597,6 +620,21 @@ class ConfluentOutput:
             except BufferError:  # local queue full: serve delivery reports until there is room
                 self._p.poll(0.05)
 
+    def send_many(
+        self, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int] | None = None
+    ) -> None:
+        # produce's positional form (topic, value, key, partition, on_delivery): no dict per record
+        produce, report = self._p.produce, self._on_delivery
+        parts = partitions if partitions is not None else [-1] * len(values)  # -1: the partitioner's choice
+        self._pending += len(values)
+        for k, v, p in zip(keys, values, parts, strict=True):
+            while True:
+                try:
+                    produce(topic, v, k, p, report)
+                    break
+                except BufferError:  # local queue full: serve delivery reports until there is room
+                    self._p.poll(0.05)
+
     def flush(self, timeout_s: float) -> None:
         pending, self._pending = self._pending, 0
         if not pending:
@@ -659,6 +697,13 @@ class ConfluentTransactions(ConfluentOutput):
         if not self.in_transaction:
             self._begin()
         super().send(topic, key, value, partition, headers)
+
+    def send_many(
+        self, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int] | None = None
+    ) -> None:
+        if not self.in_transaction:
+            self._begin()
+        super().send_many(topic, keys, values, partitions)
 
     def _begin(self) -> None:
         self._p.begin_transaction()

@@ -23,7 +23,7 @@ class Outputs:
 
     def send(self, out: BatchOutput) -> None:
         """Send a batch's predictions and dead letters; they are acknowledged at the next checkpoint."""
-        cfg, send, same = self._cfg, self._sink.send, self._same
+        cfg, send_many, same = self._cfg, self._sink.send_many, self._same
         for topic, preds in (
             (cfg.predictions_topic, out.predictions),
             (cfg.holdout_topic, out.holdout),
@@ -32,11 +32,6 @@ class Outputs:
             if not preds:
                 continue
             keys, values, partitions = encoded(preds, self._codec)
-            if topic in same:
-                for k, v, p in zip(keys, values, partitions, strict=True):
-                    send(topic, k, v, p)
-            else:
-                for k, v in zip(keys, values, strict=True):
-                    send(topic, k, v)
+            send_many(topic, keys, values, partitions if topic in same else None)
         for dl in out.dead_letters:
             self._sink.dead_letter(dl, dl.partition if cfg.dead_letter_topic in same else None)

@@ -56,6 +56,7 @@ class Sink:
         else:
             self.output = output_producer(cfg)
         self.send = self.output.send  # the hot path: one attribute lookup less per record
+        self.send_many = self.output.send_many
 
     @property
     def in_transaction(self) -> bool:
