@@ -118,10 +118,24 @@ class BuildResult:
     partitions: list[PartitionSummary] = field(default_factory=list)
     rebuilt: str | None = None  # why an existing checkpoint was discarded
     incremental: bool = False  # True when a checkpoint was resumed
+    memory: dict[str, Rows] | None = None  # a one-off build's shards and tails, kept in memory (Kept)
 
     def rows(self, select: Callable[[Rows], np.ndarray] | None = None) -> Rows:
         """Every labelled row of the build (shards, then tails), ``select``-ed per shard."""
-        return load_rows(self.work_dir, len(self.cfg.spec.names), select)
+        n = len(self.cfg.spec.names)
+        if self.memory is None:
+            return load_rows(self.work_dir, n, select)
+        parts = [self.memory[k] for k in sorted(self.memory)]  # shard_paths' order
+        return Rows.concat([r if select is None else r.take(np.asarray(select(r))) for r in parts], n)
+
+
+@dataclass
+class Kept:
+    """What a one-off build (``build(durable=False)`` in this process) keeps in memory instead of
+    writing: each partition's build between its two phases, and the row sets by shard name."""
+
+    parts: dict[int, PartitionBuild] = field(default_factory=dict)
+    shards: dict[str, Rows] = field(default_factory=dict)
 
 
 def build(
@@ -141,26 +155,32 @@ def build(
     (each partition a task on the cluster; ``work_dir`` must then be a path every worker sees).
     ``end_ms``: the data's end for the tails' completeness (default: the newest activity time of
     any partition). ``progress(summary, done, total)`` after each partition's phase 1.
-    ``durable=False``: no fsyncs (a one-off build in a temporary directory no run resumes).
+    ``durable=False``: a one-off build no run resumes: no fsyncs and, when run in this process,
+    no checkpoint and no shards (the rows stay in memory: ``BuildResult.memory``).
     """
     t0 = time.perf_counter()
     root = Path(work_dir)
     rebuilt, resumed = _open(root, cfg)
     parts = source.partitions()
+    # A one-off build in this process keeps each partition for its tail instead of a checkpoint
+    # written and read back, and its rows in memory instead of shards (nothing resumes it).
+    kept = Kept() if not durable and workers <= 1 and client is None else None
     with _runner(workers, client) as run:
         summaries = []
-        for s in run(_phase1, [(source.part(p), root, cfg, p, durable) for p in parts]):
+        for s in run(_phase1, [(source.part(p), root, cfg, p, durable, kept) for p in parts]):
             summaries.append(s)
             if progress is not None:
                 progress(s, len(summaries), len(parts))
         ends = [s.max_time for s in summaries if s.max_time is not None]
         data_end = int(end_ms) if end_ms is not None else (max(ends) if ends else None)
         if data_end is not None:
-            tails = run(_phase2, [(root, cfg, p, data_end, durable) for p in parts])
+            tails = run(_phase2, [(root, cfg, p, data_end, durable, kept) for p in parts])
             for s, (n_tail, n_wait) in zip(summaries, tails, strict=True):
                 s.tail_rows, s.waiting = n_tail, n_wait
     stats = _stats(summaries, data_end, time.perf_counter() - t0, cfg)
     result = BuildResult(root, cfg, stats, data_end, summaries, rebuilt, resumed)
+    if kept is not None:
+        result.memory = kept.shards
     log.info("build done", extra={"build": {"records": stats.records, "seconds": round(stats.seconds, 3)}})
     return result
 
@@ -185,21 +205,34 @@ def _runner(workers: int, client: Any) -> Iterator[Run]:
             yield lambda fn, args: (f.result() for f in [pool.submit(fn, *a) for a in args])
 
 
-def _phase1(source: PartitionLog, root: Path, cfg: BuildConfig, p: int, durable: bool = True) -> PartitionSummary:
-    """Resume partition ``p`` from its checkpoint, fold what ``source`` has after it, save."""
+def _phase1(
+    source: PartitionLog,
+    root: Path,
+    cfg: BuildConfig,
+    p: int,
+    durable: bool = True,
+    kept: Kept | None = None,
+) -> PartitionSummary:
+    """Resume partition ``p`` from its checkpoint, fold what ``source`` has after it, save (or
+    keep it in ``kept``)."""
     t0 = time.perf_counter()
     pb = load_partition(root, cfg, p)
     before = PartitionCounts(**vars(pb.counts))
     out = RowBuffer(len(cfg.spec.names))
     business, activity = source.read(p, (pb.offsets[0], pb.offsets[1]))
-    pb.run(business, activity, out, _flusher(out, pb, root, durable))
-    _write(root, pb, out, durable)
-    save_partition(root, pb, durable)
+    pb.run(business, activity, out, _flusher(out, pb, root, durable, kept))
+    _write(root, pb, out, durable, kept)
+    if kept is not None:
+        kept.parts[p] = pb
+    else:
+        save_partition(root, pb, durable)
     run_counts = PartitionCounts(**{k: v - getattr(before, k) for k, v in vars(pb.counts).items()})
     return _summary(pb, run_counts, time.perf_counter() - t0)
 
 
-def _flusher(out: RowBuffer, pb: PartitionBuild, root: Path, durable: bool = True) -> Callable[[], None]:
+def _flusher(
+    out: RowBuffer, pb: PartitionBuild, root: Path, durable: bool = True, kept: Kept | None = None
+) -> Callable[[], None]:
     """Called after each folded batch: writes a shard whenever ``SHARD_ROWS`` labelled rows are
     waiting, and says how far a long partition has got every ``PROGRESS_S`` seconds."""
     t0 = last = time.perf_counter()
@@ -208,7 +241,7 @@ def _flusher(out: RowBuffer, pb: PartitionBuild, root: Path, durable: bool = Tru
     def on_flush() -> None:
         nonlocal last
         if len(out) >= SHARD_ROWS:
-            _write(root, pb, out, durable)
+            _write(root, pb, out, durable, kept)
         now = time.perf_counter()
         if now - last >= PROGRESS_S:
             last = now
@@ -226,19 +259,32 @@ def _flusher(out: RowBuffer, pb: PartitionBuild, root: Path, durable: bool = Tru
     return on_flush
 
 
-def _write(root: Path, pb: PartitionBuild, out: RowBuffer, durable: bool = True) -> None:
+def _write(root: Path, pb: PartitionBuild, out: RowBuffer, durable: bool = True, kept: Kept | None = None) -> None:
     if len(out) == 0:
         return
-    write_shard(root / "shards" / f"p{pb.partition:05d}-{pb.shard_seq:08d}", out.rows(), durable)
+    name = f"p{pb.partition:05d}-{pb.shard_seq:08d}"
+    if kept is not None:
+        kept.shards[f"shards/{name}"] = out.rows()
+    else:
+        write_shard(root / "shards" / name, out.rows(), durable)
     pb.shard_seq += 1
     out.clear()
 
 
-def _phase2(root: Path, cfg: BuildConfig, p: int, data_end: int, durable: bool = True) -> tuple[int, int]:
-    pb = load_partition(root, cfg, p)
+def _phase2(
+    root: Path,
+    cfg: BuildConfig,
+    p: int,
+    data_end: int,
+    durable: bool = True,
+    kept: Kept | None = None,
+) -> tuple[int, int]:
+    pb = kept.parts[p] if kept is not None else load_partition(root, cfg, p)
     tail = pb.finish(data_end)
-    path = root / "tail" / f"p{p:05d}"
-    write_shard(path, tail, durable)
+    if kept is not None:
+        kept.shards[f"tail/p{p:05d}"] = tail
+    else:
+        write_shard(root / "tail" / f"p{p:05d}", tail, durable)
     return len(tail), pb.waiting(data_end)
 
 
