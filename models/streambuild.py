@@ -79,6 +79,7 @@ from models.snapshots import DEFAULT_HALF_LIFE_MS, _add_decayed
 # Activity folded per call of the compiled fold: large enough to amortise the call, small enough
 # that a batch's feature rows (BATCH x features x 4 bytes) stay a few hundred kB.
 BATCH = 1024
+_NEVER = 2**63 - 1  # a time no event reaches
 BUILD_FORMAT = 1  # bump when the checkpoint or shard layout changes: old work directories are rebuilt
 
 
@@ -298,44 +299,55 @@ class PartitionBuild:
         caller may write ``out`` away)."""
         self._on_flush = on_flush
         biz = [e for e in (self._business_entry(r) for r in business) if e is not None]
-        nb, bi = len(biz), 0
-        offsets, batch = self.offsets, self._batch
-        n = 0
+        biz.append((_NEVER, -1, None))  # a sentinel: no activity time reaches it
+        bi = 0
+        next_b = biz[0][0]
+        lim = self._step_limit()
+        batch, nxt, n, first = self._batch, self.offsets[ACTIVITY_RANK], 0, None
         # The worker's merge (features.order.HeadMerger) of the business records (a finished
         # FIFO) against the activity stream, inlined: a business head goes first iff its key
         # (time, BUSINESS_RANK, offset) is below the activity record's, i.e. its time is not later.
         for r in activity:
-            ev = r.event
+            ev, off = r.event, r.offset
             if ev is None:
-                raise ValueError(f"activity record without an event at partition {r.partition} offset {r.offset}")
-            if r.offset < offsets[ACTIVITY_RANK]:
-                self._observe(ACTIVITY_RANK, r.offset)  # raises
-            if n == 0 and self.first_offsets[ACTIVITY_RANK] is None:
-                self.first_offsets[ACTIVITY_RANK] = r.offset
-            offsets[ACTIVITY_RANK] = r.offset + 1
+                raise ValueError(f"activity record without an event at partition {r.partition} offset {off}")
+            if off < nxt:
+                self.offsets[ACTIVITY_RANK] = nxt
+                self._observe(ACTIVITY_RANK, off)  # raises
+            if n == 0:
+                first = off
+            nxt = off + 1
             n += 1
             t = ev.event_time
-            while bi < nb and biz[bi][0] <= t:
-                self._step(biz[bi][2], out)  # folds the batch first: a new list
-                batch = self._batch
-                bi += 1
-            if (
-                type(ev) is not ActivityEvent
-                or not self.snapshots_started
-                or (self.next_t is not None and t > self.next_t)
-            ):
+            if t >= next_b:
+                while next_b <= t:
+                    self._step(biz[bi][2], out)  # folds the batch first: a new list
+                    bi += 1
+                    next_b = biz[bi][0]
+                batch, lim = self._batch, self._step_limit()
+            if t > lim or type(ev) is not ActivityEvent:
                 self._step(ev, out)
-                batch = self._batch
+                batch, lim = self._batch, self._step_limit()
                 continue
             batch.append(ev)
             if len(batch) >= BATCH:
                 self._flush(out)
                 batch = self._batch
+        self.offsets[ACTIVITY_RANK] = nxt
+        if first is not None and self.first_offsets[ACTIVITY_RANK] is None:
+            self.first_offsets[ACTIVITY_RANK] = first
         self.counts.records += n
-        for _, _, item in biz[bi:]:
+        for _, _, item in biz[bi:-1]:
             self._step(item, out)
         self._flush(out)
         self._sync_counts()
+
+    def _step_limit(self) -> int:
+        """Activity stamped after this must go through :meth:`_step` (it passes a snapshot time,
+        or starts the snapshots); at or before it, it only joins the batch."""
+        if not self.snapshots_started:
+            return -_NEVER
+        return _NEVER if self.next_t is None else self.next_t
 
     def _business_entry(self, r: Any) -> tuple[int, int, Any] | None:
         self._observe(BUSINESS_RANK, r.offset)
