@@ -34,52 +34,53 @@ C_TIME, C_PID, C_NEXT, C_FREE, C_HEAD, C_PAIR = range(6)
 NO_TIME = -(2**62)  # PartitionBuild._due with nothing folded yet
 
 
+# The kernels below take the arrays they touch one by one: a call that passed the P or C tuple
+# paid a reference count update per array in it, which made a heap pop four times its work.
 @njit(cache=True, inline="always")
-def _less(P, i, j):
-    hT, hseq = P[P_HT], P[P_HSEQ]
+def _less(hT, hseq, i, j):
     return hT[i] < hT[j] or (hT[i] == hT[j] and hseq[i] < hseq[j])
 
 
 @njit(cache=True, inline="always")
-def _swap(P, i, j):
-    for a in (P[P_HT], P[P_HSEQ], P[P_HSLOT]):
-        a[i], a[j] = a[j], a[i]
+def _swap(hT, hseq, hslot, i, j):
+    hT[i], hT[j] = hT[j], hT[i]
+    hseq[i], hseq[j] = hseq[j], hseq[i]
+    hslot[i], hslot[j] = hslot[j], hslot[i]
 
 
 @njit(cache=True)
-def heap_push(st, P, T, slot):
+def heap_push(st, hT, hseq, hslot, T, slot):
     """Park ``slot`` with window start ``T`` (the next sequence number breaks ties, as heapq's tuples did)."""
     st[ST_SEQ] += 1
     i = st[ST_HN]
     st[ST_HN] += 1
-    P[P_HT][i], P[P_HSEQ][i], P[P_HSLOT][i] = T, st[ST_SEQ], slot
+    hT[i], hseq[i], hslot[i] = T, st[ST_SEQ], slot
     while i > 0:
         parent = (i - 1) >> 1
-        if not _less(P, i, parent):
+        if not _less(hT, hseq, i, parent):
             break
-        _swap(P, i, parent)
+        _swap(hT, hseq, hslot, i, parent)
         i = parent
 
 
 @njit(cache=True)
-def heap_pop(st, P):
+def heap_pop(st, hT, hseq, hslot):
     """The slot with the smallest (T, seq), removed from the heap (its slot is not freed)."""
-    top = P[P_HSLOT][0]
+    top = hslot[0]
     n = st[ST_HN] - 1
     st[ST_HN] = n
     if n > 0:
-        for a in (P[P_HT], P[P_HSEQ], P[P_HSLOT]):
-            a[0] = a[n]
+        hT[0], hseq[0], hslot[0] = hT[n], hseq[n], hslot[n]
         i = 0
         while True:
             c = 2 * i + 1
             if c >= n:
                 break
-            if c + 1 < n and _less(P, c + 1, c):
+            if c + 1 < n and _less(hT, hseq, c + 1, c):
                 c += 1
-            if not _less(P, c, i):
+            if not _less(hT, hseq, c, i):
                 break
-            _swap(P, i, c)
+            _swap(hT, hseq, hslot, i, c)
             i = c
     return top
 
@@ -87,33 +88,35 @@ def heap_pop(st, P):
 @njit(cache=True)
 def park_rows(st, P, times):
     """Park one row per time (in order): returns the slots the caller fills."""
+    hT, hseq, hslot, free, ptime = P[P_HT], P[P_HSEQ], P[P_HSLOT], P[P_FREE], P[P_TIME]
     slots = np.empty(times.shape[0], np.int64)
     for j in range(times.shape[0]):
         st[ST_NFREE] -= 1
-        slots[j] = P[P_FREE][st[ST_NFREE]]
-        P[P_TIME][slots[j]] = times[j]
-        heap_push(st, P, times[j], slots[j])
+        slots[j] = free[st[ST_NFREE]]
+        ptime[slots[j]] = times[j]
+        heap_push(st, hT, hseq, hslot, times[j], slots[j])
     return slots
 
 
 @njit(cache=True)
-def label_of(C, brow, T, H):
+def label_of(head, etime, enext, brow, T, H):
     """Conversions of business row ``brow`` in memory stamped in ``(T, T + H]`` (PartitionBuild._label)."""
     n = 0
-    e = C[C_HEAD][brow]
+    e = head[brow]
     while e >= 0:
-        c = C[C_TIME][e]
+        c = etime[e]
         if T < c <= T + H:
             n += 1
-        e = C[C_NEXT][e]
+        e = enext[e]
     return float(n)
 
 
 @njit(cache=True)
 def labels_of(C, brows, times, H):
+    head, etime, enext = C[C_HEAD], C[C_TIME], C[C_NEXT]
     out = np.empty(brows.shape[0], np.float64)
     for j in range(brows.shape[0]):
-        out[j] = label_of(C, brows[j], times[j], H)
+        out[j] = label_of(head, etime, enext, brows[j], times[j], H)
     return out
 
 
@@ -123,51 +126,45 @@ def _due(st, W):
 
 
 @njit(cache=True, inline="always")
-def _forget_before(st, P, W, next_t, has_next):
+def _forget_before(st, hT, W, next_t, has_next):
     cut = _due(st, W)
-    if st[ST_HN] > 0 and P[P_HT][0] < cut:
-        cut = P[P_HT][0]
+    if st[ST_HN] > 0 and hT[0] < cut:
+        cut = hT[0]
     if has_next and next_t < cut:
         cut = next_t
     return cut
 
 
 @njit(cache=True)
-def remember(st, P, C, brow, pid, t, W, next_t, has_next):
-    """PartitionBuild._remember_conversion: a pair already in memory is a re-delivery; a new one
-    is counted, and kept if some window can still count it."""
-    if C[C_PAIR][pid] >= 0:
-        return
-    st[ST_CONVS] += 1
-    if t > _forget_before(st, P, W, next_t, has_next):
-        add_entry(st, C, brow, pid, t)
-
-
-@njit(cache=True)
 def add_entry(st, C, brow, pid, t):
+    _add_entry(st, C[C_TIME], C[C_PID], C[C_NEXT], C[C_FREE], C[C_HEAD], C[C_PAIR], brow, pid, t)
+
+
+@njit(cache=True, inline="always")
+def _add_entry(st, etime, epid, enext, efree, head, pair, brow, pid, t):
     st[ST_ENFREE] -= 1
-    e = C[C_FREE][st[ST_ENFREE]]
-    C[C_TIME][e], C[C_PID][e] = t, pid
-    C[C_NEXT][e] = C[C_HEAD][brow]
-    C[C_HEAD][brow] = e
-    C[C_PAIR][pid] = e
+    e = efree[st[ST_ENFREE]]
+    etime[e], epid[e] = t, pid
+    enext[e] = head[brow]
+    head[brow] = e
+    pair[pid] = e
 
 
 @njit(cache=True)
-def forget(st, C, n_rows, cut):
+def forget(st, etime, epid, enext, efree, head, pair, n_rows, cut):
     """Drop the conversions stamped at or before ``cut`` (PartitionBuild._forget)."""
     for r in range(n_rows):
         prev = -1
-        e = C[C_HEAD][r]
+        e = head[r]
         while e >= 0:
-            nxt = C[C_NEXT][e]
-            if C[C_TIME][e] <= cut:
+            nxt = enext[e]
+            if etime[e] <= cut:
                 if prev < 0:
-                    C[C_HEAD][r] = nxt
+                    head[r] = nxt
                 else:
-                    C[C_NEXT][prev] = nxt
-                C[C_PAIR][C[C_PID][e]] = -1
-                C[C_FREE][st[ST_ENFREE]] = e
+                    enext[prev] = nxt
+                pair[epid[e]] = -1
+                efree[st[ST_ENFREE]] = e
                 st[ST_ENFREE] += 1
             else:
                 prev = e
@@ -203,53 +200,56 @@ def walk_kernel(  # noqa: PLR0913
     next_t?, rows in the table, scored code. Returns how many rows were labelled."""
     W, H, every, threshold, event_rows = prm[0], prm[1], prm[2], prm[3], prm[4]
     next_t, has_next, n_rows, scored_code = prm[5], prm[6], prm[7], prm[8]
+    hT, hseq, hslot, free = P[P_HT], P[P_HSEQ], P[P_HSLOT], P[P_FREE]
+    ptime, pasof, pbrow, pmcode, poffset, pu = P[P_TIME], P[P_ASOF], P[P_BROW], P[P_MCODE], P[P_OFFSET], P[P_U]
+    etime, epid, enext, efree, head, pair = C[C_TIME], C[C_PID], C[C_NEXT], C[C_FREE], C[C_HEAD], C[C_PAIR]
     n_out = 0
     k = 0
     for i in range(brows.shape[0]):
         t = times[i]
-        if pids[i] >= 0:
-            remember(st, P, C, brows[i], pids[i], t, W, next_t, has_next)
+        pid = pids[i]
+        # PartitionBuild._remember_conversion: a pair already in memory is a re-delivery; a new
+        # one is counted, and kept if some window can still count it
+        if pid >= 0 and pair[pid] < 0:
+            st[ST_CONVS] += 1
+            if t > _forget_before(st, hT, W, next_t, has_next):
+                _add_entry(st, etime, epid, enext, efree, head, pair, brows[i], pid, t)
         if outcomes[i] == scored_code:
             st[ST_MOMENTS] += 1
             if event_rows and us[i] < threshold:
                 st[ST_SAMPLED] += 1
                 st[ST_NFREE] -= 1
-                s = P[P_FREE][st[ST_NFREE]]
-                _event_row(
-                    P, pX, p_kind, p_pop, p_recent, s, X[k], clocks[i], brows[i], mcode_row, st[ST_MOMENTS], us[i], lcf
+                s = free[st[ST_NFREE]]
+                x = X[k]
+                pX[s] = x
+                p_kind[s] = 0  # shards.EVENT
+                pop = np.float32(0.0)  # the Python sum of float32 features: float32 arithmetic
+                for j in lcf:
+                    pop += x[j]
+                p_pop[s], p_recent[s] = pop, 0.0
+                c, b = clocks[i], brows[i]
+                ptime[s], pasof[s], pbrow[s], pmcode[s], poffset[s], pu[s] = (
+                    c,
+                    c,
+                    b,
+                    mcode_row[b],
+                    st[ST_MOMENTS],
+                    us[i],
                 )
-                heap_push(st, P, clocks[i], s)
+                heap_push(st, hT, hseq, hslot, c, s)
             k += 1
         if not st[ST_HAS_MAX] or t > st[ST_MAX]:
             st[ST_MAX], st[ST_HAS_MAX] = t, 1
-            n_out = _settle(st, P, C, W, H, every, next_t, has_next, n_rows, out_slot, out_label, n_out)
-    return n_out
-
-
-@njit(cache=True, inline="always")
-def _event_row(P, pX, p_kind, p_pop, p_recent, s, x, clock, brow, mcode_row, moment, u, lcf):
-    pX[s] = x
-    p_kind[s] = 0  # shards.EVENT
-    pop = np.float32(0.0)  # the Python sum of float32 features: float32 arithmetic
-    for j in lcf:
-        pop += x[j]
-    p_pop[s], p_recent[s] = pop, 0.0
-    P[P_TIME][s], P[P_ASOF][s], P[P_BROW][s] = clock, clock, brow
-    P[P_MCODE][s], P[P_OFFSET][s], P[P_U][s] = mcode_row[brow], moment, u
-
-
-@njit(cache=True)
-def _settle(st, P, C, W, H, every, next_t, has_next, n_rows, out_slot, out_label, n_out):
-    """PartitionBuild._settle: label what is due; once per grid step, forget what no window counts."""
-    due = _due(st, W)
-    while st[ST_HN] > 0 and P[P_HT][0] <= due:
-        s = heap_pop(st, P)
-        out_slot[n_out] = s
-        out_label[n_out] = label_of(C, P[P_BROW][s], P[P_TIME][s], H)
-        n_out += 1
-        st[ST_WRITTEN] += 1
-    step = due // every
-    if not st[ST_HAS_PRUNED] or step != st[ST_PRUNED]:
-        st[ST_PRUNED], st[ST_HAS_PRUNED] = step, 1
-        forget(st, C, n_rows, _forget_before(st, P, W, next_t, has_next))
+            # PartitionBuild._settle: label what is due; once per grid step, forget what no window counts
+            due = _due(st, W)
+            while st[ST_HN] > 0 and hT[0] <= due:
+                s = heap_pop(st, hT, hseq, hslot)
+                out_slot[n_out] = s
+                out_label[n_out] = label_of(head, etime, enext, pbrow[s], ptime[s], H)
+                n_out += 1
+                st[ST_WRITTEN] += 1
+            step = due // every
+            if not st[ST_HAS_PRUNED] or step != st[ST_PRUNED]:
+                st[ST_PRUNED], st[ST_HAS_PRUNED] = step, 1
+                forget(st, etime, epid, enext, efree, head, pair, n_rows, _forget_before(st, hT, W, next_t, has_next))
     return n_out
