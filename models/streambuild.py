@@ -10,7 +10,9 @@ records after it: incremental retraining.
 The fold is the compiled columnar one (``features.columnar``: the states of a partition as arrays,
 activity folded in batches, bit-identical to ``features.state.update`` and ``extract_into``); a
 batch is folded before anything that must see the states at its point of the merge (a business
-event, a tombstone, a snapshot time passed), then walked in order for the rest.
+event, a tombstone, a snapshot time passed), then walked in order for the rest - by a compiled
+walk too (``models.streamkernels``: the rules below over arrays of pending rows and remembered
+conversions), so a build's Python work per event is its conversion to arrays and the merge.
 
 Per partition, :class:`PartitionBuild` applies the rules of the in-memory build, item by item in
 the worker's merge order (``features.order``; the business records of a run are read first - a
