@@ -146,10 +146,13 @@ def test_two_workers_split_partitions_and_one_takes_over(cfg, tmp_path, clients)
     cfg = cfg.with_overrides(batch_size=50)
     publish_world(cfg, businesses=100, days=5, seed=31)
     expected, store, _ = expected_run(cfg, cfg.registry_dir)
-    # b's idle limit outlasts the group's session timeout (6 s): it must still be there when the
-    # group notices that a is gone and hands it a's partitions.
+    # b's idle limit outlasts the group's session timeout (6 s) and the rebalance after it, counted
+    # from b's last batch, which can come well before the kill: b may have finished its own
+    # partitions by then (the clean-clone CI of a024f90 saw a confluent b idle out 12 s after its
+    # last batch, before the group handed it a's partition). It must still be there when the group
+    # notices that a is gone and hands it a's partitions.
     a = start_worker(cfg.with_overrides(transport=clients[0]), idle_s=12, log_path=tmp_path / "a.log")
-    b = start_worker(cfg.with_overrides(transport=clients[1]), idle_s=12, log_path=tmp_path / "b.log")
+    b = start_worker(cfg.with_overrides(transport=clients[1]), idle_s=25, log_path=tmp_path / "b.log")
     # Kill a once both serve (a client's start-up can lag the other's: librdkafka's first fetch
     # takes up to a second on the embedded broker) and a quarter of the work is done.
     deadline = time.monotonic() + 60
